@@ -1,0 +1,42 @@
+"""June Orchestrator: the control plane for June's software agents.
+
+The embedded API is ``Orchestrator`` (the facade both transports use) and ``Agent``
+(the base class of in-process agents); errors are in ``orch.errors``.
+"""
+
+from orch.agent import Agent
+from orch.clock import ManualClock
+from orch.config import Settings
+from orch.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    OrchestratorError,
+    TaskCancelled,
+    TaskFailed,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+)
+from orch.model import Assignment
+from orch.system import Orchestrator, TaskHandle
+
+__all__ = [
+    "Agent",
+    "Assignment",
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "ManualClock",
+    "NotFound",
+    "Orchestrator",
+    "OrchestratorError",
+    "Settings",
+    "TaskCancelled",
+    "TaskFailed",
+    "TaskHandle",
+    "Timeout",
+    "Unauthorized",
+    "Unavailable",
+]

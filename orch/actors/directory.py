@@ -1,0 +1,74 @@
+"""The published view of every agent, read without asking any actor.
+
+The heartbeat and completion paths must not pay an actor round trip just to find an
+agent and check its token, so the Supervisor keeps this directory. Each entry is an
+immutable snapshot. Writers are few and fixed: the Supervisor adds and removes
+entries; an agent's own AgentActor replaces its record (``publish``) and nothing else.
+Readers take entries lock-free (a dict read is atomic in CPython); writers take a
+small lock so an actor being retired cannot republish over its removal.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+from orch.model import AgentRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One agent: its latest record, its live actor (if any) and its credential."""
+
+    record: AgentRecord
+    actor: Any  # AgentActor proxy; None while the agent is failed or awaiting restart
+    generation: int
+    token_hash: str
+
+
+class Directory:
+    """Agent id -> ``Entry``; see the module docstring for who may write."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+        self._write_lock = threading.Lock()
+
+    def get(self, agent_id: str) -> Entry | None:
+        return self._entries.get(agent_id)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, entry: Entry) -> None:
+        """Add or replace an entry (Supervisor only)."""
+        with self._write_lock:
+            self._entries[entry.record.agent_id] = entry
+
+    def remove(self, agent_id: str) -> None:
+        """Drop an entry (Supervisor only)."""
+        with self._write_lock:
+            self._entries.pop(agent_id, None)
+
+    def attach_actor(self, agent_id: str, generation: int, actor: Any) -> None:
+        """Record the proxy of a just-started actor without touching its record."""
+        with self._write_lock:
+            entry = self._entries.get(agent_id)
+            if entry is not None and entry.generation == generation:
+                self._entries[agent_id] = replace(entry, actor=actor)
+
+    def publish(self, generation: int, record: AgentRecord) -> bool:
+        """Replace the record of the agent's current generation (its AgentActor only).
+
+        Returns False, changing nothing, when the publisher is no longer the agent's
+        current actor (it was restarted, retired or deregistered meanwhile).
+        """
+        with self._write_lock:
+            entry = self._entries.get(record.agent_id)
+            if entry is None or entry.generation != generation:
+                return False
+            self._entries[record.agent_id] = replace(entry, record=record)
+            return True

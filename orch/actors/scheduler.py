@@ -1,0 +1,600 @@
+"""Scheduler: owns every task, the queue and the assignment table.
+
+Tasks move only here. Each change is stored before it is kept (``_put``), so a store
+failure leaves the task as it was. Assignment is a lease: it lasts while the agent
+is healthy and the task's timeout has not run out; when it dies the task goes back
+to the queue (its attempt counted) or, out of attempts, ends ``dead``.
+
+Agents tell the Scheduler when they can take work (``agent_ready``), when they
+cannot (``agent_unready``) and when they are gone (``agent_gone``); the Scheduler
+pushes assignments to them with tells. It asks only the LockBroker, which never asks
+back, so no two actors can wait on each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+from collections import Counter, defaultdict
+from dataclasses import replace
+from typing import Any
+
+import pykka
+
+from orch.actors.matching import AgentSlot, Matcher, Requirement
+from orch.clock import Clock
+from orch.config import Settings
+from orch.errors import Conflict, NotFound, OrchestratorError
+from orch.events import Events
+from orch.model import (
+    LEASED_TASK_STATES,
+    Assignment,
+    Task,
+    TaskId,
+    TaskSpec,
+    TaskState,
+    retry_delay_s,
+    task_key,
+)
+from orch.store.base import Store
+
+logger = logging.getLogger("orch.scheduler")
+
+
+def requirement_of(spec: TaskSpec) -> Requirement:
+    return (spec.agent_type, spec.capabilities)
+
+
+def lock_owner(task: Task) -> str:
+    """The name a task's resource locks are held under.
+
+    It includes the submission number so the locks of a forcibly replaced task and
+    those of its replacement (same task id) are never confused.
+    """
+    return f"{task.key}#{task.seq}"
+
+
+class Scheduler(pykka.ThreadingActor):
+    """Queue, assignment and task lifecycle; its public methods are its messages."""
+
+    use_daemon_thread = True
+
+    def __init__(self, store: Store, clock: Clock, events: Events, settings: Settings) -> None:
+        super().__init__()
+        self._store = store
+        self._clock = clock
+        self._events = events
+        self._settings = settings
+        self._broker: Any = None
+        self._tasks: dict[str, Task] = {}
+        self._leases: defaultdict[str, set[str]] = defaultdict(set)  # agent id -> task keys
+        self._matcher = Matcher(self._is_queued)
+        self._parked: dict[str, tuple[str, ...]] = {}  # task key -> resources it waits for
+        self._parked_by_resource: defaultdict[str, set[str]] = defaultdict(set)
+        self._retry_heap: list[tuple[float, str, int]] = []
+        self._lease_heap: list[tuple[float, str, int]] = []
+        self._watchers: defaultdict[str, list[pykka.Future[Task]]] = defaultdict(list)
+        self._seq = 0
+        self._by_state: Counter[TaskState] = Counter()
+        self._pending_by_priority: Counter[int] = Counter()
+        self._totals: Counter[str] = Counter()
+
+    def set_lock_broker(self, broker: Any) -> None:
+        """Wire the LockBroker (a proxy) used for tasks that name resources."""
+        self._broker = broker
+
+    # ------------------------------------------------------------ submission
+
+    def submit(self, spec: TaskSpec, agent_id: str | None = None, force: bool = False) -> Task:
+        """Queue a task, or assign it straight to ``agent_id``; returns it as it now is.
+
+        A task id that is still active is a ``Conflict`` unless ``force``, which
+        cancels the active one first. A named agent that cannot take the task now
+        (not started, unhealthy, busy, lacking capabilities, resources held) is a
+        ``Conflict`` and nothing is queued.
+        """
+        key = task_key(spec.task_id)
+        old = self._tasks.get(key)
+        if old is not None and not old.terminal and not force:
+            raise Conflict(
+                f"task {spec.task_id!r} is still {old.state}; submit with force to replace it",
+                task_status=str(old.state),
+            )
+        task = Task(
+            spec=spec,
+            seq=self._seq + 1,
+            created_at=self._clock.time(),
+            queued_at=self._clock.monotonic(),
+        )
+        if agent_id is not None:
+            slot = self._named_slot(agent_id, spec)
+            leased = self._lease(task, slot)
+            if leased is None:
+                raise Conflict(
+                    f"resources {', '.join(spec.resources)} are not all free for {agent_id!r}"
+                )
+            self._seq += 1
+            if old is not None and not old.terminal:
+                self._finish(old, TaskState.CANCELLED, error="replaced by a forced resubmission")
+            self._events.emit("task.queued", task_id=spec.task_id, priority=spec.priority)
+            self._totals["submitted"] += 1
+            self._commit_lease(leased, slot)
+            return self._tasks[key]
+        if old is not None and not old.terminal:
+            self._finish(old, TaskState.CANCELLED, error="replaced by a forced resubmission")
+        self._put(task)
+        self._seq += 1
+        self._totals["submitted"] += 1
+        self._events.emit("task.queued", task_id=spec.task_id, priority=spec.priority)
+        self._enqueue(task)
+        self._dispatch()
+        return self._tasks[key]
+
+    def _named_slot(self, agent_id: str, spec: TaskSpec) -> AgentSlot:
+        slot = self._matcher.agent(agent_id)
+        if slot is None or not slot.ready:
+            raise Conflict(f"agent {agent_id!r} is not started or not healthy", agent_id=agent_id)
+        if slot.load >= slot.max_slots:
+            raise Conflict(
+                f"agent {agent_id!r} is busy ({slot.load}/{slot.max_slots} tasks)",
+                agent_id=agent_id,
+            )
+        if not slot.serves(requirement_of(spec)):
+            raise Conflict(
+                f"agent {agent_id!r} ({slot.agent_type}) does not meet the task's "
+                f"agent_type/capabilities",
+                agent_id=agent_id,
+            )
+        return slot
+
+    # -------------------------------------------------------- agents' reports
+
+    def agent_ready(self, slot: AgentSlot) -> None:
+        """An agent can take work (started, healthy, or its config changed)."""
+        current = self._matcher.agent(slot.agent_id)
+        if current is not None and current.generation > slot.generation:
+            return
+        slot.load = len(self._leases.get(slot.agent_id, ()))
+        self._matcher.put_agent(slot)
+        self._dispatch()
+
+    def agent_unready(self, agent_id: str, generation: int) -> None:
+        """An agent must get no new work (unhealthy, stopping); it keeps its tasks."""
+        slot = self._matcher.agent(agent_id)
+        if slot is not None and slot.generation == generation:
+            self._matcher.set_ready(slot, False)
+
+    def agent_gone(self, agent_id: str, generation: int, how: str, error: str | None) -> None:
+        """An agent can no longer run its tasks; settle each of them.
+
+        ``crashed``: failed with the error, retried by policy. ``lost``: requeued with
+        the attempt counted. ``released`` (stopped without drain, deregistered):
+        requeued without counting the attempt.
+        """
+        slot = self._matcher.agent(agent_id)
+        if slot is not None and slot.generation <= generation:
+            self._matcher.remove_agent(agent_id)
+        for key in list(self._leases.get(agent_id, ())):
+            task = self._tasks[key]
+            try:
+                if how == "crashed":
+                    self._fail(task, error or "agent crashed", retryable=True)
+                else:
+                    reason = f"agent {agent_id!r} was {'lost' if how == 'lost' else 'stopped'}"
+                    self._lease_lost(task, reason, count_attempt=how == "lost")
+            except OrchestratorError:
+                logger.exception("could not settle task %s of agent %s", key, agent_id)
+        self._dispatch()
+
+    def assignment_refused(self, agent_id: str, key: str, attempt: int) -> None:
+        """The agent could not take a task after all (it stopped meanwhile)."""
+        task = self._tasks.get(key)
+        if (
+            task
+            and task.agent_id == agent_id
+            and task.attempts == attempt
+            and task.state in (LEASED_TASK_STATES)
+        ):
+            self._lease_lost(task, "agent refused the assignment", count_attempt=False)
+            self._dispatch()
+
+    def mark_running(self, agent_id: str, delivered: list[tuple[str, int]]) -> None:
+        """The agent has received these assignments."""
+        for key, attempt in delivered:
+            task = self._tasks.get(key)
+            if (
+                task
+                and task.state is TaskState.ASSIGNED
+                and task.agent_id == agent_id
+                and task.attempts == attempt
+            ):
+                try:
+                    self._put(replace(task, state=TaskState.RUNNING))
+                except OrchestratorError:
+                    # Delivery already happened; left `assigned` it is delivered again.
+                    logger.warning("could not record delivery of task %s", key)
+
+    def resources_freed(self, resources: list[str]) -> None:
+        """The LockBroker says these resources came free: retry tasks parked on them."""
+        for resource in resources:
+            for key in self._parked_by_resource.pop(resource, set()):
+                waited_for = self._parked.pop(key, ())
+                for other in waited_for:
+                    if other != resource:
+                        self._parked_by_resource[other].discard(key)
+                task = self._tasks.get(key)
+                if task is not None and task.state is TaskState.PENDING:
+                    self._enqueue(task)
+        self._dispatch()
+
+    # -------------------------------------------------------------- outcomes
+
+    def complete(
+        self, agent_id: str, task_id: TaskId, result: Any = None, attempt: int | None = None
+    ) -> Task:
+        """Record a task's success; only the agent holding it may complete it."""
+        task = self._held(agent_id, task_id, attempt)
+        done = self._finish(task, TaskState.COMPLETED, result=result)
+        self._dispatch()
+        return done
+
+    def fail(
+        self,
+        agent_id: str,
+        task_id: TaskId,
+        error: str,
+        retryable: bool = True,
+        attempt: int | None = None,
+    ) -> Task:
+        """Record a failed attempt; retried with backoff while attempts remain."""
+        task = self._held(agent_id, task_id, attempt)
+        failed = self._fail(task, error, retryable)
+        self._dispatch()
+        return failed
+
+    def complete_from_agent(self, agent_id: str, key: str, attempt: int, result: Any) -> None:
+        """Tell-variant of ``complete`` for in-process agents; stale reports are dropped."""
+        try:
+            self.complete(agent_id, key, result, attempt)
+        except OrchestratorError as exc:
+            logger.info("dropped completion of %s by %s: %s", key, agent_id, exc)
+
+    def fail_from_agent(
+        self, agent_id: str, key: str, attempt: int, error: str, retryable: bool
+    ) -> None:
+        """Tell-variant of ``fail`` for in-process agents."""
+        try:
+            self.fail(agent_id, key, error, retryable, attempt)
+        except OrchestratorError as exc:
+            logger.info("dropped failure of %s by %s: %s", key, agent_id, exc)
+
+    def cancel(self, task_id: TaskId) -> Task:
+        """Cancel a task that has not ended; its agent and locks are released."""
+        task = self._get(task_id)
+        if task.terminal:
+            raise Conflict(f"task {task_id!r} already ended {task.state}")
+        cancelled = self._finish(task, TaskState.CANCELLED, error="cancelled")
+        self._dispatch()
+        return cancelled
+
+    def watch(self, task_id: TaskId, future: pykka.Future[Task]) -> None:
+        """Resolve ``future`` with the task once it ends (at once if it has)."""
+        task = self._get(task_id)
+        if task.terminal:
+            future.set(task)
+        else:
+            self._watchers[task.key].append(future)
+
+    # ---------------------------------------------------------------- time
+
+    def tick(self) -> None:
+        """Move due retries back to the queue and expire overdue leases."""
+        now = self._clock.monotonic()
+        try:
+            while self._retry_heap and self._retry_heap[0][0] <= now:
+                _, key, attempts = self._retry_heap[0]
+                task = self._tasks.get(key)
+                if task and task.state is TaskState.FAILED and task.attempts == attempts:
+                    pending = replace(task, state=TaskState.PENDING, retry_at=None, queued_at=now)
+                    self._put(pending)
+                    self._enqueue(pending)
+                    self._totals["retried"] += 1
+                heapq.heappop(self._retry_heap)
+            while self._lease_heap and self._lease_heap[0][0] <= now:
+                _, key, attempts = self._lease_heap[0]
+                task = self._tasks.get(key)
+                if (
+                    task
+                    and task.state in LEASED_TASK_STATES
+                    and task.attempts == attempts
+                    and task.lease_deadline is not None
+                    and task.lease_deadline <= now
+                ):
+                    self._totals["timed_out"] += 1
+                    self._lease_lost(
+                        task,
+                        "timed out: no result before the task's timeout ran out",
+                        count_attempt=True,
+                    )
+                heapq.heappop(self._lease_heap)
+        except OrchestratorError as exc:
+            logger.warning("tick paused, store failing: %s", exc)
+        self._dispatch()
+
+    # --------------------------------------------------------------- reading
+
+    def get(self, task_id: TaskId) -> Task:
+        """One task; ``NotFound`` if unknown."""
+        return self._get(task_id)
+
+    def list_tasks(
+        self, state: TaskState | None = None, agent_id: str | None = None, limit: int = 100
+    ) -> list[Task]:
+        """Tasks in submission order, newest last, optionally filtered."""
+        out = []
+        for task in self._tasks.values():
+            if state is not None and task.state is not state:
+                continue
+            if agent_id is not None and task.agent_id != agent_id:
+                continue
+            out.append(task)
+        out.sort(key=lambda t: t.seq)
+        return out[-limit:] if limit else out
+
+    def pending(self, limit: int = 100) -> list[Task]:
+        """Pending tasks in the order they would be assigned."""
+        pending = [t for t in self._tasks.values() if t.state is TaskState.PENDING]
+        pending.sort(key=lambda t: (-t.spec.priority, t.seq))
+        return pending[:limit]
+
+    def tasks_of(self, agent_id: str) -> list[Task]:
+        """The tasks an agent currently holds."""
+        return [self._tasks[k] for k in sorted(self._leases.get(agent_id, ()))]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for /stats and /health; O(1) in the number of tasks."""
+        return {
+            "tasks_by_state": {str(s): self._by_state[s] for s in TaskState},
+            "pending_by_priority": {
+                str(p): n for p, n in sorted(self._pending_by_priority.items(), reverse=True) if n
+            },
+            "parked_tasks": len(self._parked),
+            "total_tasks_submitted": self._totals["submitted"],
+            "total_tasks_assigned": self._totals["assigned"],
+            "total_tasks_completed": self._totals["completed"],
+            "total_tasks_failed": self._totals["failed"],
+            "total_tasks_retried": self._totals["retried"],
+            "total_tasks_dead": self._totals["dead"],
+            "total_tasks_cancelled": self._totals["cancelled"],
+            "total_tasks_timed_out": self._totals["timed_out"],
+        }
+
+    # ------------------------------------------------------------- internals
+
+    def _get(self, task_id: TaskId) -> Task:
+        task = self._tasks.get(task_key(task_id))
+        if task is None:
+            raise NotFound(f"no task {task_id!r}")
+        return task
+
+    def _held(self, agent_id: str, task_id: TaskId, attempt: int | None) -> Task:
+        task = self._get(task_id)
+        if task.state not in LEASED_TASK_STATES:
+            raise Conflict(
+                f"task {task_id!r} is {task.state}, not assigned", task_status=str(task.state)
+            )
+        if task.agent_id != agent_id:
+            raise Conflict(f"task {task_id!r} is not assigned to agent {agent_id!r}")
+        if attempt is not None and attempt != task.attempts:
+            raise Conflict(f"attempt {attempt} of task {task_id!r} is over; now {task.attempts}")
+        return task
+
+    def _is_queued(self, key: str, seq: int) -> bool:
+        task = self._tasks.get(key)
+        return (
+            task is not None
+            and task.state is TaskState.PENDING
+            and task.seq == seq
+            and key not in self._parked
+        )
+
+    def _enqueue(self, task: Task) -> None:
+        self._matcher.push_task(task.key, task.seq, task.spec.priority, requirement_of(task.spec))
+
+    def _put(self, task: Task) -> None:
+        """Store the task, then keep it: the one place a task changes."""
+        self._store.put_task(task)
+        old = self._tasks.get(task.key)
+        if old is not None:
+            self._by_state[old.state] -= 1
+            if old.state is TaskState.PENDING:
+                self._pending_by_priority[old.spec.priority] -= 1
+        self._by_state[task.state] += 1
+        if task.state is TaskState.PENDING:
+            self._pending_by_priority[task.spec.priority] += 1
+        self._tasks[task.key] = task
+
+    def _lease(self, task: Task, slot: AgentSlot) -> Task | None:
+        """The task as leased to ``slot``, with its resources locked; None if they are not free."""
+        timeout_s = task.spec.timeout_s or slot.task_timeout_s
+        tokens: dict[str, int] = {}
+        if task.spec.resources:
+            if self._broker is None:
+                raise Conflict("tasks with resources need a LockBroker")
+            granted = self._broker.try_acquire_for_task(
+                slot.agent_id, lock_owner(task), task.spec.resources, timeout_s
+            ).get(timeout=self._settings.ask_timeout_s)
+            if granted is None:
+                return None
+            tokens = granted
+        return replace(
+            task,
+            state=TaskState.ASSIGNED,
+            attempts=task.attempts + 1,
+            agent_id=slot.agent_id,
+            assigned_at=self._clock.time(),
+            lease_deadline=self._clock.monotonic() + timeout_s,
+            fencing_tokens=tokens,
+            retry_at=None,
+        )
+
+    def _commit_lease(self, leased: Task, slot: AgentSlot) -> None:
+        try:
+            self._put(leased)
+        except OrchestratorError:
+            if leased.spec.resources:
+                self._broker.release_task.defer(lock_owner(leased))
+            raise
+        key = leased.key
+        self._leases[slot.agent_id].add(key)
+        self._matcher.set_load(slot, len(self._leases[slot.agent_id]), assigned=True)
+        heapq.heappush(self._lease_heap, (leased.lease_deadline or 0.0, key, leased.attempts))
+        self._totals["assigned"] += 1
+        self._events.emit(
+            "task.assigned",
+            task_id=leased.spec.task_id,
+            agent_id=slot.agent_id,
+            attempt=leased.attempts,
+            queue_wait_s=round(self._clock.monotonic() - leased.queued_at, 6),
+        )
+        spec = leased.spec
+        assignment = Assignment(
+            task_id=spec.task_id,
+            payload=spec.payload,
+            attempt=leased.attempts,
+            priority=spec.priority,
+            resources=spec.resources,
+            fencing_tokens=leased.fencing_tokens,
+            timeout_s=spec.timeout_s or slot.task_timeout_s,
+        )
+        try:
+            slot.actor.assign.defer(assignment)
+        except pykka.ActorDeadError:
+            self._lease_lost(leased, "agent actor is gone", count_attempt=False)
+
+    def _dispatch(self) -> None:
+        """Assign as long as some pending task has a free eligible agent."""
+        while (match := self._matcher.next_match()) is not None:
+            key, slot = match
+            task = self._tasks[key]
+            try:
+                leased = self._lease(task, slot)
+                if leased is None:
+                    self._park(task)
+                    continue
+                self._commit_lease(leased, slot)
+            except (OrchestratorError, pykka.Timeout) as exc:
+                self._enqueue(task)
+                logger.warning("dispatch paused until the next tick: %s", exc)
+                return
+
+    def _park(self, task: Task) -> None:
+        self._parked[task.key] = task.spec.resources
+        for resource in task.spec.resources:
+            self._parked_by_resource[resource].add(task.key)
+
+    def _end_lease(self, task: Task) -> None:
+        """Undo what holding ``task`` gave its agent: slot, locks, the agent's copy."""
+        agent_id = task.agent_id
+        if agent_id is None or task.state not in LEASED_TASK_STATES:
+            return
+        held = self._leases.get(agent_id)
+        if held is not None:
+            held.discard(task.key)
+            if not held:
+                del self._leases[agent_id]
+        slot = self._matcher.agent(agent_id)
+        if slot is not None:
+            self._matcher.set_load(slot, len(self._leases.get(agent_id, ())))
+            with contextlib.suppress(pykka.ActorDeadError):
+                slot.actor.release.defer(task.key)
+        if task.spec.resources and self._broker is not None:
+            self._broker.release_task.defer(lock_owner(task))
+
+    def _finish(
+        self, task: Task, state: TaskState, *, result: Any = None, error: str | None = None
+    ) -> Task:
+        done = replace(
+            task,
+            state=state,
+            result=result,
+            error=error if error is not None else task.error,
+            finished_at=self._clock.time(),
+            lease_deadline=None,
+            retry_at=None,
+        )
+        self._put(done)
+        self._end_lease(task)
+        if task.key in self._parked:
+            for resource in self._parked.pop(task.key):
+                self._parked_by_resource[resource].discard(task.key)
+        self._totals[str(state)] += 1
+        event = {
+            TaskState.COMPLETED: "task.completed",
+            TaskState.DEAD: "task.dead",
+            TaskState.CANCELLED: "task.cancelled",
+        }[state]
+        self._events.emit(
+            event,
+            task_id=task.spec.task_id,
+            agent_id=task.agent_id,
+            attempts=task.attempts,
+            **({"error": error} if error else {}),
+        )
+        for future in self._watchers.pop(task.key, ()):
+            future.set(done)
+        return done
+
+    def _fail(self, task: Task, error: str, retryable: bool) -> Task:
+        self._totals["failed"] += 1
+        if not retryable or task.attempts >= task.spec.max_attempts:
+            return self._finish(task, TaskState.DEAD, error=error)
+        delay_s = retry_delay_s(
+            task.attempts,
+            self._settings.retry_backoff_initial_s,
+            self._settings.retry_backoff_max_s,
+        )
+        failed = replace(
+            task,
+            state=TaskState.FAILED,
+            error=error,
+            agent_id=None,
+            lease_deadline=None,
+            fencing_tokens={},
+            retry_at=self._clock.monotonic() + delay_s,
+        )
+        self._put(failed)
+        self._end_lease(task)
+        heapq.heappush(self._retry_heap, (failed.retry_at or 0.0, task.key, task.attempts))
+        self._events.emit(
+            "task.failed",
+            task_id=task.spec.task_id,
+            agent_id=task.agent_id,
+            attempt=task.attempts,
+            error=error,
+            retry_in_s=delay_s,
+        )
+        return failed
+
+    def _lease_lost(self, task: Task, reason: str, *, count_attempt: bool) -> None:
+        if count_attempt and task.attempts >= task.spec.max_attempts:
+            self._totals["failed"] += 1
+            self._finish(task, TaskState.DEAD, error=reason)
+            return
+        requeued = replace(
+            task,
+            state=TaskState.PENDING,
+            attempts=task.attempts if count_attempt else task.attempts - 1,
+            agent_id=None,
+            lease_deadline=None,
+            fencing_tokens={},
+            error=reason if count_attempt else task.error,
+            queued_at=self._clock.monotonic(),
+        )
+        self._put(requeued)
+        self._end_lease(task)
+        self._enqueue(requeued)
+        self._events.emit(
+            "task.requeued", task_id=task.spec.task_id, agent_id=task.agent_id, reason=reason
+        )

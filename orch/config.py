@@ -1,0 +1,154 @@
+"""Settings, read once from the environment into a frozen dataclass.
+
+Nothing else in the package reads ``os.environ``: the service builds ``Settings``
+with ``Settings.from_env()`` at start-up and passes it down; the embedded API uses the
+defaults unless given a ``Settings``. A bad value fails start-up with one line that
+names the variable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the orchestrator cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable, with production defaults."""
+
+    host: str = "127.0.0.1"
+    port: int = 8005
+    todo_service_url: str = "http://localhost:8004"
+    gateway_url: str = "http://localhost:8000"
+    log_level: str = "INFO"
+    db: str = ":memory:"
+    admin_token: str | None = None
+    http_threads: int = 8
+
+    heartbeat_interval_s: float = 30.0
+    unhealthy_after_missed: float = 3.0
+    lost_after_missed: float = 10.0
+    task_timeout_s: float = 3600.0
+
+    max_restarts: int = 5
+    restart_window_s: float = 60.0
+    restart_backoff_initial_s: float = 0.1
+    restart_backoff_max_s: float = 10.0
+
+    retry_backoff_initial_s: float = 1.0
+    retry_backoff_max_s: float = 60.0
+
+    lock_max_ttl_s: float = 3600.0
+    lock_max_wait_s: float = 30.0
+
+    tick_interval_s: float = 0.05
+    ask_timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); raise ``ConfigError``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (attr, parse) in _ENV.items():
+            raw = env.get(name)
+            if raw is None:
+                continue
+            try:
+                values[attr] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject combinations no single variable's parser can see."""
+        if self.lost_after_missed <= self.unhealthy_after_missed:
+            raise ConfigError(
+                "ORCH_LOST_AFTER_MISSED must be greater than ORCH_UNHEALTHY_AFTER_MISSED"
+            )
+        if self.heartbeat_interval_s < 0.1:
+            raise ConfigError("ORCH_HEARTBEAT_INTERVAL_S must be at least 0.1")
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as shown to operators; secrets are masked."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["admin_token"] = "***" if self.admin_token else None
+        return out
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number between 0 and 65535")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _url(raw: str) -> str:
+    raw = raw.strip()
+    if raw and not raw.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL, or empty to disable")
+    return raw.rstrip("/")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _optional_secret(raw: str) -> str | None:
+    return raw or None
+
+
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "ORCHESTRATOR_HOST": ("host", _nonempty),
+    "ORCHESTRATOR_PORT": ("port", _port),
+    "TODO_SERVICE_URL": ("todo_service_url", _url),
+    "GATEWAY_URL": ("gateway_url", _url),
+    "LOG_LEVEL": ("log_level", _log_level),
+    "ORCH_DB": ("db", _nonempty),
+    "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
+    "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
+    "ORCH_HEARTBEAT_INTERVAL_S": ("heartbeat_interval_s", _positive_float),
+    "ORCH_UNHEALTHY_AFTER_MISSED": ("unhealthy_after_missed", _positive_float),
+    "ORCH_LOST_AFTER_MISSED": ("lost_after_missed", _positive_float),
+    "ORCH_TASK_TIMEOUT_S": ("task_timeout_s", _positive_float),
+    "ORCH_MAX_RESTARTS": ("max_restarts", _positive_int),
+    "ORCH_RESTART_WINDOW_S": ("restart_window_s", _positive_float),
+    "ORCH_LOCK_MAX_TTL_S": ("lock_max_ttl_s", _positive_float),
+    "ORCH_LOCK_MAX_WAIT_S": ("lock_max_wait_s", _positive_float),
+    "ORCH_TICK_INTERVAL_S": ("tick_interval_s", _positive_float),
+    "ORCH_ASK_TIMEOUT_S": ("ask_timeout_s", _positive_float),
+}
+
+#: The environment variables ``Settings.from_env`` reads, for ``--help`` and the README.
+ENVIRONMENT_VARIABLES = tuple(_ENV)

@@ -1,0 +1,118 @@
+"""Domain errors shared by the embedded API and the HTTP layer.
+
+Each error carries a stable machine-readable ``code`` and the HTTP ``status`` the
+REST layer answers with, so both transports report the same failure the same way.
+Messages are written for a person: they say what was wrong and, where it helps,
+what to do instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchestratorError(Exception):
+    """Base of every error the orchestrator raises on purpose."""
+
+    code = "error"
+    status = 500
+    title = "Orchestrator error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as plain data (the body of a problem+json answer)."""
+        return {"code": self.code, "title": self.title, "detail": self.message, **self.details}
+
+
+class Invalid(OrchestratorError):
+    """An argument is malformed or out of range; nothing was changed."""
+
+    code = "invalid"
+    status = 400
+    title = "Invalid request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", field=field)
+        self.field = field
+
+
+class NotFound(OrchestratorError):
+    """The named agent, task or lock does not exist."""
+
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class Conflict(OrchestratorError):
+    """The request clashes with the current state (busy agent, held lock, ...)."""
+
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class Unauthorized(OrchestratorError):
+    """No credentials, or credentials that do not match any identity."""
+
+    code = "unauthorized"
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(OrchestratorError):
+    """Valid credentials that do not allow this action (another agent's token)."""
+
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+
+class Unavailable(OrchestratorError):
+    """The orchestrator cannot answer now (overloaded, stopping, store failing)."""
+
+    code = "unavailable"
+    status = 503
+    title = "Service unavailable"
+
+
+class Timeout(Unavailable, TimeoutError):
+    """An operation did not finish within its time limit."""
+
+    code = "timeout"
+    title = "Timed out"
+
+
+class StoreError(Unavailable):
+    """The store refused or failed a write; the change was not applied."""
+
+    code = "store_unavailable"
+    title = "Store unavailable"
+
+
+class TaskFailed(OrchestratorError):
+    """A task ended ``dead``: it failed and has no attempts left."""
+
+    code = "task_failed"
+    status = 409
+    title = "Task failed"
+
+
+class TaskCancelled(OrchestratorError):
+    """A task was cancelled before it completed."""
+
+    code = "task_cancelled"
+    status = 409
+    title = "Task cancelled"
+
+
+class AgentCrashed(Exception):
+    """In-process agent code raised; the agent's actor dies and is restarted.
+
+    Deliberately not an ``OrchestratorError``: it never reaches a caller, it is the
+    reason an AgentActor stops so that its Supervisor restarts it.
+    """

@@ -1,0 +1,75 @@
+"""Lifecycle events: one seam every actor reports through.
+
+Actors call ``Events.emit`` instead of reaching into each other or into metrics; the
+bounded ring behind it feeds ``GET /events`` and tests, and listeners (metrics, logs)
+hang off the same seam, as Mopidy's ``CoreListener`` does.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orch.clock import Clock
+
+logger = logging.getLogger("orch.events")
+
+Listener = Callable[["Event"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened, numbered in the order it was recorded."""
+
+    seq: int
+    type: str
+    at: float
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": self.type, "at": self.at, **self.data}
+
+
+class Events:
+    """A bounded, numbered ring of events with blocking reads for long-polls."""
+
+    def __init__(self, clock: Clock, capacity: int = 10_000) -> None:
+        self._clock = clock
+        self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` for every future event (in the emitting actor's thread)."""
+        self._listeners.append(listener)
+
+    def emit(self, event_type: str, **data: Any) -> Event:
+        """Record an event and wake long-pollers; listeners' errors are logged, not raised."""
+        with self._cond:
+            self._seq += 1
+            event = Event(self._seq, event_type, self._clock.time(), data)
+            self._ring.append(event)
+            self._cond.notify_all()
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("event listener failed on %s", event_type)
+        return event
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def since(self, after: int, limit: int = 1000, wait_s: float = 0.0) -> list[Event]:
+        """Events with ``seq > after``, waiting up to ``wait_s`` for the first one."""
+        with self._cond:
+            if wait_s > 0 and self._seq <= after:
+                self._cond.wait_for(lambda: self._seq > after, timeout=wait_s)
+            out = [e for e in self._ring if e.seq > after]
+        return out[:limit]

@@ -1,0 +1,6 @@
+"""Persistence behind one protocol; the memory store now, SQLite next."""
+
+from orch.store.base import Store
+from orch.store.memory import MemoryStore
+
+__all__ = ["MemoryStore", "Store"]

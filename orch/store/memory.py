@@ -1,0 +1,109 @@
+"""A store that keeps everything in process memory.
+
+Used by the embedded API by default and by tests. It honours the store contract
+exactly (a write that fails changes nothing), and offers ``fail_writes`` so tests can
+make it fail the way a full disk would.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from orch.errors import StoreError
+from orch.model import AgentRecord, LockGrant, Task
+
+
+class MemoryStore:
+    """Dict-backed ``Store``; safe to share between actors (one internal lock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._agents: dict[str, AgentRecord] = {}
+        self._credentials: dict[str, str] = {}
+        self._tasks: dict[str, Task] = {}
+        self._grants: dict[tuple[str, str, str | None], LockGrant] = {}
+        self._fencing: dict[str, int] = {}
+        self._defaults: dict[str, Any] = {}
+        self.fail_writes: str | None = None  # set to a reason to make every write fail
+        self.writes = 0
+
+    def _write(self) -> None:
+        if self.fail_writes is not None:
+            raise StoreError(f"store write failed: {self.fail_writes}")
+        self.writes += 1
+
+    def put_agent(self, record: AgentRecord) -> None:
+        with self._lock:
+            self._write()
+            self._agents[record.agent_id] = record
+
+    def delete_agent(self, agent_id: str) -> None:
+        with self._lock:
+            self._write()
+            self._agents.pop(agent_id, None)
+            self._credentials.pop(agent_id, None)
+
+    def load_agents(self) -> list[AgentRecord]:
+        with self._lock:
+            return list(self._agents.values())
+
+    def put_credential(self, agent_id: str, token_hash: str) -> None:
+        with self._lock:
+            self._write()
+            self._credentials[agent_id] = token_hash
+
+    def load_credentials(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._credentials)
+
+    def put_task(self, task: Task) -> None:
+        with self._lock:
+            self._write()
+            self._tasks[task.key] = task
+
+    def delete_task(self, key: str) -> None:
+        with self._lock:
+            self._write()
+            self._tasks.pop(key, None)
+
+    def load_tasks(self) -> list[Task]:
+        with self._lock:
+            return sorted(self._tasks.values(), key=lambda t: t.seq)
+
+    def put_grant(self, grant: LockGrant) -> None:
+        with self._lock:
+            self._write()
+            self._grants[(grant.resource, grant.agent_id, grant.task_key)] = grant
+            if grant.fencing_token > self._fencing.get(grant.resource, 0):
+                self._fencing[grant.resource] = grant.fencing_token
+
+    def delete_grant(self, grant: LockGrant) -> None:
+        with self._lock:
+            self._write()
+            self._grants.pop((grant.resource, grant.agent_id, grant.task_key), None)
+
+    def load_grants(self) -> list[LockGrant]:
+        with self._lock:
+            return list(self._grants.values())
+
+    def load_fencing_counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._fencing)
+
+    def put_config_defaults(self, defaults: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._write()
+            self._defaults = dict(defaults)
+
+    def load_config_defaults(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._defaults)
+
+    def check(self) -> None:
+        if self.fail_writes is not None:
+            raise StoreError(f"store failing: {self.fail_writes}")
+
+    def close(self) -> None:
+        """Nothing to release; present for the protocol."""

@@ -1,0 +1,783 @@
+"""Orchestrator: builds, wires, starts and stops the actors; the embedded API.
+
+This is the one facade both transports use: the HTTP resources call these methods,
+and so does Python code embedding the orchestrator. Every method validates its
+arguments first (raising ``orch.errors.Invalid`` naming the field), so nothing is
+sent to an actor that could be half-applied. Each call makes at most one actor round
+trip on the hot paths (heartbeat, complete): agents are found, and their tokens
+checked, in the Supervisor's published Directory.
+
+Time moves forward through ``tick()``: a background ticker calls it every
+``tick_interval_s``; tests with a ``ManualClock`` call it themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import msgspec
+import pykka
+
+from orch.actors.directory import Directory, Entry
+from orch.actors.health import HealthMonitor
+from orch.actors.lock_broker import LockBroker
+from orch.actors.scheduler import Scheduler
+from orch.actors.supervisor import Supervisor
+from orch.agent import Agent
+from orch.clock import Clock, SystemClock
+from orch.config import Settings
+from orch.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    OrchestratorError,
+    TaskCancelled,
+    TaskFailed,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+)
+from orch.events import Events
+from orch.model import (
+    MAX_CAPABILITIES,
+    MAX_RESOURCES_PER_REQUEST,
+    AgentRecord,
+    AgentState,
+    LockMode,
+    Task,
+    TaskId,
+    TaskSpec,
+    TaskState,
+    validate_id,
+    validate_int,
+    validate_names,
+    validate_positive,
+    validate_task_id,
+)
+from orch.store import MemoryStore, Store
+
+logger = logging.getLogger("orch")
+
+MAX_METADATA_BYTES = 16 * 1024
+MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256-bit random, so one SHA-256 round is enough to store them safely."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def json_copy(field_name: str, value: Any, max_bytes: int) -> Any:
+    """A deep copy of ``value`` that is proven JSON-serialisable and small enough."""
+    try:
+        encoded = msgspec.json.encode(value)
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise Invalid(field_name, f"must be JSON-serialisable ({exc})") from None
+    if len(encoded) > max_bytes:
+        raise Invalid(field_name, f"is {len(encoded)} bytes; the limit is {max_bytes}")
+    return msgspec.json.decode(encoded)
+
+
+class TaskHandle:
+    """A submitted task: its id, its current status and, eventually, its result."""
+
+    def __init__(self, orchestrator: Orchestrator, task_id: TaskId) -> None:
+        self._orch = orchestrator
+        self.task_id = task_id
+
+    @property
+    def status(self) -> str:
+        """The task's state now (``pending``, ``assigned``, ... ``completed``)."""
+        return self._orch.task(self.task_id)["status"]
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the task to end and return its result.
+
+        Raises ``TaskFailed`` if it ended ``dead``, ``TaskCancelled`` if cancelled,
+        ``orch.errors.Timeout`` if it has not ended within ``timeout`` seconds.
+        """
+        task = self._orch.wait_for_task(self.task_id, timeout)
+        if task.state is TaskState.COMPLETED:
+            return task.result
+        if task.state is TaskState.CANCELLED:
+            raise TaskCancelled(f"task {self.task_id!r} was cancelled", task_id=self.task_id)
+        raise TaskFailed(
+            f"task {self.task_id!r} failed after {task.attempts} attempt(s): {task.error}",
+            task_id=self.task_id,
+            error=task.error,
+        )
+
+    def __repr__(self) -> str:
+        return f"TaskHandle({self.task_id!r})"
+
+
+class Orchestrator:
+    """The control plane in one object; use as a context manager or start()/stop()."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        auto_tick: bool = True,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.clock: Clock = clock or SystemClock()
+        self.store: Store = store or MemoryStore()
+        self.events_log = Events(self.clock)
+        self.directory = Directory()
+        self._auto_tick = auto_tick
+        self._refs: list[pykka.ActorRef[Any]] = []
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._started = False
+        self.started_at = 0.0
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> Orchestrator:
+        """Start the actors (and the ticker); returns self."""
+        if self._started:
+            return self
+        if self._refs:
+            raise Unavailable("a stopped Orchestrator cannot be restarted; create a new one")
+        s = self.settings
+        broker_ref = LockBroker.start(
+            self.store, self.clock, self.events_log, max_ttl_s=s.lock_max_ttl_s
+        )
+        scheduler_ref = Scheduler.start(self.store, self.clock, self.events_log, s)
+        supervisor_ref = Supervisor.start(
+            self.store, self.clock, self.events_log, self.directory, s
+        )
+        health_ref = HealthMonitor.start(
+            self.directory, self.clock, s, check_interval_s=min(1.0, s.heartbeat_interval_s / 2)
+        )
+        self._refs = [supervisor_ref, scheduler_ref, broker_ref, health_ref]
+        self._broker = broker_ref.proxy()
+        self._scheduler = scheduler_ref.proxy()
+        self._supervisor = supervisor_ref.proxy()
+        self._health = health_ref.proxy()
+        pykka.get_all(
+            [
+                self._scheduler.set_lock_broker(self._broker),
+                self._broker.set_scheduler(self._scheduler),
+                self._supervisor.wire(self._scheduler, self._broker),
+            ],
+            timeout=s.ask_timeout_s,
+        )
+        self._started = True
+        self.started_at = self.clock.time()
+        if self._auto_tick:
+            self._ticker = threading.Thread(target=self._tick_loop, name="orch-ticker", daemon=True)
+            self._ticker.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop this orchestrator's actors only (never the process-wide registry)."""
+        if not self._started:
+            return
+        self._started = False
+        self._stopping.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout_s)
+        try:
+            self._supervisor.stop_children(timeout_s).get(timeout=timeout_s + 1)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            logger.warning("agents did not all stop within %.1fs", timeout_s)
+        for ref in self._refs:
+            with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
+                ref.stop(block=True, timeout=timeout_s)
+        self.store.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def tick(self) -> None:
+        """Let time-driven work happen now: retries, time-outs, leases, health, restarts."""
+        self._running()
+        futures = [
+            self._supervisor.tick(),
+            self._scheduler.tick(),
+            self._broker.tick(),
+            self._health.tick(force=True),
+        ]
+        self._ask_all(futures)
+
+    def _tick_loop(self) -> None:
+        outstanding: list[pykka.Future[Any]] = []
+        while not self._stopping.wait(self.settings.tick_interval_s):
+            # Skip a beat rather than pile ticks up behind a busy actor.
+            if any(not _done(f) for f in outstanding):
+                continue
+            try:
+                outstanding = [
+                    self._supervisor.tick(),
+                    self._scheduler.tick(),
+                    self._broker.tick(),
+                    self._health.tick(),
+                ]
+            except pykka.ActorDeadError:
+                return
+
+    # ------------------------------------------------------ in-process agents
+
+    def attach(self, agent: Agent | Callable[[], Agent], *, start: bool = True) -> dict[str, Any]:
+        """Run an in-process agent as a supervised actor (started unless ``start=False``).
+
+        ``agent`` is an ``Agent`` instance (rebuilt on restart from its constructor
+        arguments) or a zero-argument factory returning one.
+        """
+        if isinstance(agent, Agent):
+            factory, sample = agent.factory(), agent
+        elif callable(agent):
+            factory, sample = agent, agent()
+            if not isinstance(sample, Agent):
+                raise Invalid("agent", "the factory must return an orch.Agent")
+        else:
+            raise Invalid("agent", "must be an orch.Agent or a factory returning one")
+        self._register(
+            agent_id=sample.agent_id,
+            agent_type=sample.agent_type,
+            capabilities=sample.capabilities,
+            metadata=sample.metadata,
+            project_id=None,
+            max_concurrent_tasks=sample.max_concurrent_tasks,
+            factory=factory,
+        )
+        if start:
+            self.start_agent(sample.agent_id)
+        return self.agent(sample.agent_id)
+
+    def submit(
+        self,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        task_id: TaskId | None = None,
+        priority: int = 0,
+        capabilities: Iterable[str] = (),
+        agent_type: str | None = None,
+        resources: Iterable[str] = (),
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+        force: bool = False,
+    ) -> TaskHandle:
+        """Queue a task for the best eligible agent; returns a ``TaskHandle``."""
+        task = self._submit(
+            payload,
+            task_id=task_id,
+            priority=priority,
+            capabilities=capabilities,
+            agent_type=agent_type,
+            resources=resources,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            force=force,
+            agent_id=None,
+        )
+        return TaskHandle(self, task.spec.task_id)
+
+    def wait_for_task(self, task_id: TaskId, timeout: float | None = None) -> Task:
+        """Block until the task ends; ``Timeout`` if it does not within ``timeout``."""
+        task_id = validate_task_id(task_id)
+        future: pykka.ThreadingFuture[Task] = pykka.ThreadingFuture()
+        self._ask(self._scheduler.watch(task_id, future))
+        try:
+            return future.get(timeout=timeout)
+        except pykka.Timeout:
+            raise Timeout(f"task {task_id!r} has not ended after {timeout}s") from None
+
+    # ---------------------------------------------------------- remote agents
+
+    def register_agent(
+        self,
+        agent_id: str,
+        agent_type: str,
+        capabilities: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        project_id: str | None = None,
+        max_concurrent_tasks: int | None = None,
+    ) -> dict[str, Any]:
+        """Register a remote agent: ``{agent_id, status: "registered", token}``.
+
+        The token is shown once, here; only its hash is kept. A live agent's id is a
+        ``Conflict``; a lost or deregistered agent's id may be registered again.
+        """
+        token = self._register(
+            agent_id=agent_id,
+            agent_type=agent_type,
+            capabilities=capabilities,
+            metadata=metadata,
+            project_id=project_id,
+            max_concurrent_tasks=max_concurrent_tasks,
+            factory=None,
+        )
+        return {"agent_id": agent_id, "status": "registered", "token": token}
+
+    def _register(
+        self,
+        *,
+        agent_id: str,
+        agent_type: str,
+        capabilities: Iterable[str],
+        metadata: Mapping[str, Any] | None,
+        project_id: str | None,
+        max_concurrent_tasks: int | None,
+        factory: Callable[[], Agent] | None,
+    ) -> str:
+        validate_id("agent_id", agent_id)
+        validate_id("agent_type", agent_type)
+        caps = validate_names("capabilities", capabilities, MAX_CAPABILITIES)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise Invalid("metadata", "must be an object")
+        metadata = json_copy("metadata", dict(metadata or {}), MAX_METADATA_BYTES)
+        if project_id is not None:
+            validate_id("project_id", project_id)
+        overrides = {}
+        if max_concurrent_tasks is not None:
+            overrides["max_concurrent_tasks"] = validate_int(
+                "max_concurrent_tasks", max_concurrent_tasks, 1, 1024
+            )
+        token = secrets.token_urlsafe(32)
+        self._ask(
+            self._supervisor.register(
+                agent_id=agent_id,
+                agent_type=agent_type,
+                capabilities=caps,
+                token_hash=hash_token(token),
+                metadata=metadata,
+                project_id=project_id,
+                config_overrides=overrides,
+                factory=factory,
+            )
+        )
+        return token
+
+    def authenticate(self, agent_id: str, token: str | None) -> None:
+        """Check that ``token`` is ``agent_id``'s own (constant time).
+
+        ``Unauthorized`` without a token or with one that is nobody's; ``Forbidden``
+        with another agent's token. Used by the HTTP layer on agent-scoped calls.
+        """
+        if not token:
+            raise Unauthorized("this call needs the agent's token: Authorization: Bearer <token>")
+        presented = hash_token(token)
+        entry = self.directory.get(agent_id)
+        if entry is not None and hmac.compare_digest(presented, entry.token_hash):
+            return
+        if any(hmac.compare_digest(presented, e.token_hash) for e in self.directory.entries()):
+            raise Forbidden(f"this token belongs to another agent, not {agent_id!r}")
+        if entry is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        raise Unauthorized(f"invalid token for agent {agent_id!r}")
+
+    def start_agent(self, agent_id: str) -> dict[str, Any]:
+        """Admit an agent to scheduling: status ``started`` or ``already_active``."""
+        entry = self._entry(agent_id)
+        if entry.actor is None:
+            status = self._ask(self._supervisor.revive(agent_id))
+        else:
+            status = self._ask(entry.actor.start_agent())
+        return {"agent_id": agent_id, "status": status}
+
+    def stop_agent(self, agent_id: str, drain: bool = True) -> dict[str, Any]:
+        """Stop an agent: ``stopping`` while it drains, then ``stopped``."""
+        if not isinstance(drain, bool):
+            raise Invalid("drain", "must be true or false")
+        status = self._ask(self._live_actor(agent_id).stop_agent(drain))
+        return {"agent_id": agent_id, "status": status}
+
+    def deregister_agent(self, agent_id: str) -> dict[str, Any]:
+        """Remove an agent; its tasks are requeued and its locks released."""
+        validate_id("agent_id", agent_id)
+        self._ask(self._supervisor.deregister(agent_id))
+        return {"agent_id": agent_id, "status": "deregistered"}
+
+    def heartbeat(self, agent_id: str) -> dict[str, Any]:
+        """Prove liveness; returns state, current assignments and config version."""
+        return self._ask(self._live_actor(agent_id).heartbeat())
+
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        """One agent as plain data (never its token)."""
+        return self._entry(agent_id).record.to_dict()
+
+    def agents(
+        self,
+        *,
+        state: str | None = None,
+        agent_type: str | None = None,
+        capability: str | None = None,
+        limit: int = 1000,
+    ) -> dict[str, Any]:
+        """``{agents, total, active}``: filtered listing, at most ``limit`` agents."""
+        wanted_state = None if state is None else _parse_enum(AgentState, "status", state)
+        if agent_type is not None:
+            validate_id("agent_type", agent_type)
+        if capability is not None:
+            validate_id("capability", capability)
+        limit = validate_int("limit", limit, 1, 100_000)
+        records = [e.record for e in self.directory.entries()]
+        active = sum(1 for r in records if r.state in (AgentState.IDLE, AgentState.BUSY))
+        selected = [
+            r
+            for r in records
+            if (wanted_state is None or r.state is wanted_state)
+            and (agent_type is None or r.agent_type == agent_type)
+            and (capability is None or capability in r.capabilities)
+        ]
+        selected.sort(key=lambda r: r.agent_id)
+        return {
+            "agents": [r.to_dict() for r in selected[:limit]],
+            "total": len(records),
+            "active": active,
+        }
+
+    def agent_tasks(self, agent_id: str) -> dict[str, Any]:
+        """``{tasks}``: the tasks an agent holds now."""
+        self._entry(agent_id)
+        tasks = self._ask(self._scheduler.tasks_of(agent_id))
+        return {"agent_id": agent_id, "tasks": [t.to_dict() for t in tasks]}
+
+    def agent_config(self, agent_id: str) -> dict[str, Any]:
+        """An agent's config, with its ``version``."""
+        return self._entry(agent_id).record.config.to_dict()
+
+    def update_agent_config(
+        self,
+        agent_id: str,
+        changes: Mapping[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> dict[str, Any]:
+        """Change an agent's config; ``expected_version`` guards against lost updates."""
+        if not isinstance(changes, Mapping):
+            raise Invalid("config", "must be an object")
+        entry = self._entry(agent_id)
+        current = entry.record.config
+        if expected_version is not None and expected_version != current.version:
+            raise Conflict(
+                f"config of {agent_id!r} is at version {current.version}, not {expected_version}",
+                version=current.version,
+            )
+        new = current.updated(changes)
+        if entry.actor is None:
+            raise Unavailable(f"agent {agent_id!r} has no running actor ({entry.record.state})")
+        record: AgentRecord = self._ask(entry.actor.update_config(new))
+        return record.config.to_dict()
+
+    def config_defaults(self) -> dict[str, Any]:
+        """The config newly registered agents get."""
+        return self._ask(self._supervisor.config_defaults()).to_dict()
+
+    def set_config_defaults(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change the config newly registered agents get."""
+        if not isinstance(changes, Mapping):
+            raise Invalid("config", "must be an object")
+        return self._ask(self._supervisor.set_config_defaults(dict(changes))).to_dict()
+
+    # ------------------------------------------------------------------ tasks
+
+    def assign_task(
+        self,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        task_id: TaskId | None = None,
+        agent_id: str | None = None,
+        priority: int = 0,
+        agent_type: str | None = None,
+        capabilities: Iterable[str] = (),
+        resources: Iterable[str] = (),
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Assign to a named agent, or queue: ``{task_id, status, agent_id}``.
+
+        ``status`` is ``assigned`` when an agent holds it now, else ``queued``.
+        """
+        if agent_id is not None:
+            self._entry(agent_id)
+        task = self._submit(
+            payload,
+            task_id=task_id,
+            priority=priority,
+            capabilities=capabilities,
+            agent_type=agent_type,
+            resources=resources,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            force=force,
+            agent_id=agent_id,
+        )
+        status = "assigned" if task.state in (TaskState.ASSIGNED, TaskState.RUNNING) else "queued"
+        return {"task_id": task.spec.task_id, "status": status, "agent_id": task.agent_id}
+
+    def _submit(self, payload: Any, *, agent_id: str | None, force: bool, **fields: Any) -> Task:
+        if not isinstance(force, bool):
+            raise Invalid("force", "must be true or false")
+        if fields["task_id"] is None:
+            fields["task_id"] = f"task-{secrets.token_hex(8)}"
+        if payload is not None and not isinstance(payload, Mapping):
+            raise Invalid("payload", "must be an object (a dict)")
+        spec = TaskSpec.build(
+            payload=json_copy("payload", dict(payload or {}), MAX_PAYLOAD_BYTES), **fields
+        )
+        return self._ask(self._scheduler.submit(spec, agent_id, force))
+
+    def complete_task(self, agent_id: str, task_id: TaskId, result: Any = None) -> dict[str, Any]:
+        """The agent holding the task reports success: ``{task_id, status: "completed"}``."""
+        validate_id("agent_id", agent_id)
+        task_id = validate_task_id(task_id)
+        result = json_copy("result", result, MAX_PAYLOAD_BYTES)
+        task: Task = self._ask(self._scheduler.complete(agent_id, task_id, result))
+        return {"task_id": task.spec.task_id, "status": str(task.state)}
+
+    def fail_task(
+        self, agent_id: str, task_id: TaskId, error: str, retryable: bool = True
+    ) -> dict[str, Any]:
+        """The agent holding the task reports failure; retried by policy unless not retryable."""
+        validate_id("agent_id", agent_id)
+        task_id = validate_task_id(task_id)
+        if not isinstance(error, str) or not error:
+            raise Invalid("error", "must be a non-empty string")
+        if not isinstance(retryable, bool):
+            raise Invalid("retryable", "must be true or false")
+        task: Task = self._ask(self._scheduler.fail(agent_id, task_id, error[:4096], retryable))
+        return {"task_id": task.spec.task_id, "status": str(task.state), "attempts": task.attempts}
+
+    def cancel_task(self, task_id: TaskId) -> dict[str, Any]:
+        """Cancel a task that has not ended."""
+        task: Task = self._ask(self._scheduler.cancel(validate_task_id(task_id)))
+        return {"task_id": task.spec.task_id, "status": str(task.state)}
+
+    def task(self, task_id: TaskId) -> dict[str, Any]:
+        """One task as plain data."""
+        return self._ask(self._scheduler.get(validate_task_id(task_id))).to_dict()
+
+    def tasks(
+        self, *, state: str | None = None, agent_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Tasks, oldest first, optionally filtered by state or agent."""
+        wanted = None if state is None else _parse_enum(TaskState, "status", state)
+        if agent_id is not None:
+            validate_id("agent_id", agent_id)
+        limit = validate_int("limit", limit, 1, 100_000)
+        found = self._ask(self._scheduler.list_tasks(wanted, agent_id, limit))
+        return [t.to_dict() for t in found]
+
+    def pending_tasks(self, limit: int = 100) -> dict[str, Any]:
+        """``{pending_tasks, count}`` in the order they would be assigned."""
+        limit = validate_int("limit", limit, 1, 100_000)
+        found = self._ask(self._scheduler.pending(limit))
+        return {"pending_tasks": [t.to_dict() for t in found], "count": len(found)}
+
+    # ------------------------------------------------------------------ locks
+
+    def acquire_lock(
+        self,
+        agent_id: str,
+        resource: str,
+        *,
+        mode: str = "exclusive",
+        ttl_s: float = 30.0,
+        wait_s: float = 0.0,
+    ) -> dict[str, Any]:
+        """Lease one resource: ``{resource, mode, agent_id, fencing_token, expires_at}``.
+
+        Refused (``Conflict`` naming the holders) if it is held incompatibly and still
+        is after ``wait_s`` seconds of waiting in line.
+        """
+        return self.acquire_locks(agent_id, [(resource, mode)], ttl_s=ttl_s, wait_s=wait_s)[0]
+
+    def acquire_locks(
+        self,
+        agent_id: str,
+        requests: Iterable[tuple[str, str]],
+        *,
+        ttl_s: float = 30.0,
+        wait_s: float = 0.0,
+    ) -> list[dict[str, Any]]:
+        """Lease several resources at once, all or nothing."""
+        self._entry(agent_id)
+        parsed = [(validate_id("resource", r), LockMode.parse(m)) for r, m in requests]
+        if not parsed:
+            raise Invalid("resources", "name at least one resource")
+        if len(parsed) > MAX_RESOURCES_PER_REQUEST:
+            raise Invalid("resources", f"at most {MAX_RESOURCES_PER_REQUEST} per request")
+        if len({r for r, _ in parsed}) != len(parsed):
+            raise Invalid("resources", "lists the same resource twice")
+        ttl_s = validate_positive("ttl_s", ttl_s, maximum=self.settings.lock_max_ttl_s)
+        if (
+            isinstance(wait_s, bool)
+            or not isinstance(wait_s, int | float)
+            or not (0 <= wait_s <= self.settings.lock_max_wait_s)
+        ):
+            raise Invalid("wait_s", f"must be between 0 and {self.settings.lock_max_wait_s}")
+        reply: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        self._ask(self._broker.acquire(agent_id, parsed, ttl_s, float(wait_s), reply))
+        try:
+            grants = reply.get(timeout=wait_s + self.settings.ask_timeout_s)
+        except pykka.Timeout:
+            self._broker.cancel_wait.defer(reply)
+            raise Timeout(f"lock broker did not answer within {wait_s}s + margin") from None
+        return [g.to_dict() for g in grants]
+
+    def renew_lock(
+        self, agent_id: str, resource: str, fencing_token: int, ttl_s: float = 30.0
+    ) -> dict[str, Any]:
+        """Extend a held lease; the fencing token proves which grant is meant."""
+        validate_id("agent_id", agent_id)
+        validate_id("resource", resource)
+        validate_int("fencing_token", fencing_token, 1, 2**63 - 1)
+        ttl_s = validate_positive("ttl_s", ttl_s, maximum=self.settings.lock_max_ttl_s)
+        grant = self._ask(self._broker.renew(agent_id, resource, fencing_token, ttl_s))
+        return grant.to_dict()
+
+    def release_lock(self, agent_id: str, resource: str, fencing_token: int) -> dict[str, Any]:
+        """Give a lock back; the waiters in line are served."""
+        validate_id("agent_id", agent_id)
+        validate_id("resource", resource)
+        validate_int("fencing_token", fencing_token, 1, 2**63 - 1)
+        self._ask(self._broker.release(agent_id, resource, fencing_token))
+        return {"resource": resource, "status": "released"}
+
+    def locks(self) -> list[dict[str, Any]]:
+        """Every held lock with its holders and waiters."""
+        return self._ask(self._broker.locks())
+
+    # ----------------------------------------------------------- observation
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of agents, tasks and locks (the seed's keys and more)."""
+        task_stats, lock_stats, restarting = self._ask_all(
+            [self._scheduler.stats(), self._broker.stats(), self._supervisor.restarting()]
+        )
+        records = [e.record for e in self.directory.entries()]
+        by_state = Counter(str(r.state) for r in records)
+        by_task_state = task_stats["tasks_by_state"]
+        return {
+            "total_agents": len(records),
+            "active_agents": by_state["idle"] + by_state["busy"],
+            "idle_agents": by_state["idle"],
+            "busy_agents": by_state["busy"],
+            "agents_by_state": {str(s): by_state[str(s)] for s in AgentState},
+            "pending_tasks": by_task_state["pending"],
+            "assigned_tasks": by_task_state["assigned"] + by_task_state["running"],
+            "total_tasks_completed": task_stats["total_tasks_completed"],
+            "total_tasks_failed": task_stats["total_tasks_failed"],
+            "tasks": task_stats,
+            "locks": lock_stats,
+            "restarts": sum(r.restarts for r in records),
+            "restarting_agents": restarting,
+            "uptime_s": round(self.clock.time() - self.started_at, 3),
+        }
+
+    def events(self, after: int = 0, *, limit: int = 1000, wait_s: float = 0.0) -> dict[str, Any]:
+        """Events numbered after ``after``, waiting up to ``wait_s`` for the first (long-poll).
+
+        ``next`` is the ``after`` to pass next time; the ring keeps the last 10,000
+        events, so a reader that falls further behind sees a gap in ``seq``.
+        """
+        after = validate_int("after", after, 0, 2**63 - 1)
+        limit = validate_int("limit", limit, 1, 1000)
+        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not 0 <= wait_s <= 60:
+            raise Invalid("wait", "must be between 0 and 60 seconds")
+        found = self.events_log.since(after, limit, float(wait_s))
+        return {
+            "events": [e.to_dict() for e in found],
+            "next": found[-1].seq if found else max(after, 0),
+        }
+
+    def health(self) -> dict[str, Any]:
+        """Liveness of the actors and the store, with the seed's agent/task counts."""
+        checks: dict[str, Any] = {}
+        dead = [r.actor_class.__name__ for r in self._refs if not r.is_alive()]
+        checks["actors"] = {"status": "failing" if dead else "ok", "dead": dead}
+        try:
+            self.store.check()
+            checks["store"] = {"status": "ok"}
+        except OrchestratorError as exc:
+            checks["store"] = {"status": "failing", "error": exc.message}
+        status = "healthy"
+        if dead or checks["store"]["status"] != "ok":
+            status = "unhealthy"
+        records = [e.record for e in self.directory.entries()]
+        out = {
+            "status": status,
+            "checks": checks,
+            "total_agents": len(records),
+            "active_agents": sum(
+                1 for r in records if r.state in (AgentState.IDLE, AgentState.BUSY)
+            ),
+        }
+        if not dead:
+            out["pending_tasks"] = self._ask(self._scheduler.stats())["tasks_by_state"]["pending"]
+        return out
+
+    # ------------------------------------------------------------- internals
+
+    def _running(self) -> None:
+        if not self._started:
+            raise Unavailable("the orchestrator is not running; call start() first")
+
+    def _entry(self, agent_id: str) -> Entry:
+        self._running()
+        validate_id("agent_id", agent_id)
+        entry = self.directory.get(agent_id)
+        if entry is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        return entry
+
+    def _live_actor(self, agent_id: str) -> Any:
+        entry = self._entry(agent_id)
+        if entry.actor is None:
+            if entry.record.state is AgentState.FAILED:
+                raise Conflict(
+                    f"agent {agent_id!r} failed (restart intensity exceeded); start it again",
+                    state="failed",
+                )
+            raise Unavailable(f"agent {agent_id!r} is restarting; try again shortly")
+        return entry.actor
+
+    def _ask(self, future: pykka.Future[Any]) -> Any:
+        return self._ask_all([future])[0]
+
+    def _ask_all(self, futures: list[pykka.Future[Any]]) -> list[Any]:
+        """Wait for actor answers, mapping Pykka's failures to the domain's errors."""
+        timeout = self.settings.ask_timeout_s
+        try:
+            return pykka.get_all(futures, timeout=timeout)
+        except pykka.Timeout:
+            raise Timeout(f"the orchestrator did not answer within {timeout}s") from None
+        except pykka.ActorDeadError:
+            raise Unavailable("the orchestrator is stopping or an actor has died") from None
+
+
+def _done(future: pykka.Future[Any]) -> bool:
+    try:
+        future.get(timeout=0)
+    except pykka.Timeout:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def _parse_enum(enum_type: Any, field_name: str, value: str) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError:
+        choices = ", ".join(str(m) for m in enum_type)
+        raise Invalid(field_name, f"must be one of {choices}; got {value!r}") from None

@@ -1,0 +1,59 @@
+"""Fixtures that build real Orchestrators; clocks are injected, never slept on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from orch import ManualClock, Orchestrator, Settings
+from orch.store import MemoryStore
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, message: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy (other threads at work)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s: {message}")
+        time.sleep(0.002)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(heartbeat_interval_s=1.0, retry_backoff_initial_s=1.0)
+
+
+@pytest.fixture
+def orch(settings: Settings, store: MemoryStore, clock: ManualClock) -> Iterator[Orchestrator]:
+    """An orchestrator on a manual clock: time moves only with clock.advance + orch.tick."""
+    o = Orchestrator(settings, store=store, clock=clock, auto_tick=False).start()
+    try:
+        yield o
+    finally:
+        o.stop()
+
+
+@pytest.fixture
+def live_orch() -> Iterator[Orchestrator]:
+    """An orchestrator on the real clock with its ticker running."""
+    o = Orchestrator(Settings(retry_backoff_initial_s=0.01)).start()
+    try:
+        yield o
+    finally:
+        o.stop()

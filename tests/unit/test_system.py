@@ -1,0 +1,206 @@
+"""orch/system.py: the embedded API as the README shows it, tokens, bad input."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from orch import Agent, Forbidden, Invalid, NotFound, Orchestrator, TaskFailed, Unauthorized
+from tests.conftest import wait_until
+
+
+class Echo(Agent):
+    agent_type = "implementation"
+    capabilities = {"echo"}
+
+    def handle(self, task):
+        if task.payload.get("crash"):
+            raise RuntimeError("boom")
+        return {"echo": task.payload}
+
+
+def test_readme_snippet_works_as_written(live_orch):
+    orch = live_orch
+    orch.attach(Echo("echo-1"))
+    handle = orch.submit({"msg": "hi"}, capabilities={"echo"})
+    assert handle.result(timeout=5) == {"echo": {"msg": "hi"}}
+    bad = orch.submit({"crash": True}, capabilities={"echo"}, max_attempts=1)
+    with pytest.raises(TaskFailed, match="boom"):
+        bad.result(timeout=5)
+    assert orch.submit({"n": 2}, capabilities={"echo"}).result(timeout=5) == {"echo": {"n": 2}}
+    assert orch.agent("echo-1")["restarts"] >= 1
+
+
+def test_readme_snippet_as_a_script():
+    script = textwrap.dedent(
+        """
+        from orch import Orchestrator, Agent
+
+        class Echo(Agent):
+            agent_type = "implementation"
+            capabilities = {"echo"}
+
+            def handle(self, task):
+                if task.payload.get("crash"):
+                    raise RuntimeError("boom")
+                return {"echo": task.payload}
+
+        with Orchestrator() as orch:
+            orch.attach(Echo("echo-1"))
+            handle = orch.submit({"msg": "hi"}, capabilities={"echo"})
+            print(handle.result(timeout=5))
+            bad = orch.submit({"crash": True}, capabilities={"echo"}, max_attempts=1)
+            try:
+                bad.result(timeout=5)
+            except Exception as exc:
+                print(type(exc).__name__)
+            print(orch.submit({"n": 2}, capabilities={"echo"}).result(timeout=5))
+            print(orch.agent("echo-1")["restarts"] >= 1)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    assert out == ["{'echo': {'msg': 'hi'}}", "TaskFailed", "{'echo': {'n': 2}}", "True"]
+
+
+def test_many_orchestrators_in_one_process_do_not_touch_each_other():
+    first = Orchestrator().start()
+    second = Orchestrator().start()
+    try:
+        first.attach(Echo("same-id"))
+        second.attach(Echo("same-id"))
+        assert first.submit({"o": 1}, capabilities={"echo"}).result(5) == {"echo": {"o": 1}}
+        first.stop()
+        assert second.submit({"o": 2}, capabilities={"echo"}).result(5) == {"echo": {"o": 2}}
+        wait_until(lambda: second.agent("same-id")["status"] == "idle")
+        assert first.directory.get("same-id") is not second.directory.get("same-id")
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_tokens_authenticate_only_their_own_agent(orch):
+    t1 = orch.register_agent("a1", "implementation", ["code"])["token"]
+    t2 = orch.register_agent("a2", "implementation", ["code"])["token"]
+    orch.authenticate("a1", t1)
+    with pytest.raises(Forbidden):
+        orch.authenticate("a1", t2)
+    with pytest.raises(Unauthorized):
+        orch.authenticate("a1", "not-a-token")
+    with pytest.raises(Unauthorized):
+        orch.authenticate("a1", None)
+    listing = str(orch.agents()) + str(orch.agent("a1"))
+    assert t1 not in listing and "token" not in listing
+
+
+def test_facade_names_the_bad_field_and_changes_nothing(orch, store):
+    writes = store.writes
+    cases = [
+        (lambda: orch.register_agent("bad id", "implementation"), "agent_id"),
+        (lambda: orch.register_agent("ok", "implementation", ["a b"]), "capabilities"),
+        (lambda: orch.register_agent("ok", "implementation", metadata={"x": object()}), "metadata"),
+        (lambda: orch.register_agent("ok", "impl", max_concurrent_tasks=0), "max_concurrent_tasks"),
+    ]
+    for call, field in cases:
+        with pytest.raises(Invalid) as info:
+            call()
+        assert info.value.field == field
+    assert store.writes == writes and orch.agents()["total"] == 0
+    orch.register_agent("a1", "implementation")
+    orch.start_agent("a1")
+    for kwargs, field in [
+        ({"ttl_s": 0}, "ttl_s"),
+        ({"mode": "sideways"}, "mode"),
+        ({"wait_s": 10_000}, "wait_s"),
+    ]:
+        with pytest.raises(Invalid) as info:
+            orch.acquire_lock("a1", "res", **kwargs)
+        assert info.value.field == field
+    with pytest.raises(Invalid) as info:
+        orch.acquire_lock("a1", "../etc/passwd")
+    assert info.value.field == "resource"
+    with pytest.raises(NotFound):
+        orch.acquire_lock("ghost", "res")
+    with pytest.raises(NotFound):
+        orch.heartbeat("ghost")
+    with pytest.raises(Invalid):
+        orch.agents(state="sleepy")
+    assert orch.locks() == []
+
+
+def test_agent_listing_filters_and_limits(orch):
+    for i in range(5):
+        orch.register_agent(f"a{i}", "implementation" if i % 2 else "breakdown", ["code"])
+    orch.start_agent("a1")
+    listing = orch.agents(agent_type="implementation")
+    assert [a["agent_id"] for a in listing["agents"]] == ["a1", "a3"]
+    assert listing["total"] == 5 and listing["active"] == 1
+    assert len(orch.agents(limit=2)["agents"]) == 2
+    assert [a["agent_id"] for a in orch.agents(state="idle")["agents"]] == ["a1"]
+
+
+def test_config_versions_and_defaults(orch):
+    orch.register_agent("a1", "implementation")
+    assert orch.agent_config("a1")["version"] == 1
+    updated = orch.update_agent_config("a1", {"max_concurrent_tasks": 3})
+    assert updated["version"] == 2 and updated["max_concurrent_tasks"] == 3
+    from orch import Conflict
+
+    with pytest.raises(Conflict, match="version 2"):
+        orch.update_agent_config("a1", {"max_concurrent_tasks": 4}, expected_version=1)
+    orch.start_agent("a1")
+    assert orch.heartbeat("a1")["config_version"] == 2
+    orch.set_config_defaults({"task_timeout_s": 60})
+    orch.register_agent("a2", "implementation")
+    assert orch.agent_config("a2")["task_timeout_s"] == 60
+
+
+def test_stats_and_health_carry_the_seed_keys(orch):
+    orch.register_agent("a1", "implementation")
+    orch.start_agent("a1")
+    orch.assign_task({}, task_id=1)
+    stats = orch.stats()
+    for key in (
+        "total_agents",
+        "active_agents",
+        "idle_agents",
+        "pending_tasks",
+        "assigned_tasks",
+        "total_tasks_completed",
+        "total_tasks_failed",
+    ):
+        assert key in stats
+    wait_until(lambda: orch.stats()["assigned_tasks"] == 1)
+    health = orch.health()
+    assert health["status"] == "healthy"
+    assert {"active_agents", "total_agents", "pending_tasks"} <= health.keys()
+
+
+def test_health_reports_a_failing_store(orch, store):
+    store.fail_writes = "disk full"
+    health = orch.health()
+    assert health["status"] == "unhealthy"
+    assert "disk full" in health["checks"]["store"]["error"]
+
+
+def test_result_timeout(orch):
+    from orch import Timeout
+
+    handle = orch.submit({}, capabilities={"nobody-has-this"})
+    with pytest.raises(Timeout):
+        handle.result(timeout=0.05)
+    assert handle.status == "pending"
+
+
+def test_events_are_numbered_and_paged(orch):
+    orch.register_agent("a", "implementation")
+    orch.start_agent("a")
+    first = orch.events(0, limit=1)
+    assert [e["type"] for e in first["events"]] == ["agent.registered"]
+    rest = orch.events(first["next"])
+    assert "agent.started" in [e["type"] for e in rest["events"]]
+    assert orch.events(rest["next"]) == {"events": [], "next": rest["next"]}
+    with pytest.raises(Invalid, match="after"):
+        orch.events(-1)
