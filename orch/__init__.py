@@ -22,6 +22,19 @@ from orch.errors import (
 from orch.model import Assignment
 from orch.system import Orchestrator, TaskHandle
 
+
+def serve(
+    orchestrator: Orchestrator | None = None, settings: Settings | None = None, **options: object
+) -> None:
+    """Serve the REST API from this process until SIGTERM/SIGINT (see ``orch.http.serve``).
+
+    Imported lazily so that embedding without HTTP does not load Falcon and waitress.
+    """
+    from orch.http.serve import serve as serve_http
+
+    serve_http(orchestrator, settings, **options)  # type: ignore[arg-type]
+
+
 __all__ = [
     "Agent",
     "Assignment",
@@ -39,4 +52,5 @@ __all__ = [
     "Timeout",
     "Unauthorized",
     "Unavailable",
+    "serve",
 ]

@@ -56,6 +56,14 @@ class Conflict(OrchestratorError):
     title = "Conflict"
 
 
+class VersionMismatch(Conflict):
+    """An update named a version that is no longer current (HTTP If-Match failed)."""
+
+    code = "version_mismatch"
+    status = 412
+    title = "Precondition failed"
+
+
 class Unauthorized(OrchestratorError):
     """No credentials, or credentials that do not match any identity."""
 

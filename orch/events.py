@@ -42,6 +42,7 @@ class Events:
         self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
         self._cond = threading.Condition()
         self._seq = 0
+        self._closed = False
         self._listeners: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> None:
@@ -62,6 +63,12 @@ class Events:
                 logger.exception("event listener failed on %s", event_type)
         return event
 
+    def close(self) -> None:
+        """Wake every long-poll and stop waiting from now on (shutdown)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
     @property
     def last_seq(self) -> int:
         return self._seq
@@ -70,6 +77,6 @@ class Events:
         """Events with ``seq > after``, waiting up to ``wait_s`` for the first one."""
         with self._cond:
             if wait_s > 0 and self._seq <= after:
-                self._cond.wait_for(lambda: self._seq > after, timeout=wait_s)
+                self._cond.wait_for(lambda: self._seq > after or self._closed, timeout=wait_s)
             out = [e for e in self._ring if e.seq > after]
         return out[:limit]

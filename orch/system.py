@@ -45,11 +45,13 @@ from orch.errors import (
     Timeout,
     Unauthorized,
     Unavailable,
+    VersionMismatch,
 )
 from orch.events import Events
 from orch.model import (
     MAX_CAPABILITIES,
     MAX_RESOURCES_PER_REQUEST,
+    AgentConfig,
     AgentRecord,
     AgentState,
     LockMode,
@@ -366,22 +368,32 @@ class Orchestrator:
         return token
 
     def authenticate(self, agent_id: str, token: str | None) -> None:
-        """Check that ``token`` is ``agent_id``'s own (constant time).
+        """Check that ``token`` is ``agent_id``'s own.
 
         ``Unauthorized`` without a token or with one that is nobody's; ``Forbidden``
         with another agent's token. Used by the HTTP layer on agent-scoped calls.
         """
+        owner = self.identify(token)
+        if owner != agent_id:
+            raise Forbidden(
+                f"this token belongs to agent {owner!r}; an agent cannot act as {agent_id!r}"
+            )
+
+    def identify(self, token: str | None) -> str:
+        """The id of the agent ``token`` belongs to; ``Unauthorized`` if it is nobody's.
+
+        Tokens are stored as SHA-256 hashes, and the look-up is by hash, so no
+        comparison of secrets leaks timing about the token's characters.
+        """
         if not token:
             raise Unauthorized("this call needs the agent's token: Authorization: Bearer <token>")
-        presented = hash_token(token)
-        entry = self.directory.get(agent_id)
-        if entry is not None and hmac.compare_digest(presented, entry.token_hash):
-            return
-        if any(hmac.compare_digest(presented, e.token_hash) for e in self.directory.entries()):
-            raise Forbidden(f"this token belongs to another agent, not {agent_id!r}")
-        if entry is None:
-            raise NotFound(f"no agent {agent_id!r}")
-        raise Unauthorized(f"invalid token for agent {agent_id!r}")
+        owner = self.directory.agent_with_token_hash(hash_token(token))
+        if owner is None:
+            raise Unauthorized("the token does not belong to any registered agent")
+        entry = self.directory.get(owner)
+        if entry is None or not hmac.compare_digest(hash_token(token), entry.token_hash):
+            raise Unauthorized("the token does not belong to any registered agent")
+        return owner
 
     def start_agent(self, agent_id: str) -> dict[str, Any]:
         """Admit an agent to scheduling: status ``started`` or ``already_active``."""
@@ -460,14 +472,27 @@ class Orchestrator:
         changes: Mapping[str, Any],
         *,
         expected_version: int | None = None,
+        replace_all: bool = False,
     ) -> dict[str, Any]:
-        """Change an agent's config; ``expected_version`` guards against lost updates."""
+        """Change an agent's config; ``expected_version`` guards against lost updates.
+
+        With ``replace_all`` the fields not named in ``changes`` go back to the
+        current defaults (HTTP ``PUT``); otherwise they are kept (``PATCH``).
+        """
         if not isinstance(changes, Mapping):
             raise Invalid("config", "must be an object")
+        if expected_version is not None:
+            validate_int("If-Match", expected_version, 1, 2**63 - 1)
         entry = self._entry(agent_id)
+        if replace_all:
+            defaults = self.config_defaults()
+            changes = {
+                **{k: v for k, v in defaults.items() if k in AgentConfig.EDITABLE},
+                **changes,
+            }
         current = entry.record.config
         if expected_version is not None and expected_version != current.version:
-            raise Conflict(
+            raise VersionMismatch(
                 f"config of {agent_id!r} is at version {current.version}, not {expected_version}",
                 version=current.version,
             )

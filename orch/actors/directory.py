@@ -32,10 +32,15 @@ class Directory:
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
+        self._by_token_hash: dict[str, str] = {}
         self._write_lock = threading.Lock()
 
     def get(self, agent_id: str) -> Entry | None:
         return self._entries.get(agent_id)
+
+    def agent_with_token_hash(self, token_hash: str) -> str | None:
+        """The id of the agent whose credential hashes to ``token_hash`` (O(1))."""
+        return self._by_token_hash.get(token_hash)
 
     def entries(self) -> list[Entry]:
         return list(self._entries.values())
@@ -46,12 +51,18 @@ class Directory:
     def put(self, entry: Entry) -> None:
         """Add or replace an entry (Supervisor only)."""
         with self._write_lock:
+            old = self._entries.get(entry.record.agent_id)
+            if old is not None:
+                self._by_token_hash.pop(old.token_hash, None)
             self._entries[entry.record.agent_id] = entry
+            self._by_token_hash[entry.token_hash] = entry.record.agent_id
 
     def remove(self, agent_id: str) -> None:
         """Drop an entry (Supervisor only)."""
         with self._write_lock:
-            self._entries.pop(agent_id, None)
+            old = self._entries.pop(agent_id, None)
+            if old is not None:
+                self._by_token_hash.pop(old.token_hash, None)
 
     def attach_actor(self, agent_id: str, generation: int, actor: Any) -> None:
         """Record the proxy of a just-started actor without touching its record."""

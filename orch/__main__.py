@@ -1,0 +1,55 @@
+"""``python -m orch`` / ``june-orchestrator``: serve the API, or show the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from orch.config import ENVIRONMENT_VARIABLES, ConfigError, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="june-orchestrator",
+        description="June Orchestrator: the control plane for June's software agents.",
+        epilog="Settings come from the environment: " + ", ".join(ENVIRONMENT_VARIABLES),
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="serve the REST API (the default command)")
+    serve.add_argument("--host", help="address to bind (default: ORCHESTRATOR_HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (default: ORCHESTRATOR_PORT)")
+    commands.add_parser("config", help="print the effective settings as JSON and exit")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # Waitress warns about queue depth on every burst; that is load, not news.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    logging.getLogger("pykka").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"june-orchestrator: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        print(json.dumps(settings.describe(), indent=2, sort_keys=True))
+        return 0
+    _configure_logging(settings.log_level)
+    from orch.http.serve import serve
+
+    serve(settings=settings, host=getattr(args, "host", None), port=getattr(args, "port", None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``create_app``: the Falcon application for one Orchestrator."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import falcon
+import falcon.media
+import msgspec
+
+from orch.config import Settings
+from orch.http import errors
+from orch.http.auth import AuthMiddleware
+from orch.http.openapi import build_document
+from orch.http.resources import agents, config, events, locks, monitoring, tasks
+from orch.http.resources.base import Resource
+from orch.metrics import build_registry
+from orch.system import Orchestrator
+
+ROUTES: list[tuple[str, type[Resource]]] = [
+    ("/health", monitoring.Health),
+    ("/metrics", monitoring.Metrics),
+    ("/stats", monitoring.Stats),
+    ("/openapi.json", monitoring.OpenAPI),
+    ("/events", events.EventFeed),
+    ("/agents/register", agents.AgentRegistration),
+    ("/agents", agents.AgentCollection),
+    ("/agents/{agent_id}", agents.AgentItem),
+    ("/agents/{agent_id}/start", agents.AgentStart),
+    ("/agents/{agent_id}/stop", agents.AgentStop),
+    ("/agents/{agent_id}/heartbeat", agents.AgentHeartbeat),
+    ("/agents/{agent_id}/tasks", agents.AgentTasks),
+    ("/agents/{agent_id}/config", config.AgentConfigResource),
+    ("/config/defaults", config.ConfigDefaults),
+    ("/tasks/assign", tasks.TaskAssignment),
+    ("/tasks", tasks.TaskCollection),
+    ("/tasks/pending", tasks.PendingTasks),
+    ("/tasks/{task_id}", tasks.TaskItem),
+    ("/tasks/{task_id}/complete", tasks.TaskCompletion),
+    ("/tasks/{task_id}/fail", tasks.TaskFailure),
+    ("/tasks/{task_id}/cancel", tasks.TaskCancellation),
+    ("/locks", locks.LockCollection),
+    ("/locks/acquire", locks.MultiLockAcquisition),
+    ("/locks/{resource}/acquire", locks.LockAcquisition),
+    ("/locks/{resource}/renew", locks.LockRenewal),
+    ("/locks/{resource}/release", locks.LockRelease),
+]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("june-orchestrator")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> falcon.App:
+    """A WSGI app serving ``orchestrator``; holds no state of its own beyond wiring."""
+    settings = settings or orchestrator.settings
+    app = falcon.App(middleware=[AuthMiddleware(settings.admin_token)])
+    json_handler = falcon.media.JSONHandler(
+        dumps=msgspec.json.Encoder().encode, loads=msgspec.json.decode
+    )
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+    options = {
+        "registry": build_registry(orchestrator),
+        "document": build_document(ROUTES, _version()),
+        "threads": settings.http_threads,
+    }
+    for template, resource in ROUTES:
+        app.add_route(template, resource(orchestrator, **options))
+    return app

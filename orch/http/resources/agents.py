@@ -1,0 +1,97 @@
+"""Agents: registration, listing, lifecycle, heartbeats and their current tasks."""
+
+from __future__ import annotations
+
+import falcon
+
+from orch.http.auth import Scope, acting_agent
+from orch.http.media import read_body, send
+from orch.http.resources.base import Resource
+from orch.http.schemas import RegisterAgent, StopAgent
+
+
+class AgentRegistration(Resource):
+    scopes = {"POST": Scope.ADMIN}
+    bodies = {"POST": RegisterAgent}
+    answers = {"POST": (201, 400, 409)}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Register a remote agent; the answer carries its token, shown only this once."""
+        body = read_body(req, RegisterAgent)
+        answer = self.orch.register_agent(
+            body.agent_id,
+            body.agent_type,
+            capabilities=body.capabilities,
+            metadata=body.metadata,
+            project_id=body.project_id,
+            max_concurrent_tasks=body.max_concurrent_tasks,
+        )
+        send(resp, answer, 201)
+        resp.location = f"/agents/{body.agent_id}"
+
+
+class AgentCollection(Resource):
+    scopes = {"GET": Scope.ADMIN}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """List agents: ``{agents, total, active}``; filters status, agent_type, capability."""
+        send(
+            resp,
+            self.orch.agents(
+                state=req.get_param("status"),
+                agent_type=req.get_param("agent_type"),
+                capability=req.get_param("capability"),
+                limit=req.get_param_as_int("limit", min_value=1, max_value=100_000) or 1000,
+            ),
+        )
+
+
+class AgentItem(Resource):
+    scopes = {"GET": Scope.ADMIN, "DELETE": Scope.ADMIN}
+    answers = {"GET": (200, 404), "DELETE": (200, 404)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        """One agent (never its token)."""
+        send(resp, self.orch.agent(agent_id))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        """Deregister: its tasks are requeued, its locks released, its id free again."""
+        send(resp, self.orch.deregister_agent(agent_id))
+
+
+class AgentStart(Resource):
+    scopes = {"POST": Scope.ADMIN}
+    answers = {"POST": (200, 404, 409)}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        """Admit the agent to scheduling: ``started`` or ``already_active``."""
+        send(resp, self.orch.start_agent(agent_id))
+
+
+class AgentStop(Resource):
+    scopes = {"POST": Scope.ADMIN}
+    bodies = {"POST": StopAgent}
+    answers = {"POST": (200, 404, 409)}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        """Stop the agent: it drains (``stopping``) unless ``drain`` is false."""
+        body = read_body(req, StopAgent)
+        send(resp, self.orch.stop_agent(agent_id, drain=body.drain))
+
+
+class AgentHeartbeat(Resource):
+    scopes = {"POST": Scope.AGENT}
+    answers = {"POST": (200, 401, 403, 404)}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        """Prove liveness; the answer lists the agent's assignments and config version."""
+        send(resp, self.orch.heartbeat(acting_agent(req, self.orch, agent_id)))
+
+
+class AgentTasks(Resource):
+    scopes = {"GET": Scope.AGENT_OR_ADMIN}
+    answers = {"GET": (200, 404)}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        """The tasks the agent holds now."""
+        send(resp, self.orch.agent_tasks(agent_id))

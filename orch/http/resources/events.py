@@ -1,0 +1,44 @@
+"""The event feed: a bounded long-poll, so a watcher need not hammer /stats."""
+
+from __future__ import annotations
+
+import threading
+
+import falcon
+
+from orch.http.auth import Scope
+from orch.http.media import send
+from orch.http.resources.base import Resource
+
+MAX_WAIT_S = 20.0
+
+
+class EventFeed(Resource):
+    """``GET /events?after=&wait=&limit=``.
+
+    Waitress has few threads, so at most half of them may be parked in a long-poll at
+    once; a poll that finds no free waiting slot answers at once (``waited: false``)
+    and the client simply polls again.
+    """
+
+    scopes = {"GET": Scope.ADMIN}
+
+    def __init__(self, orch, **options) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(orch, **options)
+        self._waiting_slots = threading.BoundedSemaphore(max(1, options["threads"] // 2))
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Events with ``seq`` above ``after``, waiting up to ``wait`` s for the first."""
+        after = req.get_param_as_int("after", min_value=0) or 0
+        limit = req.get_param_as_int("limit", min_value=1, max_value=1000) or 1000
+        wait_s = req.get_param_as_float("wait", min_value=0, max_value=MAX_WAIT_S) or 0.0
+        if wait_s > 0 and self._waiting_slots.acquire(blocking=False):
+            try:
+                answer = self.orch.events(after, limit=limit, wait_s=wait_s)
+            finally:
+                self._waiting_slots.release()
+            answer["waited"] = True
+        else:
+            answer = self.orch.events(after, limit=limit)
+            answer["waited"] = False
+        send(resp, answer)
