@@ -201,6 +201,17 @@ class Orchestrator:
                 ref.stop(block=True, timeout=timeout_s)
         self.store.close()
 
+    def interrupt_waits(self) -> None:
+        """Answer long waits now (lock waits with 503, event polls empty): shutdown is coming.
+
+        Nothing waiting has been granted or changed, so refusing it loses nothing; the
+        HTTP server calls this before draining so that draining takes milliseconds.
+        """
+        self.events_log.close()
+        if self._started:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._ask(self._broker.refuse_waiters("the orchestrator is shutting down"))
+
     def __enter__(self) -> Orchestrator:
         return self.start()
 

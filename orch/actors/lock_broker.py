@@ -110,8 +110,14 @@ class LockBroker(pykka.ThreadingActor):
                 self._fencing[grant.resource] = grant.fencing_token
 
     def on_stop(self) -> None:
-        for waiter in list(self._waiters_by_reply.values()):
-            self._answer(waiter, Unavailable("the lock broker is stopping"))
+        self.refuse_waiters("the lock broker is stopping")
+
+    def refuse_waiters(self, reason: str) -> int:
+        """Answer every waiting acquire with ``Unavailable`` (shutdown: nothing was granted)."""
+        waiters = list(self._waiters_by_reply.values())
+        for waiter in waiters:
+            self._answer(waiter, Unavailable(reason))
+        return len(waiters)
 
     def set_scheduler(self, scheduler: Any) -> None:
         self._scheduler = scheduler

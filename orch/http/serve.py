@@ -117,7 +117,7 @@ class Server:
         server = self._waitress
         # Close only the listening socket; the trigger keeps waking the loop for replies.
         wasyncore.dispatcher.close(server)
-        self.orchestrator.events_log.close()  # long-polls answer now
+        self.orchestrator.interrupt_waits()
         self._poll(time.monotonic() + drain_timeout_s)
         # Whatever still waits (a lock wait, a slow actor) is answered 503 by the stop.
         self.orchestrator.stop()

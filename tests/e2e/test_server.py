@@ -1,0 +1,134 @@
+"""The real server process: the README's curl flow, limits, and a clean SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import requests
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import ServerProcess
+
+
+def test_readme_flow_works_against_the_real_server(server: ServerProcess):
+    url = server.url
+    registered = requests.post(
+        f"{url}/agents/register",
+        json={
+            "agent_id": "my-agent",
+            "agent_type": "implementation",
+            "capabilities": ["code", "git", "testing"],
+        },
+        timeout=5,
+    )
+    assert registered.status_code == 201
+    body = registered.json()
+    assert body["status"] == "registered" and body["agent_id"] == "my-agent"
+    token = body["token"]
+
+    assert requests.post(f"{url}/agents/my-agent/start", timeout=5).json()["status"] == "started"
+    assigned = requests.post(
+        f"{url}/tasks/assign", json={"task_id": 123, "agent_id": "my-agent"}, timeout=5
+    )
+    assert assigned.status_code == 200
+    assert assigned.json() == {"task_id": 123, "status": "assigned", "agent_id": "my-agent"}
+
+    auth = {"Authorization": f"Bearer {token}"}
+    beat = requests.post(f"{url}/agents/my-agent/heartbeat", headers=auth, timeout=5).json()
+    assert [a["task_id"] for a in beat["assignments"]] == [123]
+
+    done = requests.post(
+        f"{url}/tasks/123/complete", json={"result": {"ok": True}}, headers=auth, timeout=5
+    )
+    assert done.json() == {"task_id": 123, "status": "completed"}
+    stats = requests.get(f"{url}/stats", timeout=5).json()
+    assert stats["total_tasks_completed"] == 1
+    assert requests.get(f"{url}/tasks/123", timeout=5).json()["result"] == {"ok": True}
+
+
+def test_errors_are_problem_json_and_big_bodies_are_refused(server: ServerProcess):
+    url = server.url
+    big = b'{"agent_id": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    refused = requests.post(
+        f"{url}/agents/register",
+        data=big,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert refused.status_code == 413
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert refused.json()["code"] == "payload_too_large"
+
+    unknown = requests.get(f"{url}/agents/nobody", timeout=5)
+    assert unknown.status_code == 404
+    assert set(unknown.json()) >= {"type", "title", "status", "detail", "code"}
+    assert requests.get(f"{url}/stats", timeout=5).json()["total_agents"] == 0
+
+
+def test_sigterm_answers_in_flight_requests_then_exits_zero(server: ServerProcess):
+    url = server.url
+    tokens = {}
+    for agent_id in ("holder", "waiter"):
+        registered = requests.post(
+            f"{url}/agents/register", json={"agent_id": agent_id, "agent_type": "t"}, timeout=5
+        )
+        tokens[agent_id] = {"Authorization": f"Bearer {registered.json()['token']}"}
+    requests.post(f"{url}/locks/repo/acquire", json={}, headers=tokens["holder"], timeout=5)
+    answers: list[requests.Response] = []
+
+    def wait_for_lock() -> None:
+        answers.append(
+            requests.post(
+                f"{url}/locks/repo/acquire", json={"wait_s": 25}, headers=tokens["waiter"]
+            )
+        )
+
+    waiting = threading.Thread(target=wait_for_lock)
+    waiting.start()
+    wait_until(
+        lambda: requests.get(f"{url}/locks", timeout=5).json()["locks"][0]["waiters"],
+        message="the acquire call is waiting in line",
+    )
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(10) == 0
+    assert time.monotonic() - started < 5
+    waiting.join(10)
+    # The waiting call was answered (refused: nothing was granted), not cut off.
+    assert answers and answers[0].status_code == 503
+    assert answers[0].headers["Retry-After"] == "1"
+    log = "".join(server.log)
+    assert "shutting down" in log and "stopped" in log
+    assert "Traceback" not in log
+
+
+def test_a_public_bind_without_admin_token_warns(server_factory):
+    server = server_factory(ORCHESTRATOR_HOST="0.0.0.0")
+    assert any("ORCH_ADMIN_TOKEN is not set" in line for line in server.log)
+    assert server.stop() == 0
+
+
+def test_bad_configuration_fails_start_up_with_one_line_naming_the_variable():
+    result = subprocess.run(
+        [sys.executable, "-m", "orch", "serve"],
+        env={**os.environ, "ORCHESTRATOR_PORT": "eighty"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ORCHESTRATOR_PORT" in lines[0]
+
+
+def test_help_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "orch", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    assert "serve" in result.stdout
