@@ -1,0 +1,502 @@
+"""The SQLite store: acknowledged means on disk, and concurrent writers share a commit.
+
+DESIGN.md "Durability" asks that every change be stored before the caller gets its
+answer, without paying one sync per request. So one writer thread owns the connection
+and every write is a small job on its queue: the caller blocks until the transaction
+holding its job has committed, and the writer puts everything that queued up meanwhile
+into that same transaction (group commit). Under load, many writes share one sync;
+alone, a write costs exactly one.
+
+A write that fails raises ``StoreError`` and leaves the database as it was. One bad
+write does not sink the others grouped with it: the writer rolls back, fails that
+write alone, and commits the rest.
+
+Reads are for start-up only (actors rebuild from them once), so they share the one
+connection under a lock rather than paying for a second; that also lets ``:memory:``
+databases, which exist per connection, work for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from orch.errors import StoreError
+from orch.model import TERMINAL_TASK_STATES, AgentRecord, LockGrant, Task, TaskState
+from orch.store import codec
+
+#: ``ORCH_DB_SYNC`` values and the ``PRAGMA synchronous`` level each selects. ``normal``
+#: survives a process crash (``kill -9``) but may lose the last commits on power loss.
+SYNC_MODES = {"full": "FULL", "normal": "NORMAL"}
+#: Most writes one transaction takes, so a flood cannot hold the write lock for long.
+MAX_BATCH_WRITES = 512
+#: Rows ``prune_tasks`` deletes per transaction, so pruning never stalls writers.
+PRUNE_BATCH_ROWS = 500
+
+#: Forward migrations: entry ``n`` takes the schema from version ``n`` to ``n + 1``.
+#: Append only; a released entry never changes. The version is ``PRAGMA user_version``.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE agents (agent_id TEXT PRIMARY KEY, data TEXT NOT NULL)",
+        "CREATE TABLE credentials (agent_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL)",
+        "CREATE TABLE tasks ("
+        " key TEXT PRIMARY KEY, seq INTEGER NOT NULL, state TEXT NOT NULL,"
+        " updated_at REAL NOT NULL, data TEXT NOT NULL)",
+        # Retention pruning looks for old tasks in terminal states.
+        "CREATE INDEX tasks_by_state_and_age ON tasks (state, updated_at)",
+        # task_key '' stands for "no task": real task keys are never empty, and NULL
+        # would not be unique in a primary key.
+        "CREATE TABLE grants ("
+        " resource TEXT NOT NULL, agent_id TEXT NOT NULL, task_key TEXT NOT NULL,"
+        " data TEXT NOT NULL, PRIMARY KEY (resource, agent_id, task_key))",
+        "CREATE TABLE fencing (resource TEXT PRIMARY KEY, counter INTEGER NOT NULL)",
+        "CREATE TABLE config_defaults ( id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL)",
+        # check() writes here to prove that a write can still commit.
+        "CREATE TABLE store_probe ("
+        " id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+Statement = tuple[str, tuple[Any, ...]]
+Record = TypeVar("Record")
+
+_STOP = object()  # queued by close(): the writer finishes what is ahead of it, then exits
+_WRITER_LIVENESS_CHECK_S = 1.0
+
+
+def _describe(exc: BaseException) -> str:
+    """The cause as an operator reads it: ``database is locked (SQLITE_BUSY)``."""
+    text = str(exc) or type(exc).__name__
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{text} ({name})" if name else text
+
+
+class _Write:
+    """One caller's write: statements that commit together, and how it ended."""
+
+    __slots__ = ("counted", "done", "error", "rowcount", "statements")
+
+    def __init__(self, statements: list[Statement], *, counted: bool) -> None:
+        self.statements = statements
+        self.counted = counted  # False for check()'s probe, which is not a caller's write
+        self.done = threading.Event()
+        self.error: str | None = None
+        self.rowcount = 0
+
+    def apply(self, conn: sqlite3.Connection) -> None:
+        for sql, params in self.statements:
+            self.rowcount = conn.execute(sql, params).rowcount
+
+    def finish(self, error: str | None = None) -> None:
+        self.error = error
+        self.done.set()
+
+
+class SQLiteStore:
+    """``Store`` in one SQLite file (WAL mode), with group commit; see the module doc.
+
+    ``fail_writes`` (a reason string) makes every write fail without touching the
+    database, as with ``MemoryStore``. ``writes`` counts committed writes and
+    ``commits`` the transactions that carried them, so ``writes / commits`` is the
+    average group size.
+    """
+
+    def __init__(self, path: str, *, sync: str = "full", busy_timeout_s: float = 5.0) -> None:
+        """Open (creating or migrating) the database at ``path`` and start the writer.
+
+        Raises ``ValueError`` for an unknown ``sync`` and ``StoreError`` if the file
+        cannot be opened or was written by a newer version of the orchestrator.
+        """
+        if sync not in SYNC_MODES:
+            raise ValueError(f"ORCH_DB_SYNC must be 'full' or 'normal', got {sync!r}")
+        self.path = path
+        self.sync = sync
+        self.fail_writes: str | None = None
+        self.writes = 0
+        self.commits = 0
+        self._conn = _open(path, SYNC_MODES[sync], busy_timeout_s)
+        self._conn_lock = threading.Lock()  # held by the writer per transaction, by reads
+        self._closing_lock = threading.Lock()  # makes "not closed, so enqueue" atomic
+        self._closed = False
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer = threading.Thread(
+            target=self._run_writer, name="orch-store-writer", daemon=True
+        )
+        self._writer.start()
+
+    # ------------------------------------------------------------------ agents
+
+    def put_agent(self, record: AgentRecord) -> None:
+        """Store ``record`` under its id, replacing any earlier version."""
+        data = self._encode("agent", codec.agent_to_dict(record))
+        self._submit(
+            "INSERT INTO agents (agent_id, data) VALUES (?, ?)"
+            " ON CONFLICT (agent_id) DO UPDATE SET data = excluded.data",
+            (record.agent_id, data),
+        )
+
+    def delete_agent(self, agent_id: str) -> None:
+        """Forget an agent and its credential together (a missing one is no error)."""
+        self._submit_all(
+            [
+                ("DELETE FROM agents WHERE agent_id = ?", (agent_id,)),
+                ("DELETE FROM credentials WHERE agent_id = ?", (agent_id,)),
+            ]
+        )
+
+    def load_agents(self) -> list[AgentRecord]:
+        """Every stored agent, in the order they were first stored."""
+        rows = self._read("SELECT agent_id, data FROM agents ORDER BY rowid")
+        return self._decode_rows("agents", rows, codec.agent_from_dict)
+
+    def put_credential(self, agent_id: str, token_hash: str) -> None:
+        """Store the hash of an agent's token, replacing any earlier one."""
+        self._submit(
+            "INSERT INTO credentials (agent_id, token_hash) VALUES (?, ?)"
+            " ON CONFLICT (agent_id) DO UPDATE SET token_hash = excluded.token_hash",
+            (agent_id, token_hash),
+        )
+
+    def load_credentials(self) -> dict[str, str]:
+        """Token hashes by agent id."""
+        rows = self._read("SELECT agent_id, token_hash FROM credentials ORDER BY rowid")
+        return dict(rows)
+
+    # ------------------------------------------------------------------- tasks
+
+    def put_task(self, task: Task) -> None:
+        """Store ``task`` under its key, replacing any earlier version.
+
+        ``updated_at`` (what retention pruning goes by) is when the task finished,
+        or the time of this write for a task still under way.
+        """
+        data = self._encode("task", codec.task_to_dict(task))
+        updated_at = task.finished_at if task.finished_at is not None else time.time()
+        self._submit(
+            "INSERT INTO tasks (key, seq, state, updated_at, data) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET seq = excluded.seq, state = excluded.state,"
+            " updated_at = excluded.updated_at, data = excluded.data",
+            (task.key, task.seq, task.state.value, updated_at, data),
+        )
+
+    def delete_task(self, key: str) -> None:
+        """Forget a task (a missing one is no error)."""
+        self._submit("DELETE FROM tasks WHERE key = ?", (key,))
+
+    def load_tasks(self) -> list[Task]:
+        """Every stored task in submission order (``seq``)."""
+        rows = self._read("SELECT key, data FROM tasks ORDER BY seq, rowid")
+        return self._decode_rows("tasks", rows, codec.task_from_dict)
+
+    def prune_tasks(
+        self, older_than_wall: float, states: Iterable[str] = TERMINAL_TASK_STATES
+    ) -> int:
+        """Delete tasks in ``states`` that last changed before ``older_than_wall``.
+
+        Only terminal states may be named (``ValueError`` otherwise): a pending or
+        running task is an acknowledged promise, never garbage. Deletes in batches of
+        ``PRUNE_BATCH_ROWS``, each its own turn at the writer, so other writes go
+        between them. Returns how many tasks were deleted.
+        """
+        chosen = sorted({TaskState(state) for state in states})
+        live = [str(state) for state in chosen if state not in TERMINAL_TASK_STATES]
+        if live:
+            raise ValueError(f"only finished tasks can be pruned, not {', '.join(live)} ones")
+        if not chosen:
+            return 0
+        marks = ", ".join("?" * len(chosen))
+        sql = (
+            "DELETE FROM tasks WHERE key IN (SELECT key FROM tasks"
+            f" WHERE state IN ({marks}) AND updated_at < ? LIMIT {PRUNE_BATCH_ROWS})"
+        )
+        params = (*(state.value for state in chosen), older_than_wall)
+        removed = 0
+        while True:
+            deleted = self._submit(sql, params)
+            removed += deleted
+            if deleted < PRUNE_BATCH_ROWS:
+                return removed
+
+    # ------------------------------------------------------------------- locks
+
+    def put_grant(self, grant: LockGrant) -> None:
+        """Store a grant and raise the resource's fencing counter to its token, atomically.
+
+        The counter never goes down, so tokens keep increasing across restarts even
+        when an older grant is stored again (a renewal racing a newer grant).
+        """
+        data = self._encode("lock grant", codec.grant_to_dict(grant))
+        token = grant.fencing_token
+        self._submit_all(
+            [
+                (
+                    "INSERT INTO grants (resource, agent_id, task_key, data)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (resource, agent_id, task_key)"
+                    " DO UPDATE SET data = excluded.data",
+                    (grant.resource, grant.agent_id, grant.task_key or "", data),
+                ),
+                (
+                    # Tokens start at 1; like MemoryStore, a token of 0 records no counter.
+                    "INSERT INTO fencing (resource, counter) SELECT ?, ? WHERE ? > 0"
+                    " ON CONFLICT (resource)"
+                    " DO UPDATE SET counter = max(counter, excluded.counter)",
+                    (grant.resource, token, token),
+                ),
+            ]
+        )
+
+    def delete_grant(self, grant: LockGrant) -> None:
+        """Forget a grant; the fencing counter stays where it is."""
+        self._submit(
+            "DELETE FROM grants WHERE resource = ? AND agent_id = ? AND task_key = ?",
+            (grant.resource, grant.agent_id, grant.task_key or ""),
+        )
+
+    def load_grants(self) -> list[LockGrant]:
+        """Every stored grant, in the order they were first stored."""
+        rows = self._read("SELECT resource, data FROM grants ORDER BY rowid")
+        return self._decode_rows("grants", rows, codec.grant_from_dict)
+
+    def load_fencing_counters(self) -> dict[str, int]:
+        """The highest fencing token ever stored, by resource."""
+        return dict(self._read("SELECT resource, counter FROM fencing ORDER BY rowid"))
+
+    # ------------------------------------------------------------------ config
+
+    def put_config_defaults(self, defaults: Mapping[str, Any]) -> None:
+        """Replace the stored configuration defaults."""
+        data = self._encode("config defaults", dict(defaults))
+        self._submit(
+            "INSERT INTO config_defaults (id, data) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            (data,),
+        )
+
+    def load_config_defaults(self) -> dict[str, Any]:
+        """The stored configuration defaults (empty if none were ever stored)."""
+        rows = self._read("SELECT 'defaults', data FROM config_defaults WHERE id = 1")
+        found = self._decode_rows("config_defaults", rows, dict)
+        return found[0] if found else {}
+
+    # --------------------------------------------------------------- lifecycle
+
+    def check(self) -> None:
+        """Raise ``StoreError`` unless a write can commit right now.
+
+        Proves it with a real (one-row) write through the writer, which shares a
+        commit with whatever else is being written.
+        """
+        if self.fail_writes is not None:
+            raise StoreError(f"store failing: {self.fail_writes}")
+        if self._closed:
+            raise StoreError("store is closed")
+        if not self._writer.is_alive():
+            raise StoreError("store writer thread has stopped")
+        probe = (
+            "INSERT INTO store_probe (id, checked_at) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at"
+        )
+        self._wait_for(_Write([(probe, (time.time(),))], counted=False))
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close the database. Idempotent.
+
+        Later writes and reads raise ``StoreError("store is closed")``.
+        """
+        with self._closing_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._writer.join()
+        # Nothing is left to lose if closing fails: every write has been answered.
+        with self._conn_lock, contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    # ---------------------------------------------------------------- internals
+
+    def _encode(self, what: str, data: dict[str, Any]) -> str:
+        # Encoding runs in the caller's thread, so a value JSON cannot hold fails
+        # that caller alone, before anything reaches the database.
+        try:
+            return codec.encode(data).decode()
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise StoreError(f"store write failed: the {what} cannot be stored: {exc}") from exc
+
+    def _submit(self, sql: str, params: tuple[Any, ...]) -> int:
+        return self._submit_all([(sql, params)])
+
+    def _submit_all(self, statements: list[Statement]) -> int:
+        """Run ``statements`` as one write; return the last one's row count once durable."""
+        if self.fail_writes is not None:
+            raise StoreError(f"store write failed: {self.fail_writes}")
+        return self._wait_for(_Write(statements, counted=True))
+
+    def _wait_for(self, write: _Write) -> int:
+        with self._closing_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            self._queue.put(write)
+        # The writer never dies by design; should it anyway, fail instead of hanging.
+        while not write.done.wait(_WRITER_LIVENESS_CHECK_S):
+            if not self._writer.is_alive() and not write.done.is_set():
+                raise StoreError("store write failed: the store writer thread has stopped")
+        if write.error is not None:
+            raise StoreError(f"store write failed: {write.error}")
+        return write.rowcount
+
+    def _run_writer(self) -> None:
+        """The writer thread: take whatever is queued, commit it as one transaction."""
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < MAX_BATCH_WRITES:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # a bug here must neither kill the writer nor hang callers
+                for write in batch:
+                    if not write.done.is_set():
+                        write.finish(_describe(exc))
+            if stopping:
+                return
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """Commit ``batch`` in one transaction; a write that fails is dropped from it alone."""
+        pending = batch
+        while pending:
+            with self._conn_lock:
+                culprit, error = self._attempt(pending)
+            if error is None:
+                self.commits += 1
+                self.writes += sum(write.counted for write in pending)
+                for write in pending:
+                    write.finish()
+                return
+            if culprit is None:
+                # BEGIN or COMMIT failed (locked, disk full, I/O): nobody's fault in
+                # particular, and nothing was written, so every write in it fails.
+                for write in pending:
+                    write.finish(error)
+                return
+            culprit.finish(error)
+            pending = [write for write in pending if write is not culprit]
+
+    def _attempt(self, pending: list[_Write]) -> tuple[_Write | None, str | None]:
+        """One transaction over ``pending``: ``(None, None)`` if it committed, else who
+        failed (``None`` if no write in particular) and why; rolled back on failure."""
+        conn = self._conn
+        if conn.in_transaction:  # a ROLLBACK that failed last time; start clean
+            self._rollback()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return None, _describe(exc)
+        current: _Write | None = None
+        try:
+            for current in pending:
+                current.apply(conn)
+            current = None
+            conn.execute("COMMIT")
+        except Exception as exc:  # sqlite3.Error, or OverflowError/ValueError binding a value
+            self._rollback()
+            return current, _describe(exc)
+        return None, None
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # _attempt retries the rollback before its next transaction
+
+    def _read(self, sql: str) -> list[Any]:
+        with self._conn_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            try:
+                return self._conn.execute(sql).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {_describe(exc)}") from exc
+
+    def _decode_rows(
+        self, table: str, rows: list[Any], from_dict: Callable[[Any], Record]
+    ) -> list[Record]:
+        records = []
+        for key, data in rows:
+            try:
+                records.append(from_dict(codec.decode(data)))
+            except (KeyError, TypeError, ValueError) as exc:  # msgspec.DecodeError included
+                raise StoreError(
+                    f"store read failed: {table} row {key!r} in {self.path!r} is not"
+                    f" a valid record ({type(exc).__name__}: {exc})"
+                ) from exc
+        return records
+
+
+def _open(path: str, synchronous: str, busy_timeout_s: float) -> sqlite3.Connection:
+    """Connect, refuse a newer schema, set WAL and sync level, migrate to the current schema."""
+    try:
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"cannot open store {path!r}: {_describe(exc)}") from exc
+    try:
+        _refuse_newer(conn, path)  # before WAL: do not change a file we cannot read
+        if path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        _migrate(conn, path)
+    except StoreError:
+        conn.close()
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        conn.close()
+        raise StoreError(f"cannot open store {path!r}: {_describe(exc)}") from exc
+    return conn
+
+
+def _refuse_newer(conn: sqlite3.Connection, path: str) -> int:
+    found: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database {path!r} was written by a newer version of the orchestrator"
+            f" (schema version {found}; this version knows up to {SCHEMA_VERSION});"
+            " upgrade the orchestrator or point ORCH_DB at another file"
+        )
+    return found
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Apply the migrations the file lacks, in one transaction with the version bump."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process may have migrated meanwhile.
+        found = _refuse_newer(conn, path)
+        for version in range(found, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+        if found != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
