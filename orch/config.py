@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+#: Where the service keeps its state unless ``ORCH_DB`` says otherwise.
+SERVICE_DB = "orchestrator.db"
+
 
 class ConfigError(ValueError):
     """An environment variable has a value the orchestrator cannot use."""
@@ -28,7 +31,9 @@ class Settings:
     todo_service_url: str = "http://localhost:8004"
     gateway_url: str = "http://localhost:8000"
     log_level: str = "INFO"
-    db: str = ":memory:"
+    db: str = ":memory:"  # embedded default; the service defaults to SERVICE_DB (below)
+    db_sync: str = "full"
+    task_retention_s: float = 7 * 86_400.0
     admin_token: str | None = None
     http_threads: int = 8
 
@@ -55,7 +60,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``); raise ``ConfigError``."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"db": SERVICE_DB}
         for name, (attr, parse) in _ENV.items():
             raw = env.get(name)
             if raw is None:
@@ -125,6 +130,13 @@ def _nonempty(raw: str) -> str:
     return raw.strip()
 
 
+def _sync_mode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("full", "normal"):
+        raise ValueError("must be 'full' or 'normal'")
+    return value
+
+
 def _optional_secret(raw: str) -> str | None:
     return raw or None
 
@@ -136,6 +148,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GATEWAY_URL": ("gateway_url", _url),
     "LOG_LEVEL": ("log_level", _log_level),
     "ORCH_DB": ("db", _nonempty),
+    "ORCH_DB_SYNC": ("db_sync", _sync_mode),
+    "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
     "ORCH_HEARTBEAT_INTERVAL_S": ("heartbeat_interval_s", _positive_float),

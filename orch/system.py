@@ -65,7 +65,7 @@ from orch.model import (
     validate_positive,
     validate_task_id,
 )
-from orch.store import MemoryStore, Store
+from orch.store import Store, open_store
 
 logger = logging.getLogger("orch")
 
@@ -135,7 +135,7 @@ class Orchestrator:
     ) -> None:
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
-        self.store: Store = store or MemoryStore()
+        self.store: Store = store or open_store(self.settings)
         self.events_log = Events(self.clock)
         self.directory = Directory()
         self._auto_tick = auto_tick
@@ -177,6 +177,8 @@ class Orchestrator:
             ],
             timeout=s.ask_timeout_s,
         )
+        takes_work = self._supervisor.recover().get(timeout=s.ask_timeout_s)
+        self._scheduler.recover_orphans(takes_work).get(timeout=s.ask_timeout_s)
         self._started = True
         self.started_at = self.clock.time()
         if self._auto_tick:

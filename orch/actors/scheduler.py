@@ -13,9 +13,11 @@ back, so no two actors can wait on each other.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import logging
+import threading
 from collections import Counter, defaultdict
 from dataclasses import replace
 from typing import Any
@@ -40,6 +42,8 @@ from orch.model import (
 from orch.store.base import Store
 
 logger = logging.getLogger("orch.scheduler")
+
+PRUNE_INTERVAL_S = 60.0
 
 
 def requirement_of(spec: TaskSpec) -> Requirement:
@@ -79,6 +83,63 @@ class Scheduler(pykka.ThreadingActor):
         self._by_state: Counter[TaskState] = Counter()
         self._pending_by_priority: Counter[int] = Counter()
         self._totals: Counter[str] = Counter()
+        # Leases rebuilt from the store whose agent has not yet been told of them.
+        self._recovered: defaultdict[str, set[str]] = defaultdict(set)
+        self._finished: collections.deque[tuple[float, str]] = collections.deque()
+        self._next_prune = 0.0
+        self._pruning: threading.Thread | None = None
+
+    # ------------------------------------------------------------ recovery
+
+    def on_start(self) -> None:
+        self._load_state()
+
+    def _load_state(self) -> None:
+        """Rebuild the queue and the assignment table from the store.
+
+        Monotonic times do not survive a restart: leases get a fresh timeout, due
+        retries are due at once, queue waits restart. Assigned tasks are handed to
+        their agent again once its actor is back (``agent_ready``).
+        """
+        now = self._clock.monotonic()
+        for task in self._store.load_tasks():
+            self._seq = max(self._seq, task.seq)
+            if task.state in LEASED_TASK_STATES and task.agent_id is not None:
+                timeout_s = task.spec.timeout_s or self._settings.task_timeout_s
+                task = replace(task, lease_deadline=now + timeout_s, queued_at=now)
+                self._leases[task.agent_id].add(task.key)
+                self._recovered[task.agent_id].add(task.key)
+                heapq.heappush(self._lease_heap, (now + timeout_s, task.key, task.attempts))
+            elif task.state is TaskState.FAILED:
+                task = replace(task, retry_at=now, queued_at=now)
+                heapq.heappush(self._retry_heap, (now, task.key, task.attempts))
+            else:
+                task = replace(task, queued_at=now)
+            self._keep(task)
+            if task.state is TaskState.PENDING:
+                self._enqueue(task)
+            elif task.terminal:
+                self._totals[str(task.state)] += 1
+                self._finished.append((task.finished_at or 0.0, task.key))
+        self._totals["submitted"] = len(self._tasks)
+        if self._tasks:
+            logger.info("recovered %d tasks", len(self._tasks))
+
+    def recover_orphans(self, live_agents: list[str]) -> int:
+        """Requeue recovered leases whose agent did not come back (in-process ones)."""
+        live = set(live_agents)
+        orphans = [a for a in list(self._recovered) if a not in live]
+        count = 0
+        for agent_id in orphans:
+            for key in self._recovered.pop(agent_id):
+                task = self._tasks.get(key)
+                if task is not None and task.state in LEASED_TASK_STATES:
+                    self._lease_lost(
+                        task, "its agent did not survive a restart", count_attempt=False
+                    )
+                    count += 1
+        self._dispatch()
+        return count
 
     def set_lock_broker(self, broker: Any) -> None:
         """Wire the LockBroker (a proxy) used for tasks that name resources."""
@@ -157,6 +218,10 @@ class Scheduler(pykka.ThreadingActor):
             return
         slot.load = len(self._leases.get(slot.agent_id, ()))
         self._matcher.put_agent(slot)
+        for key in sorted(self._recovered.pop(slot.agent_id, ())):
+            task = self._tasks.get(key)
+            if task is not None and task.state in LEASED_TASK_STATES:
+                self._send_assignment(task, slot)
         self._dispatch()
 
     def agent_unready(self, agent_id: str, generation: int) -> None:
@@ -321,6 +386,41 @@ class Scheduler(pykka.ThreadingActor):
         except OrchestratorError as exc:
             logger.warning("tick paused, store failing: %s", exc)
         self._dispatch()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_INTERVAL_S
+            self._prune()
+
+    def _prune(self) -> int:
+        """Forget finished tasks past retention; the store deletes them on a side thread.
+
+        Deleting thousands of rows must not hold up the queue, so the Scheduler only
+        drops them from memory (cheap: ``_finished`` is in finishing order) and a
+        short-lived thread asks the store to delete them in batches.
+        """
+        cutoff = self._clock.time() - self._settings.task_retention_s
+        dropped = 0
+        while self._finished and self._finished[0][0] < cutoff:
+            _, key = self._finished.popleft()
+            task = self._tasks.get(key)
+            if task is not None and task.terminal and (task.finished_at or 0.0) < cutoff:
+                del self._tasks[key]
+                self._by_state[task.state] -= 1
+                dropped += 1
+        if dropped and (self._pruning is None or not self._pruning.is_alive()):
+            self._pruning = threading.Thread(
+                target=self._prune_store, args=(cutoff,), name="orch-pruner", daemon=True
+            )
+            self._pruning.start()
+        if dropped:
+            self._events.emit("tasks.pruned", count=dropped, before=cutoff)
+        return dropped
+
+    def _prune_store(self, cutoff: float) -> None:
+        try:
+            removed = self._store.prune_tasks(cutoff)
+            logger.info("pruned %d finished tasks from the store", removed)
+        except OrchestratorError as exc:
+            logger.warning("pruning finished tasks failed, will retry: %s", exc)
 
     # --------------------------------------------------------------- reading
 
@@ -405,6 +505,9 @@ class Scheduler(pykka.ThreadingActor):
     def _put(self, task: Task) -> None:
         """Store the task, then keep it: the one place a task changes."""
         self._store.put_task(task)
+        self._keep(task)
+
+    def _keep(self, task: Task) -> None:
         old = self._tasks.get(task.key)
         if old is not None:
             self._by_state[old.state] -= 1
@@ -458,6 +561,9 @@ class Scheduler(pykka.ThreadingActor):
             attempt=leased.attempts,
             queue_wait_s=round(self._clock.monotonic() - leased.queued_at, 6),
         )
+        self._send_assignment(leased, slot)
+
+    def _send_assignment(self, leased: Task, slot: AgentSlot) -> None:
         spec = leased.spec
         assignment = Assignment(
             task_id=spec.task_id,
@@ -530,6 +636,7 @@ class Scheduler(pykka.ThreadingActor):
             for resource in self._parked.pop(task.key):
                 self._parked_by_resource[resource].discard(task.key)
         self._totals[str(state)] += 1
+        self._finished.append((done.finished_at or 0.0, task.key))
         event = {
             TaskState.COMPLETED: "task.completed",
             TaskState.DEAD: "task.dead",

@@ -79,6 +79,46 @@ class Supervisor(pykka.ThreadingActor):
             supervisor=self.actor_ref.proxy(),
         )
 
+    # ------------------------------------------------------------ recovery
+
+    def recover(self) -> list[str]:
+        """Bring back the stored agents; returns the ids that will take work again.
+
+        Every remote agent gets a fresh heartbeat grace period (heartbeat times are
+        not stored). Agents that were busy or unhealthy come back idle and receive
+        their recovered assignments from the Scheduler; ``failed`` and ``lost`` ones
+        come back without an actor, as they were. An in-process agent's code lived in
+        the old process, so it comes back ``lost``: ``attach`` registers it again.
+        """
+        credentials = self._store.load_credentials()
+        now = self._clock.monotonic()
+        takes_work = []
+        for record in self._store.load_agents():
+            token_hash = credentials.get(record.agent_id)
+            if token_hash is None:
+                logger.error("agent %s has no stored credential; skipped", record.agent_id)
+                continue
+            record = replace(record, task_keys=frozenset(), last_heartbeat=now)
+            state = record.state
+            if record.in_process:
+                state = AgentState.LOST
+            elif state in (AgentState.BUSY, AgentState.UNHEALTHY):
+                state = AgentState.IDLE
+            elif state is AgentState.STOPPING:
+                state = AgentState.STOPPED  # its drain ends here; its tasks are requeued
+            record = replace(record, state=state)
+            if state in (AgentState.FAILED, AgentState.LOST):
+                self._generation += 1
+                self._directory.put(Entry(record, None, self._generation, token_hash))
+                continue
+            self._factories[record.agent_id] = None
+            self._spawn(record, token_hash)
+            if state is AgentState.IDLE:
+                takes_work.append(record.agent_id)
+        if len(self._directory):
+            logger.info("recovered %d agents", len(self._directory))
+        return takes_work
+
     # ------------------------------------------------------------ registry
 
     def register(

@@ -68,6 +68,19 @@ class MemoryStore:
             self._write()
             self._tasks.pop(key, None)
 
+    def prune_tasks(self, older_than_wall: float) -> int:
+        with self._lock:
+            old = [
+                key
+                for key, task in self._tasks.items()
+                if task.terminal and (task.finished_at or 0.0) < older_than_wall
+            ]
+            if old:
+                self._write()
+            for key in old:
+                del self._tasks[key]
+            return len(old)
+
     def load_tasks(self) -> list[Task]:
         with self._lock:
             return sorted(self._tasks.values(), key=lambda t: t.seq)
