@@ -18,6 +18,7 @@ from typing import Any
 
 import pykka
 
+from bench import durability
 from orch import Agent, Orchestrator, Settings
 
 OUT_DIR = Path("build/bench")
@@ -123,12 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'scenario':<40} {'per second':>12} {'vs reference':>13}")
     for name, value, ratio in rows:
         print(f"{name:<40} {value:>12,.0f} {ratio:>12.1%}")
+    durable = durability.run(duration_s=max(0.2, 2.0 * args.scale))
+    durability.print_table(durable)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "scale": args.scale,
         "results": results,
+        "durability_cycles_per_s": durable,
     }
     path = OUT_DIR / "core.json"
     path.write_text(json.dumps(report, indent=2))

@@ -40,6 +40,7 @@ from orch.errors import (
     Invalid,
     NotFound,
     OrchestratorError,
+    StoreError,
     TaskCancelled,
     TaskFailed,
     Timeout,
@@ -66,6 +67,7 @@ from orch.model import (
     validate_task_id,
 )
 from orch.store import Store, open_store
+from orch.store.base import Durable
 
 logger = logging.getLogger("orch")
 
@@ -796,11 +798,18 @@ class Orchestrator:
         """Wait for actor answers, mapping Pykka's failures to the domain's errors."""
         timeout = self.settings.ask_timeout_s
         try:
-            return pykka.get_all(futures, timeout=timeout)
+            answers = pykka.get_all(futures, timeout=timeout)
         except pykka.Timeout:
             raise Timeout(f"the orchestrator did not answer within {timeout}s") from None
         except pykka.ActorDeadError:
             raise Unavailable("the orchestrator is stopping or an actor has died") from None
+        try:
+            return [a.result() if isinstance(a, Durable) else a for a in answers]
+        except StoreError:
+            # Applied in the Scheduler but not stored: it must rebuild before going on.
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._scheduler.check_writes.defer()
+            raise
 
 
 def _done(future: pykka.Future[Any]) -> bool:

@@ -192,6 +192,9 @@ class AgentActor(pykka.ThreadingActor):
 
     def assign(self, assignment: Assignment) -> None:
         """Take a task from the Scheduler, or hand it back if no longer able to."""
+        held = self._assignments.get(assignment.key)
+        if held is not None and held.attempt == assignment.attempt:
+            return  # sent again (recovery): already ours
         record = self._record
         if record.state not in SCHEDULABLE_STATES or record.free_slots <= 0:
             self._deps.scheduler.assignment_refused.defer(
@@ -207,6 +210,26 @@ class AgentActor(pykka.ThreadingActor):
             )
         else:
             self._undelivered.add(assignment.key)
+
+    def sync_assignments(self, assignments: list[Assignment]) -> None:
+        """Hold exactly these assignments: the Scheduler rebuilt itself from the store.
+
+        Assignments it no longer knows were never stored, so they are dropped (an
+        in-process worker already running one finishes, and its report is refused).
+        """
+        wanted = {a.key: a for a in assignments}
+        for key, held in list(self._assignments.items()):
+            if key not in wanted or wanted[key].attempt != held.attempt:
+                self._assignments.pop(key)
+                self._undelivered.discard(key)
+        for key, assignment in wanted.items():
+            if key not in self._assignments:
+                self._assignments[key] = assignment
+                if self._runner is not None:
+                    self._runner.submit(assignment)
+                else:
+                    self._undelivered.add(key)
+        self._sync_tasks()
 
     def release(self, key: str) -> None:
         """Forget a task that ended, was cancelled or was taken away."""

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import heapq
 import logging
 import threading
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
@@ -39,11 +41,33 @@ from orch.model import (
     retry_delay_s,
     task_key,
 )
-from orch.store.base import Store
+from orch.store.base import Durable, PendingWrite, Store
 
 logger = logging.getLogger("orch.scheduler")
 
 PRUNE_INTERVAL_S = 60.0
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def answers_when_durable(method: Method) -> Method:
+    """Return the method's answer as ``Durable``: with the task writes it made.
+
+    The Scheduler does not wait for its own commits (that would make one commit per
+    message, whatever the concurrency); the caller waits for them instead.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Scheduler, *args: Any, **kwargs: Any) -> Durable[Any]:
+        outer = self._answer_writes
+        self._answer_writes = []
+        try:
+            value = method(self, *args, **kwargs)
+            return Durable(value, tuple(self._answer_writes))
+        finally:
+            self._answer_writes = outer
+
+    return wrapper  # type: ignore[return-value]
 
 
 def requirement_of(spec: TaskSpec) -> Requirement:
@@ -88,13 +112,17 @@ class Scheduler(pykka.ThreadingActor):
         self._finished: collections.deque[tuple[float, str]] = collections.deque()
         self._next_prune = 0.0
         self._pruning: threading.Thread | None = None
+        # Task writes not yet known to be durable, oldest first; and those made while
+        # answering the current message (None outside ``answers_when_durable``).
+        self._in_flight: collections.deque[PendingWrite] = collections.deque()
+        self._answer_writes: list[PendingWrite] | None = None
 
     # ------------------------------------------------------------ recovery
 
     def on_start(self) -> None:
-        self._load_state()
+        self._load_state(initial=True)
 
-    def _load_state(self) -> None:
+    def _load_state(self, *, initial: bool) -> None:
         """Rebuild the queue and the assignment table from the store.
 
         Monotonic times do not survive a restart: leases get a fresh timeout, due
@@ -119,10 +147,12 @@ class Scheduler(pykka.ThreadingActor):
             if task.state is TaskState.PENDING:
                 self._enqueue(task)
             elif task.terminal:
-                self._totals[str(task.state)] += 1
+                if initial:
+                    self._totals[str(task.state)] += 1
                 self._finished.append((task.finished_at or 0.0, task.key))
-        self._totals["submitted"] = len(self._tasks)
-        if self._tasks:
+        if initial:
+            self._totals["submitted"] = len(self._tasks)
+        if self._tasks and initial:
             logger.info("recovered %d tasks", len(self._tasks))
 
     def recover_orphans(self, live_agents: list[str]) -> int:
@@ -141,12 +171,63 @@ class Scheduler(pykka.ThreadingActor):
         self._dispatch()
         return count
 
+    def check_writes(self) -> bool:
+        """Rebuild from the store if a task write failed after it was applied.
+
+        Returns True if it rebuilt. Called every tick, and at once by the facade
+        when an answer's write failed.
+        """
+        failed = any(write.failed() for write in self._in_flight)
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft()
+        if failed:
+            self._reload()
+        return failed
+
+    def _reload(self) -> None:
+        """Forget the in-memory queue and rebuild it from what the store holds."""
+        logger.error("a task write failed after it was applied; rebuilding from the store")
+        slots = list(self._matcher.agents())
+        before = self._tasks
+        self._tasks = {}
+        self._leases = defaultdict(set)
+        self._matcher = Matcher(self._is_queued)
+        self._parked = {}
+        self._parked_by_resource = defaultdict(set)
+        self._retry_heap = []
+        self._lease_heap = []
+        self._by_state = Counter()
+        self._pending_by_priority = Counter()
+        self._recovered = defaultdict(set)
+        self._finished = collections.deque()
+        self._in_flight = collections.deque()
+        self._load_state(initial=False)
+        if self._broker is not None:
+            for task in before.values():
+                kept = self._tasks.get(task.key)
+                if task.spec.resources and (
+                    kept is None or kept.seq != task.seq or kept.state not in LEASED_TASK_STATES
+                ):
+                    self._broker.release_task.defer(lock_owner(task))
+        for slot in slots:
+            fresh = replace(slot, load=len(self._leases.get(slot.agent_id, ())), requirements=[])
+            self._matcher.put_agent(fresh)
+            held = [
+                self._assignment(self._tasks[key], fresh)
+                for key in sorted(self._recovered.pop(slot.agent_id, ()))
+            ]
+            with contextlib.suppress(pykka.ActorDeadError):
+                slot.actor.sync_assignments.defer(held)
+        self._events.emit("scheduler.rebuilt", tasks=len(self._tasks))
+        self._dispatch()
+
     def set_lock_broker(self, broker: Any) -> None:
         """Wire the LockBroker (a proxy) used for tasks that name resources."""
         self._broker = broker
 
     # ------------------------------------------------------------ submission
 
+    @answers_when_durable
     def submit(self, spec: TaskSpec, agent_id: str | None = None, force: bool = False) -> Task:
         """Queue a task, or assign it straight to ``agent_id``; returns it as it now is.
 
@@ -295,6 +376,7 @@ class Scheduler(pykka.ThreadingActor):
 
     # -------------------------------------------------------------- outcomes
 
+    @answers_when_durable
     def complete(
         self, agent_id: str, task_id: TaskId, result: Any = None, attempt: int | None = None
     ) -> Task:
@@ -304,6 +386,7 @@ class Scheduler(pykka.ThreadingActor):
         self._dispatch()
         return done
 
+    @answers_when_durable
     def fail(
         self,
         agent_id: str,
@@ -334,6 +417,7 @@ class Scheduler(pykka.ThreadingActor):
         except OrchestratorError as exc:
             logger.info("dropped failure of %s by %s: %s", key, agent_id, exc)
 
+    @answers_when_durable
     def cancel(self, task_id: TaskId) -> Task:
         """Cancel a task that has not ended; its agent and locks are released."""
         task = self._get(task_id)
@@ -355,6 +439,7 @@ class Scheduler(pykka.ThreadingActor):
 
     def tick(self) -> None:
         """Move due retries back to the queue and expire overdue leases."""
+        self.check_writes()
         now = self._clock.monotonic()
         try:
             while self._retry_heap and self._retry_heap[0][0] <= now:
@@ -503,9 +588,18 @@ class Scheduler(pykka.ThreadingActor):
         self._matcher.push_task(task.key, task.seq, task.spec.priority, requirement_of(task.spec))
 
     def _put(self, task: Task) -> None:
-        """Store the task, then keep it: the one place a task changes."""
-        self._store.put_task(task)
+        """Hand the task to the store, then keep it: the one place a task changes.
+
+        A failure the store reports at once leaves everything as it was. A commit
+        that fails later is found by ``check_writes``, which rebuilds the Scheduler
+        from the store, so memory never keeps what the disk lost.
+        """
+        write = self._store.put_task_nowait(task)
         self._keep(task)
+        if not write.done() or write.failed():
+            self._in_flight.append(write)
+        if self._answer_writes is not None:
+            self._answer_writes.append(write)
 
     def _keep(self, task: Task) -> None:
         old = self._tasks.get(task.key)
@@ -563,9 +657,10 @@ class Scheduler(pykka.ThreadingActor):
         )
         self._send_assignment(leased, slot)
 
-    def _send_assignment(self, leased: Task, slot: AgentSlot) -> None:
+    @staticmethod
+    def _assignment(leased: Task, slot: AgentSlot) -> Assignment:
         spec = leased.spec
-        assignment = Assignment(
+        return Assignment(
             task_id=spec.task_id,
             payload=spec.payload,
             attempt=leased.attempts,
@@ -574,8 +669,10 @@ class Scheduler(pykka.ThreadingActor):
             fencing_tokens=leased.fencing_tokens,
             timeout_s=spec.timeout_s or slot.task_timeout_s,
         )
+
+    def _send_assignment(self, leased: Task, slot: AgentSlot) -> None:
         try:
-            slot.actor.assign.defer(assignment)
+            slot.actor.assign.defer(self._assignment(leased, slot))
         except pykka.ActorDeadError:
             self._lease_lost(leased, "agent actor is gone", count_attempt=False)
 

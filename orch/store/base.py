@@ -8,9 +8,47 @@ was, because the calling actor applies a change in memory only after storing it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from orch.model import AgentRecord, LockGrant, Task
+
+T = TypeVar("T")
+
+
+class PendingWrite(Protocol):
+    """A write handed to the store that may not be durable yet."""
+
+    def wait(self) -> None:
+        """Return once the write is durable; raise ``StoreError`` if it failed."""
+        ...
+
+    def done(self) -> bool:
+        """True once the write has ended, either way (never blocks)."""
+        ...
+
+    def failed(self) -> bool:
+        """True once the write has ended in failure (never blocks)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Durable(Generic[T]):
+    """An actor's answer with the writes that must be durable before it is given.
+
+    The actor applies a change and moves on to its next message while the store
+    commits; whoever delivers the answer (the facade) waits for ``writes`` first, so
+    nothing is acknowledged before it is stored.
+    """
+
+    value: T
+    writes: tuple[PendingWrite, ...] = ()
+
+    def result(self) -> T:
+        """The answer, once every write behind it is durable; ``StoreError`` otherwise."""
+        for write in self.writes:
+            write.wait()
+        return self.value
 
 
 class Store(Protocol):
@@ -25,6 +63,17 @@ class Store(Protocol):
 
     # tasks (Scheduler)
     def put_task(self, task: Task) -> None: ...
+    def put_task_nowait(self, task: Task) -> PendingWrite:
+        """Queue a task write without waiting for it to be durable.
+
+        The Scheduler writes every task change through one thread; waiting for each
+        commit there would serialise all commits and defeat group commit. Instead
+        the caller's answer waits on the returned handle. Failures that can be seen
+        at once (a failing store, an unstorable value) still raise here, before any
+        change is applied.
+        """
+        ...
+
     def delete_task(self, key: str) -> None: ...
     def load_tasks(self) -> list[Task]: ...
     def prune_tasks(self, older_than_wall: float) -> int:

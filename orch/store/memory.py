@@ -15,6 +15,22 @@ from orch.errors import StoreError
 from orch.model import AgentRecord, LockGrant, Task
 
 
+class Done:
+    """A write that was durable (as durable as memory is) before it was returned."""
+
+    def wait(self) -> None:
+        return None
+
+    def done(self) -> bool:
+        return True
+
+    def failed(self) -> bool:
+        return False
+
+
+DONE = Done()
+
+
 class MemoryStore:
     """Dict-backed ``Store``; safe to share between actors (one internal lock)."""
 
@@ -62,6 +78,10 @@ class MemoryStore:
         with self._lock:
             self._write()
             self._tasks[task.key] = task
+
+    def put_task_nowait(self, task: Task) -> Done:
+        self.put_task(task)
+        return DONE
 
     def delete_task(self, key: str) -> None:
         with self._lock:

@@ -98,6 +98,32 @@ class _Write:
         self.done.set()
 
 
+_PUT_TASK = (
+    "INSERT INTO tasks (key, seq, state, updated_at, data) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET seq = excluded.seq, state = excluded.state,"
+    " updated_at = excluded.updated_at, data = excluded.data"
+)
+
+
+class PendingTaskWrite:
+    """A queued task write; ``wait`` blocks until its transaction has committed."""
+
+    __slots__ = ("_store", "_write")
+
+    def __init__(self, store: SQLiteStore, write: _Write) -> None:
+        self._store = store
+        self._write = write
+
+    def wait(self) -> None:
+        self._store._await(self._write)
+
+    def done(self) -> bool:
+        return self._write.done.is_set()
+
+    def failed(self) -> bool:
+        return self._write.done.is_set() and self._write.error is not None
+
+
 class SQLiteStore:
     """``Store`` in one SQLite file (WAL mode), with group commit; see the module doc.
 
@@ -176,14 +202,19 @@ class SQLiteStore:
         ``updated_at`` (what retention pruning goes by) is when the task finished,
         or the time of this write for a task still under way.
         """
+        self.put_task_nowait(task).wait()
+
+    def put_task_nowait(self, task: Task) -> PendingTaskWrite:
+        """Queue the write of ``task``; the handle's ``wait`` returns once it is durable."""
         data = self._encode("task", codec.task_to_dict(task))
         updated_at = task.finished_at if task.finished_at is not None else time.time()
-        self._submit(
-            "INSERT INTO tasks (key, seq, state, updated_at, data) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET seq = excluded.seq, state = excluded.state,"
-            " updated_at = excluded.updated_at, data = excluded.data",
-            (task.key, task.seq, task.state.value, updated_at, data),
+        if self.fail_writes is not None:
+            raise StoreError(f"store write failed: {self.fail_writes}")
+        write = _Write(
+            [(_PUT_TASK, (task.key, task.seq, task.state.value, updated_at, data))], counted=True
         )
+        self._enqueue(write)
+        return PendingTaskWrite(self, write)
 
     def delete_task(self, key: str) -> None:
         """Forget a task (a missing one is no error)."""
@@ -339,10 +370,16 @@ class SQLiteStore:
         return self._wait_for(_Write(statements, counted=True))
 
     def _wait_for(self, write: _Write) -> int:
+        self._enqueue(write)
+        return self._await(write)
+
+    def _enqueue(self, write: _Write) -> None:
         with self._closing_lock:
             if self._closed:
                 raise StoreError("store is closed")
             self._queue.put(write)
+
+    def _await(self, write: _Write) -> int:
         # The writer never dies by design; should it anyway, fail instead of hanging.
         while not write.done.wait(_WRITER_LIVENESS_CHECK_S):
             if not self._writer.is_alive() and not write.done.is_set():

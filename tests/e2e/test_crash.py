@@ -30,6 +30,8 @@ class Ledger:
         self.completed: set[str] = set()
         self.held: dict[str, tuple[str, int]] = {}  # resource -> (agent, token) last granted
         self.released: set[tuple[str, int]] = set()
+        # Releases sent: one whose answer never came may or may not have happened.
+        self.release_sent: set[tuple[str, int]] = set()
         self.max_token: dict[str, int] = defaultdict(int)
 
 
@@ -109,6 +111,8 @@ def drive(url: str, ledger: Ledger, stop: threading.Event, tokens: dict[str, str
             with ledger.lock:
                 ledger.held[resource] = (agent_id, token)
                 ledger.max_token[resource] = max(ledger.max_token[resource], token)
+            with ledger.lock:
+                ledger.release_sent.add((resource, token))
             released = requests.post(
                 f"{url}/locks/{resource}/release",
                 json={"fencing_token": token},
@@ -170,13 +174,13 @@ def test_nothing_acknowledged_is_lost_after_sigkill(tmp_path):
             for h in row["holders"]
         }
         for resource, (_agent_id, token) in ledger.held.items():
-            if (resource, token) not in ledger.released:
+            if (resource, token) not in ledger.release_sent:
                 assert (resource, token) in held, f"acknowledged grant {resource}#{token} lost"
         assert not {(r, t) for r, t in held} & ledger.released
         # Tokens issued before the crash still work, and fencing keeps increasing.
         auth = {"Authorization": f"Bearer {tokens['l0']}"}
         for resource, (agent_id, token) in ledger.held.items():
-            if (resource, token) not in ledger.released:
+            if (resource, token) in held:
                 requests.post(
                     f"{url}/locks/{resource}/release",
                     json={"fencing_token": token},
