@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from orch.config import ENVIRONMENT_VARIABLES, ConfigError, Settings
+from orch.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,15 +24,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # Waitress warns about queue depth on every burst; that is load, not news.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    logging.getLogger("pykka").setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     args = _parser().parse_args(argv)
@@ -44,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(settings.describe(), indent=2, sort_keys=True))
         return 0
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     from orch.http.serve import serve
 
     serve(settings=settings, host=getattr(args, "host", None), port=getattr(args, "port", None))

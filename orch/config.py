@@ -31,6 +31,8 @@ class Settings:
     todo_service_url: str = "http://localhost:8004"
     gateway_url: str = "http://localhost:8000"
     log_level: str = "INFO"
+    log_format: str = "text"
+    access_log: bool = False
     db: str = ":memory:"  # embedded default; the service defaults to SERVICE_DB (below)
     db_sync: str = "full"
     task_retention_s: float = 7 * 86_400.0
@@ -53,6 +55,7 @@ class Settings:
     lock_max_ttl_s: float = 3600.0
     lock_max_wait_s: float = 30.0
 
+    dependency_check_interval_s: float = 10.0
     tick_interval_s: float = 0.05
     ask_timeout_s: float = 5.0
 
@@ -137,6 +140,22 @@ def _sync_mode(raw: str) -> str:
     return value
 
 
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError("must be 'text' or 'json'")
+    return value
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _optional_secret(raw: str) -> str | None:
     return raw or None
 
@@ -147,6 +166,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TODO_SERVICE_URL": ("todo_service_url", _url),
     "GATEWAY_URL": ("gateway_url", _url),
     "LOG_LEVEL": ("log_level", _log_level),
+    "ORCH_LOG_FORMAT": ("log_format", _log_format),
+    "ORCH_ACCESS_LOG": ("access_log", _flag),
     "ORCH_DB": ("db", _nonempty),
     "ORCH_DB_SYNC": ("db_sync", _sync_mode),
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
@@ -160,6 +181,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_RESTART_WINDOW_S": ("restart_window_s", _positive_float),
     "ORCH_LOCK_MAX_TTL_S": ("lock_max_ttl_s", _positive_float),
     "ORCH_LOCK_MAX_WAIT_S": ("lock_max_wait_s", _positive_float),
+    "ORCH_DEPENDENCY_CHECK_INTERVAL_S": ("dependency_check_interval_s", _positive_float),
     "ORCH_TICK_INTERVAL_S": ("tick_interval_s", _positive_float),
     "ORCH_ASK_TIMEOUT_S": ("ask_timeout_s", _positive_float),
 }

@@ -1,58 +1,97 @@
-"""Prometheus collectors, one registry per Orchestrator (never the process default).
+"""Prometheus metrics, one ``CollectorRegistry`` per Orchestrator (never the default).
 
-Gauges by state are computed at scrape time from the facade's counts, so nothing on
-the hot paths updates a gauge; no label ever takes an agent or task id.
+Three sources, none of them on an actor's hot path:
+
+* gauges by state are computed at scrape time from the facade's counts
+  (``StateCollector``), so nothing updates a gauge per request;
+* counters and the queue-wait and run-time histograms follow the event feed
+  (``Events.subscribe``), the one seam every actor reports through;
+* the facade and the HTTP layer observe what only they see: heartbeats, lock waits
+  and refusals, request latency.
+
+No label ever takes an agent id, task id or resource name: labels are states,
+outcomes, route templates and methods, all from small fixed sets. The seed's names
+(``orchestrator_task_assignments_total``, ``orchestrator_active_agents``,
+``orchestrator_pending_tasks``, ``orchestrator_agent_starts_total``,
+``orchestrator_agent_stops_total``) are kept so existing dashboards keep working.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from orch.system import Orchestrator
+from orch.events import Event, Events
+
+#: Event type -> (counter name, help); each counts one per event.
+EVENT_COUNTERS: dict[str, tuple[str, str]] = {
+    "agent.registered": ("agent_registrations", "Agents registered."),
+    "agent.started": ("agent_starts", "Agents admitted to scheduling (start)."),
+    "agent.stopped": ("agent_stops", "Agents stopped."),
+    "agent.deregistered": ("agent_deregistrations", "Agents deregistered."),
+    "agent.unhealthy": ("agents_unhealthy", "Agents marked unhealthy (missed heartbeats)."),
+    "agent.lost": ("agents_lost", "Agents declared lost (heartbeat grace exceeded)."),
+    "agent.crashed": ("agent_crashes", "Agent actors that crashed."),
+    "agent.restarted": ("agent_restarts", "Agent actors restarted by the supervisor."),
+    "agent.failed": ("agents_failed", "Agents given up on (restart intensity exceeded)."),
+    "task.queued": ("task_submissions", "Tasks submitted."),
+    "task.assigned": ("task_assignments", "Task assignments (leases) made."),
+    "task.completed": ("task_completions", "Tasks completed."),
+    "task.failed": ("task_failures", "Failed task attempts that will be retried."),
+    "task.retried": ("task_retries", "Failed tasks put back in the queue after backoff."),
+    "task.requeued": ("task_requeues", "Leases lost (agent lost/stopped, time-out)."),
+    "task.dead": ("tasks_dead", "Tasks that failed with no attempts left."),
+    "task.cancelled": ("tasks_cancelled", "Tasks cancelled."),
+    "lock.granted": ("lock_grants", "Lock leases granted (one per resource)."),
+    "lock.released": ("lock_releases", "Lock leases released."),
+    "lock.expired": ("lock_expiries", "Lock leases that ran out."),
+}
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+DURATION_BUCKETS_S = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class StateCollector(Collector):
     """Agents, tasks and locks as they are at the moment of the scrape."""
 
-    def __init__(self, orch: Orchestrator) -> None:
-        self._orch = orch
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        stats = self._orch.stats()
+        stats = self._stats()
         agents = GaugeMetricFamily(
             "orchestrator_agents", "Registered agents by lifecycle state.", labels=["state"]
         )
         for state, count in stats["agents_by_state"].items():
             agents.add_metric([state], count)
         yield agents
-        task_stats = stats["tasks"]
+        yield GaugeMetricFamily(
+            "orchestrator_active_agents",
+            "Agents started and healthy (idle or busy).",
+            value=stats["active_agents"],
+        )
         tasks = GaugeMetricFamily("orchestrator_tasks", "Tasks by state.", labels=["state"])
-        for state, count in task_stats["tasks_by_state"].items():
+        for state, count in stats["tasks"]["tasks_by_state"].items():
             tasks.add_metric([state], count)
         yield tasks
-        outcomes = CounterMetricFamily(
-            "orchestrator_tasks_outcomes",
-            "Task transitions since start, by outcome.",
-            labels=["outcome"],
+        yield GaugeMetricFamily(
+            "orchestrator_pending_tasks",
+            "Tasks waiting for an agent.",
+            value=stats["pending_tasks"],
         )
-        for outcome in (
-            "submitted",
-            "assigned",
-            "completed",
-            "failed",
-            "retried",
-            "dead",
-            "cancelled",
-            "timed_out",
-        ):
-            outcomes.add_metric([outcome], task_stats[f"total_tasks_{outcome}"])
-        yield outcomes
+        by_priority = GaugeMetricFamily(
+            "orchestrator_pending_tasks_by_priority",
+            "Tasks waiting for an agent, by priority (0-10).",
+            labels=["priority"],
+        )
+        for priority, count in stats["tasks"]["pending_by_priority"].items():
+            by_priority.add_metric([priority], count)
+        yield by_priority
         locks = stats["locks"]
         yield GaugeMetricFamily(
             "orchestrator_locks_held", "Lock leases currently held.", value=locks["locks_held"]
@@ -60,28 +99,80 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "orchestrator_lock_waiters", "Acquire calls waiting in line.", value=locks["waiters"]
         )
-        yield CounterMetricFamily(
-            "orchestrator_lock_grants",
-            "Lock leases granted since start.",
-            value=locks["granted_total"],
-        )
-        yield CounterMetricFamily(
-            "orchestrator_lock_expiries",
-            "Lock leases that ran out without renewal.",
-            value=locks["expired_total"],
-        )
-        yield CounterMetricFamily(
-            "orchestrator_agent_restarts",
-            "Agent actor restarts by the supervisor (current agents).",
-            value=stats["restarts"],
+        yield GaugeMetricFamily(
+            "orchestrator_restarting_agents",
+            "Agents waiting out a restart backoff.",
+            value=len(stats["restarting_agents"]),
         )
         yield GaugeMetricFamily(
             "orchestrator_uptime_seconds", "Seconds since start.", value=stats["uptime_s"]
         )
 
 
-def build_registry(orch: Orchestrator) -> CollectorRegistry:
-    """A fresh registry holding this orchestrator's collectors."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(orch))
-    return registry
+class Metrics:
+    """The collectors of one Orchestrator; ``registry`` is what ``/metrics`` exposes."""
+
+    def __init__(self, events: Events, stats: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StateCollector(stats))
+        reg = self.registry
+        self._by_event = {
+            event_type: Counter(f"orchestrator_{name}", help_text, registry=reg)
+            for event_type, (name, help_text) in EVENT_COUNTERS.items()
+        }
+        self.heartbeats = Counter(
+            "orchestrator_heartbeats", "Heartbeats received from agents.", registry=reg
+        )
+        self.lock_refusals = Counter(
+            "orchestrator_lock_refusals",
+            "Lock requests refused (held, or the wait ran out).",
+            registry=reg,
+        )
+        self.queue_wait = Histogram(
+            "orchestrator_task_queue_wait_seconds",
+            "Time from queueing to assignment.",
+            buckets=DURATION_BUCKETS_S,
+            registry=reg,
+        )
+        self.run_time = Histogram(
+            "orchestrator_task_run_seconds",
+            "Time from assignment to completion.",
+            buckets=DURATION_BUCKETS_S,
+            registry=reg,
+        )
+        self.lock_wait = Histogram(
+            "orchestrator_lock_wait_seconds",
+            "Time an acquire call took until granted.",
+            buckets=(*LATENCY_BUCKETS_S, 30),
+            registry=reg,
+        )
+        self.http_latency = Histogram(
+            "orchestrator_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            labelnames=["route", "method"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=reg,
+        )
+        self.http_requests = Counter(
+            "orchestrator_http_requests",
+            "HTTP requests answered, by route template, method and status class.",
+            labelnames=["route", "method", "status"],
+            registry=reg,
+        )
+        events.subscribe(self.on_event)
+
+    def on_event(self, event: Event) -> None:
+        """Count the event; observe the durations it carries."""
+        counter = self._by_event.get(event.type)
+        if counter is not None:
+            counter.inc()
+        if event.type == "task.assigned" and "queue_wait_s" in event.data:
+            self.queue_wait.observe(event.data["queue_wait_s"])
+        elif event.type == "task.completed" and event.data.get("run_s") is not None:
+            self.run_time.observe(event.data["run_s"])
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered HTTP request; ``route`` is the template, never the raw path."""
+        method = method if method in HTTP_METHODS else "OTHER"
+        self.http_latency.labels(route, method).observe(seconds)
+        self.http_requests.labels(route, method, f"{status // 100}xx").inc()

@@ -19,6 +19,7 @@ import hmac
 import logging
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -34,12 +35,12 @@ from orch.actors.supervisor import Supervisor
 from orch.agent import Agent
 from orch.clock import Clock, SystemClock
 from orch.config import Settings
+from orch.dependencies import DependencyChecks
 from orch.errors import (
     Conflict,
     Forbidden,
     Invalid,
     NotFound,
-    OrchestratorError,
     StoreError,
     TaskCancelled,
     TaskFailed,
@@ -49,6 +50,8 @@ from orch.errors import (
     VersionMismatch,
 )
 from orch.events import Events
+from orch.logs import log_event
+from orch.metrics import Metrics
 from orch.model import (
     MAX_CAPABILITIES,
     MAX_RESOURCES_PER_REQUEST,
@@ -134,12 +137,26 @@ class Orchestrator:
         store: Store | None = None,
         clock: Clock | None = None,
         auto_tick: bool = True,
+        check_services: bool = False,
     ) -> None:
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
         self.store: Store = store or open_store(self.settings)
         self.events_log = Events(self.clock)
         self.directory = Directory()
+        self.metrics = Metrics(self.events_log, self.stats)
+        self.events_log.subscribe(log_event)
+        self.dependencies = DependencyChecks(
+            self.settings.dependency_check_interval_s, wall=self.clock.time
+        )
+        self.dependencies.add("store", self.store.check, critical=True)
+        if check_services:
+            for name, url in (
+                ("todo_service", self.settings.todo_service_url),
+                ("gateway", self.settings.gateway_url),
+            ):
+                if url:
+                    self.dependencies.add_http(name, url)
         self._auto_tick = auto_tick
         self._refs: list[pykka.ActorRef[Any]] = []
         self._ticker: threading.Thread | None = None
@@ -183,6 +200,7 @@ class Orchestrator:
         self._scheduler.recover_orphans(takes_work).get(timeout=s.ask_timeout_s)
         self._started = True
         self.started_at = self.clock.time()
+        self.dependencies.start()
         if self._auto_tick:
             self._ticker = threading.Thread(target=self._tick_loop, name="orch-ticker", daemon=True)
             self._ticker.start()
@@ -194,6 +212,7 @@ class Orchestrator:
             return
         self._started = False
         self._stopping.set()
+        self.dependencies.stop()
         if self._ticker is not None:
             self._ticker.join(timeout_s)
         try:
@@ -434,7 +453,9 @@ class Orchestrator:
 
     def heartbeat(self, agent_id: str) -> dict[str, Any]:
         """Prove liveness; returns state, current assignments and config version."""
-        return self._ask(self._live_actor(agent_id).heartbeat())
+        answer = self._ask(self._live_actor(agent_id).heartbeat())
+        self.metrics.heartbeats.inc()
+        return answer
 
     def agent(self, agent_id: str) -> dict[str, Any]:
         """One agent as plain data (never its token)."""
@@ -666,12 +687,17 @@ class Orchestrator:
         ):
             raise Invalid("wait_s", f"must be between 0 and {self.settings.lock_max_wait_s}")
         reply: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        started = time.perf_counter()
         self._ask(self._broker.acquire(agent_id, parsed, ttl_s, float(wait_s), reply))
         try:
             grants = reply.get(timeout=wait_s + self.settings.ask_timeout_s)
         except pykka.Timeout:
             self._broker.cancel_wait.defer(reply)
             raise Timeout(f"lock broker did not answer within {wait_s}s + margin") from None
+        except Conflict:
+            self.metrics.lock_refusals.inc()
+            raise
+        self.metrics.lock_wait.observe(time.perf_counter() - started)
         return [g.to_dict() for g in grants]
 
     def renew_lock(
@@ -741,20 +767,18 @@ class Orchestrator:
         }
 
     def health(self) -> dict[str, Any]:
-        """Liveness of the actors and the store, with the seed's agent/task counts."""
-        checks: dict[str, Any] = {}
+        """``healthy``, ``degraded`` (a service we use is unreachable) or ``unhealthy``
+        (the store failing or an actor dead), with one check per dependency.
+
+        Dependency checks run in the background; this only reads their last results,
+        so it answers at once even when a dependency hangs.
+        """
         dead = [r.actor_class.__name__ for r in self._refs if not r.is_alive()]
-        checks["actors"] = {"status": "failing" if dead else "ok", "dead": dead}
-        try:
-            self.store.check()
-            checks["store"] = {"status": "ok"}
-        except OrchestratorError as exc:
-            checks["store"] = {"status": "failing", "error": exc.message}
-        status = "healthy"
-        if dead or checks["store"]["status"] != "ok":
-            status = "unhealthy"
+        checks: dict[str, Any] = {"actors": {"status": "failing" if dead else "ok", "dead": dead}}
+        checks.update({name: r.to_dict() for name, r in self.dependencies.results().items()})
+        status = "unhealthy" if dead else self.dependencies.status()
         records = [e.record for e in self.directory.entries()]
-        out = {
+        out: dict[str, Any] = {
             "status": status,
             "checks": checks,
             "total_agents": len(records),

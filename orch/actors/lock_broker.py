@@ -363,7 +363,7 @@ class LockBroker(pykka.ThreadingActor):
             if replaced is None or replaced.fencing_token != grant.fencing_token:
                 self._granted_total += 1
                 self._events.emit(
-                    "lock.acquired",
+                    "lock.granted",
                     resource=grant.resource,
                     mode=str(grant.mode),
                     agent_id=agent_id,

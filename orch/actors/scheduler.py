@@ -450,6 +450,9 @@ class Scheduler(pykka.ThreadingActor):
                     self._put(pending)
                     self._enqueue(pending)
                     self._totals["retried"] += 1
+                    self._events.emit(
+                        "task.retried", task_id=task.spec.task_id, attempt=task.attempts + 1
+                    )
                 heapq.heappop(self._retry_heap)
             while self._lease_heap and self._lease_heap[0][0] <= now:
                 _, key, attempts = self._lease_heap[0]
@@ -739,12 +742,16 @@ class Scheduler(pykka.ThreadingActor):
             TaskState.DEAD: "task.dead",
             TaskState.CANCELLED: "task.cancelled",
         }[state]
+        run_s = None
+        if state is TaskState.COMPLETED and task.assigned_at is not None:
+            run_s = round(max(0.0, (done.finished_at or 0.0) - task.assigned_at), 6)
         self._events.emit(
             event,
             task_id=task.spec.task_id,
             agent_id=task.agent_id,
             attempts=task.attempts,
             **({"error": error} if error else {}),
+            **({"run_s": run_s} if run_s is not None else {}),
         )
         for future in self._watchers.pop(task.key, ()):
             future.set(done)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from importlib import metadata
 
 import falcon
@@ -14,7 +16,7 @@ from orch.http.auth import AuthMiddleware
 from orch.http.openapi import build_document
 from orch.http.resources import agents, config, events, locks, monitoring, tasks
 from orch.http.resources.base import Resource
-from orch.metrics import build_registry
+from orch.metrics import Metrics
 from orch.system import Orchestrator
 
 ROUTES: list[tuple[str, type[Resource]]] = [
@@ -47,6 +49,38 @@ ROUTES: list[tuple[str, type[Resource]]] = [
 ]
 
 
+access_logger = logging.getLogger("orch.access")
+
+
+class RequestMetrics:
+    """Latency and count of every request, labelled by route template (never the path).
+
+    With ``ORCH_ACCESS_LOG`` it also logs one line per request on ``orch.access``.
+    """
+
+    def __init__(self, metrics: Metrics, access_log: bool = False) -> None:
+        self._metrics = metrics
+        self._access_log = access_log
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, succeeded: bool
+    ) -> None:
+        started = getattr(req.context, "started", None)
+        if started is None:
+            return
+        elapsed_s = time.perf_counter() - started
+        self._metrics.observe_request(
+            req.uri_template or "unmatched", req.method, resp.status_code, elapsed_s
+        )
+        if self._access_log:
+            access_logger.info(
+                "%s %s %d %.1fms", req.method, req.path, resp.status_code, elapsed_s * 1000
+            )
+
+
 def _version() -> str:
     try:
         return metadata.version("june-orchestrator")
@@ -57,7 +91,12 @@ def _version() -> str:
 def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> falcon.App:
     """A WSGI app serving ``orchestrator``; holds no state of its own beyond wiring."""
     settings = settings or orchestrator.settings
-    app = falcon.App(middleware=[AuthMiddleware(settings.admin_token)])
+    app = falcon.App(
+        middleware=[
+            RequestMetrics(orchestrator.metrics, settings.access_log),
+            AuthMiddleware(settings.admin_token),
+        ]
+    )
     json_handler = falcon.media.JSONHandler(
         dumps=msgspec.json.Encoder().encode, loads=msgspec.json.decode
     )
@@ -66,7 +105,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
     app.req_options.strip_url_path_trailing_slash = True
     errors.install(app)
     options = {
-        "registry": build_registry(orchestrator),
+        "registry": orchestrator.metrics.registry,
         "document": build_document(ROUTES, _version()),
         "threads": settings.http_threads,
     }

@@ -180,9 +180,14 @@ def test_stats_and_health_carry_the_seed_keys(orch):
 
 def test_health_reports_a_failing_store(orch, store):
     store.fail_writes = "disk full"
+    assert orch.health()["status"] == "healthy"  # read, not performed, by the request
+    orch.dependencies.run_once()  # what the background thread does every interval
     health = orch.health()
     assert health["status"] == "unhealthy"
-    assert "disk full" in health["checks"]["store"]["error"]
+    assert "disk full" in health["checks"]["store"]["last_error"]
+    store.fail_writes = None
+    orch.dependencies.run_once()
+    assert orch.health()["status"] == "healthy"
 
 
 def test_result_timeout(orch):

@@ -6,6 +6,7 @@ import threading
 
 import falcon
 
+from orch.errors import Unavailable
 from orch.http.auth import Scope
 from orch.http.media import send
 from orch.http.resources.base import Resource
@@ -17,8 +18,8 @@ class EventFeed(Resource):
     """``GET /events?after=&wait=&limit=``.
 
     Waitress has few threads, so at most half of them may be parked in a long-poll at
-    once; a poll that finds no free waiting slot answers at once (``waited: false``)
-    and the client simply polls again.
+    once; one more is refused with 503 and ``Retry-After`` rather than left to starve
+    the other endpoints of threads.
     """
 
     scopes = {"GET": Scope.ADMIN}
@@ -32,13 +33,14 @@ class EventFeed(Resource):
         after = req.get_param_as_int("after", min_value=0) or 0
         limit = req.get_param_as_int("limit", min_value=1, max_value=1000) or 1000
         wait_s = req.get_param_as_float("wait", min_value=0, max_value=MAX_WAIT_S) or 0.0
-        if wait_s > 0 and self._waiting_slots.acquire(blocking=False):
-            try:
-                answer = self.orch.events(after, limit=limit, wait_s=wait_s)
-            finally:
-                self._waiting_slots.release()
-            answer["waited"] = True
-        else:
-            answer = self.orch.events(after, limit=limit)
-            answer["waited"] = False
-        send(resp, answer)
+        if wait_s <= 0:
+            send(resp, self.orch.events(after, limit=limit))
+            return
+        if not self._waiting_slots.acquire(blocking=False):
+            raise Unavailable(
+                "too many long-polls are waiting already; poll again shortly or without wait"
+            )
+        try:
+            send(resp, self.orch.events(after, limit=limit, wait_s=wait_s))
+        finally:
+            self._waiting_slots.release()
