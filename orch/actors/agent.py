@@ -146,6 +146,7 @@ class AgentActor(pykka.ThreadingActor):
         if state in (AgentState.STOPPED, AgentState.REGISTERED):
             if state is AgentState.REGISTERED:
                 self._transition(AgentState.STOPPED)
+                self._deps.events.emit("agent.stopped", agent_id=self._record.agent_id)
             return "stopped"
         if state is AgentState.LOST:
             raise Conflict(f"agent {self._record.agent_id!r} was lost; nothing to stop")

@@ -1,0 +1,52 @@
+"""orch/dependencies.py: degraded while a service is down, healthy once it answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from orch import Orchestrator, Settings
+from tests.conftest import wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Healthy(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_health_is_degraded_while_a_service_is_down_and_recovers(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(todo_service_url=url, gateway_url="", dependency_check_interval_s=0.05)
+    with Orchestrator(settings, check_services=True) as orch:
+        health = orch.health()
+        assert health["status"] == "degraded"
+        check = health["checks"]["todo_service"]
+        assert check["status"] == "failing" and check["url"] == url and check["last_error"]
+        assert "gateway" not in health["checks"]  # an empty URL is not configured
+        server = HTTPServer(("127.0.0.1", port), Healthy)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            wait_until(lambda: orch.health()["status"] == "healthy", message="recovered")
+            check = orch.health()["checks"]["todo_service"]
+            assert check["status"] == "ok" and check["latency_ms"] >= 0
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def test_embedded_orchestrators_do_not_check_services_unless_asked():
+    with Orchestrator(Settings()) as orch:
+        assert set(orch.health()["checks"]) == {"actors", "store"}
+        assert orch.health()["status"] == "healthy"

@@ -1,0 +1,74 @@
+"""orch/events.py through the facade: ordered, gap-free, and prompt long-polls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from orch.events import Events
+from orch.logs import JsonFormatter, log_event
+
+
+def test_lifecycle_events_arrive_in_order_without_gaps(orch, clock):
+    orch.register_agent("a", "implementation", ["x"])
+    orch.start_agent("a")
+    orch.assign_task({}, task_id="t", agent_id="a")
+    orch.complete_task("a", "t")
+    grant = orch.acquire_lock("a", "r", ttl_s=5)
+    clock.advance(6)
+    orch.tick()
+    orch.stop_agent("a")
+    feed = orch.events(0)["events"]
+    seqs = [e["seq"] for e in feed]
+    assert seqs == list(range(1, len(seqs) + 1))
+    types = [e["type"] for e in feed]
+    expected = [
+        "agent.registered",
+        "agent.started",
+        "task.queued",
+        "task.assigned",
+        "task.completed",
+        "lock.granted",
+        "lock.expired",
+        "agent.stopped",
+    ]
+    positions = [types.index(t) for t in expected]
+    assert positions == sorted(positions)
+    assert feed[types.index("lock.granted")]["fencing_token"] == grant["fencing_token"]
+
+
+def test_a_long_poll_returns_as_soon_as_an_event_arrives(live_orch):
+    after = live_orch.events(0)["next"]
+    answers = []
+    poller = threading.Thread(target=lambda: answers.append(live_orch.events(after, wait_s=30)))
+    started = time.monotonic()
+    poller.start()
+    live_orch.register_agent("late", "implementation")
+    poller.join(10)
+    assert time.monotonic() - started < 5  # far below the 30 s it was allowed to wait
+    assert [e["type"] for e in answers[0]["events"]] == ["agent.registered"]
+
+
+def test_a_closed_feed_releases_waiting_readers(clock):
+    events = Events(clock)
+    answers = []
+    reader = threading.Thread(target=lambda: answers.append(events.since(0, wait_s=30)))
+    reader.start()
+    events.close()
+    reader.join(5)
+    assert answers == [[]]
+
+
+def test_events_log_as_json_with_their_ids(caplog, clock):
+    events = Events(clock)
+    events.subscribe(log_event)
+    with caplog.at_level(logging.INFO, logger="orch.events"):
+        events.emit("agent.lost", agent_id="a7", missed_intervals=10.0)
+        events.emit("task.assigned", task_id="t1", agent_id="a7")  # DEBUG: not at INFO
+    assert len(caplog.records) == 1
+    parsed = json.loads(JsonFormatter().format(caplog.records[0]))
+    assert parsed["level"] == "INFO" and parsed["logger"] == "orch.events"
+    assert parsed["agent_id"] == "a7" and parsed["event"] == "agent.lost"
+    assert "agent.lost" in parsed["message"] and parsed["timestamp"]

@@ -1,0 +1,83 @@
+"""orch/metrics.py: exact values after a scripted scenario, and no id ever in a label."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from orch import Conflict, Orchestrator, Settings
+from tests.conftest import wait_until
+
+
+def scrape(orch: Orchestrator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(orch.metrics.registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def test_a_scripted_scenario_gives_exact_values(orch, clock):
+    for agent_id in ("a1", "a2"):
+        orch.register_agent(agent_id, "implementation", ["code"])
+    orch.start_agent("a1")
+    orch.assign_task({}, task_id=1, agent_id="a1")
+    orch.assign_task({}, task_id=2, priority=7, capabilities=["code"])  # a1 is busy: queued
+    orch.heartbeat("a1")
+    clock.advance(3)
+    orch.complete_task("a1", 1, {"ok": True})
+    wait_until(lambda: orch.task(2)["status"] == "assigned")
+    orch.fail_task("a1", 2, "flaky", retryable=False)
+    grant = orch.acquire_lock("a2", "repo")
+    with pytest.raises(Conflict):
+        orch.acquire_lock("a1", "repo")
+    orch.release_lock("a2", "repo", grant["fencing_token"])
+    orch.stop_agent("a2")
+
+    samples = scrape(orch)
+    assert value(samples, "orchestrator_agent_registrations_total") == 2
+    assert value(samples, "orchestrator_agent_starts_total") == 1
+    assert value(samples, "orchestrator_agent_stops_total") == 1
+    assert value(samples, "orchestrator_heartbeats_total") == 1
+    assert value(samples, "orchestrator_task_submissions_total") == 2
+    assert value(samples, "orchestrator_task_assignments_total") == 2
+    assert value(samples, "orchestrator_task_completions_total") == 1
+    assert value(samples, "orchestrator_tasks_dead_total") == 1
+    assert value(samples, "orchestrator_lock_grants_total") == 1
+    assert value(samples, "orchestrator_lock_refusals_total") == 1
+    assert value(samples, "orchestrator_lock_releases_total") == 1
+    assert value(samples, "orchestrator_agents", state="idle") == 1
+    assert value(samples, "orchestrator_agents", state="stopped") == 1
+    assert value(samples, "orchestrator_active_agents") == 1
+    assert value(samples, "orchestrator_tasks", state="completed") == 1
+    assert value(samples, "orchestrator_tasks", state="dead") == 1
+    assert value(samples, "orchestrator_pending_tasks") == 0
+    assert value(samples, "orchestrator_task_queue_wait_seconds_count") == 2
+    assert value(samples, "orchestrator_task_run_seconds_count") == 1
+    assert value(samples, "orchestrator_task_run_seconds_sum") == pytest.approx(3.0)
+    assert value(samples, "orchestrator_lock_wait_seconds_count") == 1
+
+
+def test_many_orchestrators_keep_separate_registries():
+    with Orchestrator(Settings()) as first, Orchestrator(Settings()) as second:
+        first.register_agent("only-in-first", "implementation")
+        assert value(scrape(first), "orchestrator_agent_registrations_total") == 1
+        assert value(scrape(second), "orchestrator_agent_registrations_total") == 0
+
+
+def test_no_label_value_is_an_id(orch):
+    ids = {"agent-with-a-long-id", "task-with-a-long-id", "resource-with-a-long-id"}
+    orch.register_agent("agent-with-a-long-id", "implementation", ["x"])
+    orch.start_agent("agent-with-a-long-id")
+    orch.assign_task({}, task_id="task-with-a-long-id", agent_id="agent-with-a-long-id")
+    orch.acquire_lock("agent-with-a-long-id", "resource-with-a-long-id")
+    orch.metrics.observe_request("/agents/{agent_id}", "BREW", 418, 0.01)
+    labels = {v for (_, pairs) in scrape(orch) for _, v in pairs}
+    assert not labels & ids
+    assert "OTHER" in labels and "BREW" not in labels
