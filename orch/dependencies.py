@@ -98,6 +98,10 @@ class DependencyChecks:
             error = None
             try:
                 check()
+            except requests.Timeout:
+                error = f"no answer within {CHECK_TIMEOUT_S}s"
+            except requests.ConnectionError:
+                error = f"cannot connect to {target}"
             except (OrchestratorError, requests.RequestException, RuntimeError, OSError) as exc:
                 error = str(exc) or type(exc).__name__
             latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -105,7 +109,8 @@ class DependencyChecks:
             result = CheckResult(
                 "failing" if error else "ok", latency_ms, self._wall(), error, target
             )
-            if previous is not None and previous.status != result.status:
+            changed = previous is not None and previous.status != result.status
+            if changed and (error or previous.status != "unknown"):
                 log = logger.warning if error else logger.info
                 log("dependency %s is now %s%s", name, result.status, f": {error}" if error else "")
             self._results[name] = result
