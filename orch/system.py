@@ -89,6 +89,8 @@ def json_copy(field_name: str, value: Any, max_bytes: int) -> Any:
         encoded = msgspec.json.encode(value)
     except (TypeError, msgspec.EncodeError, OverflowError) as exc:
         raise Invalid(field_name, f"must be JSON-serialisable ({exc})") from None
+    except RecursionError:
+        raise Invalid(field_name, "is nested too deeply") from None
     if len(encoded) > max_bytes:
         raise Invalid(field_name, f"is {len(encoded)} bytes; the limit is {max_bytes}")
     return msgspec.json.decode(encoded)

@@ -362,11 +362,12 @@ class AgentActor(pykka.ThreadingActor):
 
     def _finish_stop(self, *, requeue: bool) -> None:
         agent_id = self._record.agent_id
+        # Stored first: if the store refuses, the agent keeps its tasks and its place.
+        self._transition(AgentState.STOPPED, task_keys=frozenset())
         if requeue:
             self._deps.scheduler.agent_gone.defer(agent_id, self._generation, "released", None)
         self._assignments.clear()
         self._undelivered.clear()
-        self._transition(AgentState.STOPPED, task_keys=frozenset())
         self._deps.lock_broker.release_agent.defer(agent_id)
         self._deps.events.emit("agent.stopped", agent_id=agent_id)
 

@@ -758,9 +758,11 @@ class Scheduler(pykka.ThreadingActor):
         return done
 
     def _fail(self, task: Task, error: str, retryable: bool) -> Task:
-        self._totals["failed"] += 1
+        # Counted only once stored: a refused report changes nothing, counters included.
         if not retryable or task.attempts >= task.spec.max_attempts:
-            return self._finish(task, TaskState.DEAD, error=error)
+            dead = self._finish(task, TaskState.DEAD, error=error)
+            self._totals["failed"] += 1
+            return dead
         delay_s = retry_delay_s(
             task.attempts,
             self._settings.retry_backoff_initial_s,
@@ -776,6 +778,7 @@ class Scheduler(pykka.ThreadingActor):
             retry_at=self._clock.monotonic() + delay_s,
         )
         self._put(failed)
+        self._totals["failed"] += 1
         self._end_lease(task)
         heapq.heappush(self._retry_heap, (failed.retry_at or 0.0, task.key, task.attempts))
         self._events.emit(
@@ -790,8 +793,8 @@ class Scheduler(pykka.ThreadingActor):
 
     def _lease_lost(self, task: Task, reason: str, *, count_attempt: bool) -> None:
         if count_attempt and task.attempts >= task.spec.max_attempts:
-            self._totals["failed"] += 1
             self._finish(task, TaskState.DEAD, error=reason)
+            self._totals["failed"] += 1
             return
         requeued = replace(
             task,

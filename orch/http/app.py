@@ -13,6 +13,7 @@ import msgspec
 from orch.config import Settings
 from orch.http import errors
 from orch.http.auth import AuthMiddleware
+from orch.http.media import BodyLimit
 from orch.http.openapi import build_document
 from orch.http.resources import agents, config, events, locks, monitoring, tasks
 from orch.http.resources.base import Resource
@@ -94,6 +95,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
     app = falcon.App(
         middleware=[
             RequestMetrics(orchestrator.metrics, settings.access_log),
+            BodyLimit(),
             AuthMiddleware(settings.admin_token),
         ]
     )

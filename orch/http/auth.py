@@ -17,7 +17,7 @@ from typing import Any
 import falcon
 
 from orch.errors import Forbidden, Unauthorized
-from orch.system import Orchestrator
+from orch.system import Orchestrator, hash_token
 
 
 class Scope(enum.Enum):
@@ -67,6 +67,8 @@ class AuthMiddleware:
             return
         if token is None:
             raise Unauthorized("this call needs the admin token: Authorization: Bearer <token>")
+        if resource.orch.directory.agent_with_token_hash(hash_token(token)) is None:
+            raise Unauthorized("the token is neither the admin token nor any agent's")
         raise Forbidden("this call needs the admin token; an agent's token does not allow it")
 
 

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import falcon
 import msgspec
 
+from orch.errors import Invalid
 from orch.http.errors import PayloadTooLarge, UnsupportedMediaType, invalid_body
 from orch.http.schemas import decoder_for
 
@@ -24,6 +25,19 @@ def _is_json(content_type: str | None) -> bool:
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )
+
+
+class BodyLimit:
+    """Refuse any body over the limit by its ``Content-Length``, on every route.
+
+    ``read_body`` checks again while reading (chunked bodies); this middleware makes
+    the routes that take no body refuse an oversized one too, before acting.
+    """
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        length = req.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
 
 
 def read_body(req: falcon.Request, body_type: type[T]) -> T:
@@ -49,6 +63,8 @@ def read_body(req: falcon.Request, body_type: type[T]) -> T:
         return decoder_for(body_type).decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise invalid_body(exc) from None
+    except RecursionError:
+        raise Invalid("body", "is nested too deeply") from None
 
 
 def send(resp: falcon.Response, body: Any, status: int = 200) -> None:

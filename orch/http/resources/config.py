@@ -21,7 +21,7 @@ def _expected_version(req: falcon.Request) -> int | None:
     if header is None or header.strip() == "*":
         return None
     value = header.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise Invalid("If-Match", f"must be a version ETag such as '\"3\"', got {header!r}")
     return int(value)
 
