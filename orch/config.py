@@ -56,6 +56,7 @@ class Settings:
     lock_max_wait_s: float = 30.0
 
     dependency_check_interval_s: float = 10.0
+    todo_poll_s: float = 5.0
     tick_interval_s: float = 0.05
     ask_timeout_s: float = 5.0
 
@@ -181,6 +182,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_RESTART_WINDOW_S": ("restart_window_s", _positive_float),
     "ORCH_LOCK_MAX_TTL_S": ("lock_max_ttl_s", _positive_float),
     "ORCH_LOCK_MAX_WAIT_S": ("lock_max_wait_s", _positive_float),
+    "ORCH_TODO_POLL_S": ("todo_poll_s", _positive_float),
     "ORCH_DEPENDENCY_CHECK_INTERVAL_S": ("dependency_check_interval_s", _positive_float),
     "ORCH_TICK_INTERVAL_S": ("tick_interval_s", _positive_float),
     "ORCH_ASK_TIMEOUT_S": ("ask_timeout_s", _positive_float),

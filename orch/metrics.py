@@ -49,6 +49,9 @@ EVENT_COUNTERS: dict[str, tuple[str, str]] = {
     "lock.granted": ("lock_grants", "Lock leases granted (one per resource)."),
     "lock.released": ("lock_releases", "Lock leases released."),
     "lock.expired": ("lock_expiries", "Lock leases that ran out."),
+    "intake.reserved": ("intake_reservations", "TODO tasks reserved and assigned."),
+    "intake.completed": ("intake_completions", "TODO tasks reported complete."),
+    "intake.released": ("intake_releases", "TODO tasks given back (unlocked)."),
 }
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -126,6 +129,14 @@ class Metrics:
         self.lock_refusals = Counter(
             "orchestrator_lock_refusals",
             "Lock requests refused (held, or the wait ran out).",
+            registry=reg,
+        )
+        self.intake_polls = Counter(
+            "orchestrator_intake_polls", "Polls of the TODO service.", registry=reg
+        )
+        self.intake_errors = Counter(
+            "orchestrator_intake_errors",
+            "TODO service calls that failed (unreachable, time-out, 5xx).",
             registry=reg,
         )
         self.queue_wait = Histogram(

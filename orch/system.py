@@ -29,6 +29,7 @@ import pykka
 
 from orch.actors.directory import Directory, Entry
 from orch.actors.health import HealthMonitor
+from orch.actors.intake import Intake, todo_task_id
 from orch.actors.lock_broker import LockBroker
 from orch.actors.scheduler import Scheduler
 from orch.actors.supervisor import Supervisor
@@ -49,7 +50,8 @@ from orch.errors import (
     Unavailable,
     VersionMismatch,
 )
-from orch.events import Events
+from orch.events import Event, Events
+from orch.integrations.todo import TodoClient
 from orch.logs import log_event
 from orch.metrics import Metrics
 from orch.model import (
@@ -73,6 +75,11 @@ from orch.store import Store, open_store
 from orch.store.base import Durable
 
 logger = logging.getLogger("orch")
+
+#: Task events the Intake must hear about for ``todo:`` tasks.
+INTAKE_EVENTS = frozenset(
+    {"task.completed", "task.dead", "task.cancelled", "task.requeued", "task.assigned"}
+)
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -139,7 +146,7 @@ class Orchestrator:
         store: Store | None = None,
         clock: Clock | None = None,
         auto_tick: bool = True,
-        check_services: bool = False,
+        connect_services: bool = False,
     ) -> None:
         self.settings = settings or Settings()
         self.clock: Clock = clock or SystemClock()
@@ -152,7 +159,7 @@ class Orchestrator:
             self.settings.dependency_check_interval_s, wall=self.clock.time
         )
         self.dependencies.add("store", self.store.check, critical=True)
-        if check_services:
+        if connect_services:
             for name, url in (
                 ("todo_service", self.settings.todo_service_url),
                 ("gateway", self.settings.gateway_url),
@@ -160,6 +167,8 @@ class Orchestrator:
                 if url:
                     self.dependencies.add_http(name, url)
         self._auto_tick = auto_tick
+        self._connect_services = connect_services
+        self._intake: Any = None
         self._refs: list[pykka.ActorRef[Any]] = []
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -200,6 +209,8 @@ class Orchestrator:
         )
         takes_work = self._supervisor.recover().get(timeout=s.ask_timeout_s)
         self._scheduler.recover_orphans(takes_work).get(timeout=s.ask_timeout_s)
+        if self._connect_services and s.todo_service_url:
+            self._start_intake()
         self._started = True
         self.started_at = self.clock.time()
         self.dependencies.start()
@@ -207,6 +218,33 @@ class Orchestrator:
             self._ticker = threading.Thread(target=self._tick_loop, name="orch-ticker", daemon=True)
             self._ticker.start()
         return self
+
+    def _start_intake(self) -> None:
+        """Pull work from the TODO service (only when serving with services connected)."""
+        s = self.settings
+        intake_ref = Intake.start(
+            TodoClient(s.todo_service_url),
+            self.store,
+            self.clock,
+            self.events_log,
+            self.directory,
+            s,
+            self.metrics,
+        )
+        self._refs.append(intake_ref)
+        self._intake = intake_ref.proxy()
+        self._intake.set_scheduler(self._scheduler).get(timeout=s.ask_timeout_s)
+        self._intake.recover().get(timeout=s.ask_timeout_s)
+        intake = self._intake
+
+        def forward(event: Event) -> None:
+            if event.type in INTAKE_EVENTS and todo_task_id(event.data.get("task_id")):
+                with contextlib.suppress(pykka.ActorDeadError):
+                    intake.task_event.defer(
+                        event.type, event.data["task_id"], event.data.get("agent_id")
+                    )
+
+        self.events_log.subscribe(forward)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop this orchestrator's actors only (never the process-wide registry)."""
@@ -252,6 +290,8 @@ class Orchestrator:
             self._broker.tick(),
             self._health.tick(force=True),
         ]
+        if self._intake is not None:
+            futures.append(self._intake.tick())
         self._ask_all(futures)
 
     def _tick_loop(self) -> None:
@@ -267,6 +307,8 @@ class Orchestrator:
                     self._broker.tick(),
                     self._health.tick(),
                 ]
+                if self._intake is not None:
+                    outstanding.append(self._intake.tick())
             except pykka.ActorDeadError:
                 return
 
@@ -749,6 +791,7 @@ class Orchestrator:
             "locks": lock_stats,
             "restarts": sum(r.restarts for r in records),
             "restarting_agents": restarting,
+            "intake": self._intake_status(),
             "uptime_s": round(self.clock.time() - self.started_at, 3),
         }
 
@@ -767,6 +810,14 @@ class Orchestrator:
             "events": [e.to_dict() for e in found],
             "next": found[-1].seq if found else max(after, 0),
         }
+
+    def _intake_status(self) -> dict[str, Any] | None:
+        if self._intake is None:
+            return None
+        try:
+            return self._intake.status().get(timeout=self.settings.ask_timeout_s)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            return {"status": "busy"}  # polling a slow service; counts come next time
 
     def health(self) -> dict[str, Any]:
         """``healthy``, ``degraded`` (a service we use is unreachable) or ``unhealthy``

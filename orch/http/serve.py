@@ -141,7 +141,7 @@ def serve(
     environment) and started; either way it is stopped on the way out.
     """
     settings = settings or (orchestrator.settings if orchestrator else Settings.from_env())
-    orchestrator = orchestrator or Orchestrator(settings, check_services=True)
+    orchestrator = orchestrator or Orchestrator(settings, connect_services=True)
     orchestrator.start()
     server = Server(orchestrator, settings, host=host, port=port)
     if handle_signals and threading.current_thread() is threading.main_thread():

@@ -42,6 +42,7 @@ class MemoryStore:
         self._grants: dict[tuple[str, str, str | None], LockGrant] = {}
         self._fencing: dict[str, int] = {}
         self._defaults: dict[str, Any] = {}
+        self._reservations: dict[str, dict[str, Any]] = {}
         self.fail_writes: str | None = None  # set to a reason to make every write fail
         self.writes = 0
 
@@ -124,6 +125,20 @@ class MemoryStore:
     def load_fencing_counters(self) -> dict[str, int]:
         with self._lock:
             return dict(self._fencing)
+
+    def put_reservation(self, todo_id: str, data: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._write()
+            self._reservations[todo_id] = dict(data)
+
+    def delete_reservation(self, todo_id: str) -> None:
+        with self._lock:
+            self._write()
+            self._reservations.pop(todo_id, None)
+
+    def load_reservations(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._reservations.items()}
 
     def put_config_defaults(self, defaults: Mapping[str, Any]) -> None:
         with self._lock:

@@ -60,6 +60,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE store_probe ("
         " id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL)",
     ),
+    # 1 -> 2: TODO-service reservations the Intake holds (issue: intake).
+    ("CREATE TABLE intake_reservations (todo_id TEXT PRIMARY KEY, data TEXT NOT NULL)",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -314,6 +316,26 @@ class SQLiteStore:
         rows = self._read("SELECT 'defaults', data FROM config_defaults WHERE id = 1")
         found = self._decode_rows("config_defaults", rows, dict)
         return found[0] if found else {}
+
+    # ------------------------------------------------------------------ intake
+
+    def put_reservation(self, todo_id: str, data: Mapping[str, Any]) -> None:
+        """Store (or replace) the Intake's record of one TODO-service reservation."""
+        encoded = self._encode("reservation", dict(data))
+        self._submit(
+            "INSERT INTO intake_reservations (todo_id, data) VALUES (?, ?)"
+            " ON CONFLICT (todo_id) DO UPDATE SET data = excluded.data",
+            (todo_id, encoded),
+        )
+
+    def delete_reservation(self, todo_id: str) -> None:
+        """Forget a reservation (a missing one is no error)."""
+        self._submit("DELETE FROM intake_reservations WHERE todo_id = ?", (todo_id,))
+
+    def load_reservations(self) -> dict[str, dict[str, Any]]:
+        """Every stored reservation by TODO task id."""
+        rows = self._read("SELECT todo_id, data FROM intake_reservations")
+        return {todo_id: codec.decode(data.encode()) for todo_id, data in rows}
 
     # --------------------------------------------------------------- lifecycle
 

@@ -29,7 +29,7 @@ def test_health_is_degraded_while_a_service_is_down_and_recovers(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = Settings(todo_service_url=url, gateway_url="", dependency_check_interval_s=0.05)
-    with Orchestrator(settings, check_services=True) as orch:
+    with Orchestrator(settings, connect_services=True) as orch:
         health = orch.health()
         assert health["status"] == "degraded"
         check = health["checks"]["todo_service"]
@@ -46,7 +46,7 @@ def test_health_is_degraded_while_a_service_is_down_and_recovers(tmp_path):
             server.server_close()
 
 
-def test_embedded_orchestrators_do_not_check_services_unless_asked():
+def test_embedded_orchestrators_do_not_connect_services_unless_asked():
     with Orchestrator(Settings()) as orch:
         assert set(orch.health()["checks"]) == {"actors", "store"}
         assert orch.health()["status"] == "healthy"
