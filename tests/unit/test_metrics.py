@@ -81,3 +81,33 @@ def test_no_label_value_is_an_id(orch):
     labels = {v for (_, pairs) in scrape(orch) for _, v in pairs}
     assert not labels & ids
     assert "OTHER" in labels and "BREW" not in labels
+
+
+def test_http_requests_are_counted_by_route_template(orch):
+    from falcon import testing
+
+    from orch.http.app import create_app
+
+    client = testing.TestClient(create_app(orch))
+    client.simulate_post(
+        "/agents/register", json={"agent_id": "via-http", "agent_type": "implementation"}
+    )
+    client.simulate_get("/agents/via-http")
+    client.simulate_get("/agents/nobody")
+    text = client.simulate_get("/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    route = "/agents/{agent_id}"
+    assert (
+        value(samples, "orchestrator_http_requests_total", route=route, method="GET", status="2xx")
+        == 1
+    )
+    assert (
+        value(samples, "orchestrator_http_requests_total", route=route, method="GET", status="4xx")
+        == 1
+    )
+    assert value(samples, "orchestrator_agent_registrations_total") == 1
+    assert not any("via-http" in v or "nobody" in v for (_, pairs) in samples for _, v in pairs)
