@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from importlib import metadata
 
@@ -109,7 +110,9 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
     options = {
         "registry": orchestrator.metrics.registry,
         "document": build_document(ROUTES, _version()),
-        "threads": settings.http_threads,
+        # Lock waits and event long-polls park a waitress thread each; together they
+        # may take at most half, so releases and everything else always find one.
+        "wait_slots": threading.BoundedSemaphore(max(1, settings.http_threads // 2)),
     }
     for template, resource in ROUTES:
         app.add_route(template, resource(orchestrator, **options))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import falcon
 
 from orch.errors import Unavailable
@@ -17,16 +15,12 @@ MAX_WAIT_S = 20.0
 class EventFeed(Resource):
     """``GET /events?after=&wait=&limit=``.
 
-    Waitress has few threads, so at most half of them may be parked in a long-poll at
-    once; one more is refused with 503 and ``Retry-After`` rather than left to starve
-    the other endpoints of threads.
+    Waitress has few threads, so long waits (these polls and lock waits together) may
+    park at most half of them; one more is refused with 503 and ``Retry-After`` rather
+    than left to starve the other endpoints of threads.
     """
 
     scopes = {"GET": Scope.ADMIN}
-
-    def __init__(self, orch, **options) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(orch, **options)
-        self._waiting_slots = threading.BoundedSemaphore(max(1, options["threads"] // 2))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Events with ``seq`` above ``after``, waiting up to ``wait`` s for the first."""
@@ -36,11 +30,11 @@ class EventFeed(Resource):
         if wait_s <= 0:
             send(resp, self.orch.events(after, limit=limit))
             return
-        if not self._waiting_slots.acquire(blocking=False):
+        if not self.options["wait_slots"].acquire(blocking=False):
             raise Unavailable(
                 "too many long-polls are waiting already; poll again shortly or without wait"
             )
         try:
             send(resp, self.orch.events(after, limit=limit, wait_s=wait_s))
         finally:
-            self._waiting_slots.release()
+            self.options["wait_slots"].release()

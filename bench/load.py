@@ -1,0 +1,153 @@
+"""Load generators: wrk (the real one) and a small Python fallback for smoke runs.
+
+wrk is a separate process written in C, so the load it makes does not compete with
+the server for Python's GIL; without it the figures are the Python client's limits,
+which the table says. ``make bench`` tells how to install wrk when it is missing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+WRK_HINT = "wrk not found: install it with `apt-get install wrk` (Debian) for real HTTP figures"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests_per_s: float
+    p99_ms: float
+    errors: int
+    tool: str
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def _lua_requests(requests: list[tuple[str, str, dict[str, str], str]]) -> str:
+    """A wrk script cycling through (method, path, headers, body) requests."""
+
+    def row(method: str, path: str, headers: dict[str, str], body: str) -> str:
+        pairs = ", ".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in headers.items())
+        return f"{{{json.dumps(method)}, {json.dumps(path)}, {{{pairs}}}, {json.dumps(body)}}}"
+
+    rows = ",\n".join(row(*r) for r in requests)
+    return f"""
+local reqs = {{
+{rows}
+}}
+local i = math.random(#reqs)
+request = function()
+  i = i % #reqs + 1
+  local r = reqs[i]
+  return wrk.format(r[1], r[2], r[3], r[4])
+end
+local errors = 0
+response = function(status, headers, body)
+  if status >= 500 then errors = errors + 1 end
+end
+"""
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(
+    url: str,
+    requests: list[tuple[str, str, dict[str, str], str]],
+    *,
+    duration_s: float,
+    connections: int,
+    threads: int = 2,
+) -> LoadResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "load.lua"
+        script.write_text(_lua_requests(requests))
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{max(1, round(duration_s))}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=duration_s + 60,
+        ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    return LoadResult(rate, _ms(*p99.groups()) if p99 else float("nan"), errors, "wrk")
+
+
+def run_python(
+    url: str,
+    requests: list[tuple[str, str, dict[str, str], str]],
+    *,
+    duration_s: float,
+    connections: int,
+) -> LoadResult:
+    """Keep-alive connections from threads; good enough to prove a scenario runs."""
+    parts = urlsplit(url)
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + duration_s
+
+    def worker(offset: int) -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        i = offset
+        mine: list[float] = []
+        while time.monotonic() < stop:
+            method, path, headers, body = requests[i % len(requests)]
+            i += 1
+            started = time.perf_counter()
+            conn.request(method, path, body=body or None, headers=headers)
+            answer = conn.getresponse()
+            answer.read()
+            mine.append(time.perf_counter() - started)
+            if answer.status >= 500:
+                with lock:
+                    errors[0] += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(n * 7,)) for n in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000 if latencies else float("nan")
+    return LoadResult(len(latencies) / elapsed, p99, errors[0], "python")
+
+
+def run_load(url, requests, *, duration_s, connections, prefer_wrk=True) -> LoadResult:
+    if prefer_wrk and have_wrk():
+        return run_wrk(url, requests, duration_s=duration_s, connections=connections)
+    return run_python(url, requests, duration_s=duration_s, connections=min(connections, 16))
