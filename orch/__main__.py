@@ -1,4 +1,9 @@
-"""``python -m orch`` / ``june-orchestrator``: serve the API, or show the configuration."""
+"""``python -m orch`` / ``june-orchestrator``: serve the API, show the configuration,
+or (``agents``, ``tasks``, ``locks``, ``stats``, ``health``, ``events``) act as the
+command-line client of a running orchestrator (``orch/cli.py``).
+
+With no command it serves, as it always has.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import json
 import sys
 
+from orch import cli
 from orch.config import ENVIRONMENT_VARIABLES, ConfigError, Settings
 from orch.logs import configure_logging
 
@@ -14,19 +20,28 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="june-orchestrator",
         description="June Orchestrator: the control plane for June's software agents.",
-        epilog="Settings come from the environment: " + ", ".join(ENVIRONMENT_VARIABLES),
+        epilog="Server settings come from the environment: "
+        + ", ".join(ENVIRONMENT_VARIABLES)
+        + ". Client commands: "
+        + cli.EXIT_CODES_HELP
+        + ".",
     )
+    cli.add_client_options(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve the REST API (the default command)")
     serve.add_argument("--host", help="address to bind (default: ORCHESTRATOR_HOST)")
     serve.add_argument("--port", type=int, help="port to bind (default: ORCHESTRATOR_PORT)")
     commands.add_parser("config", help="print the effective settings as JSON and exit")
+    cli.add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     args = _parser().parse_args(argv)
+    if args.command in cli.COMMANDS:
+        # A client of some server: the server's own settings are none of its business.
+        return cli.run(args)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -1,0 +1,525 @@
+"""The command-line client: look at and steer a running orchestrator over its REST API.
+
+``june-orchestrator agents list`` and friends (``python -m orch`` too) dispatch here;
+``main(argv)`` runs one command and returns the exit status:
+
+* 0 - done (``health``: the server is healthy or degraded)
+* 1 - the server answered with an error (one line on stderr:
+  ``june-orchestrator: <detail>``), ``health`` found it unhealthy, or a ``--wait``
+  ran out
+* 2 - usage error (bad option, malformed ``--payload``)
+* 3 - cannot connect to the server
+
+Output is a human-readable table unless ``--json`` asks for the server's JSON
+(``events --follow --json`` writes one event per line).
+
+The server reads its settings only in ``orch/config.py``; this client is a separate
+program, and reads ``ORCH_URL`` and ``ORCH_ADMIN_TOKEN`` here, as the defaults of
+``--url`` and ``--token``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+from orch.client import DEFAULT_URL, OrchestratorClient, Unreachable
+from orch.errors import OrchestratorError
+
+PROG = "june-orchestrator"
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+#: Top-level commands this module handles (``serve`` and ``config`` are the server's).
+COMMANDS = ("agents", "tasks", "locks", "stats", "health", "events")
+
+EXIT_CODES_HELP = (
+    "exit status: 0 ok; 1 the server answered with an error (or health is unhealthy, "
+    "or --wait ran out); 2 usage error; 3 cannot connect"
+)
+
+
+class UsageError(Exception):
+    """A command line that parses but cannot be used (``--payload`` that is not JSON)."""
+
+
+# ----------------------------------------------------------------- parser
+
+
+def add_client_options(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    """``--url``, ``--token``, ``--json``, ``--timeout``.
+
+    Given both before and after the command (``--json stats`` and ``stats --json``):
+    the top level holds the defaults, each command only overrides when given.
+    """
+    group = parser.add_argument_group("client options")
+    default: Callable[[Any], Any] = (
+        (lambda value: value) if top_level else (lambda _: argparse.SUPPRESS)
+    )
+    group.add_argument(
+        "--url",
+        default=default(os.environ.get("ORCH_URL") or DEFAULT_URL),
+        help=f"the orchestrator's URL (default: $ORCH_URL or {DEFAULT_URL})",
+    )
+    group.add_argument(
+        "--token",
+        default=default(os.environ.get("ORCH_ADMIN_TOKEN") or None),
+        help="the admin token (default: $ORCH_ADMIN_TOKEN)",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print the server's JSON instead of a table",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=default(10.0),
+        metavar="S",
+        help="time limit of each request in seconds (default: 10)",
+    )
+
+
+def add_commands(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+) -> None:
+    """Add the client commands to a parser's sub-commands (shared with ``__main__``)."""
+
+    def command(
+        parent: argparse._SubParsersAction,  # type: ignore[type-arg]
+        name: str,
+        handler: Callable[..., int],
+        help_text: str,
+    ) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        add_client_options(sub, top_level=False)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def group(name: str, help_text: str) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+        parser = commands.add_parser(name, help=help_text, description=help_text)
+        sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        return sub
+
+    agents = group("agents", "list, show, start, stop or remove agents")
+    listing = command(agents, "list", _agents_list, "list agents")
+    listing.add_argument("--status", help="only agents in this state (idle, busy, lost, ...)")
+    listing.add_argument("--type", dest="agent_type", help="only agents of this type")
+    listing.add_argument("--capability", help="only agents with this capability")
+    listing.add_argument("--limit", type=_positive_int, help="at most this many")
+    command(agents, "show", _agents_show, "show one agent").add_argument("agent_id")
+    command(agents, "start", _agents_start, "admit an agent to scheduling").add_argument("agent_id")
+    stop = command(agents, "stop", _agents_stop, "stop an agent (draining by default)")
+    stop.add_argument("agent_id")
+    stop.add_argument(
+        "--no-drain",
+        dest="drain",
+        action="store_false",
+        help="requeue its running tasks now instead of letting them finish",
+    )
+    command(agents, "remove", _agents_remove, "deregister an agent").add_argument("agent_id")
+
+    tasks = group("tasks", "submit, list, show or cancel tasks")
+    submit = command(tasks, "submit", _tasks_submit, "submit a task (queued or assigned)")
+    submit.add_argument("--id", dest="task_id", help="task id (default: the server makes one)")
+    payload = submit.add_mutually_exclusive_group()
+    payload.add_argument("--payload", help="the payload, a JSON object (default: {})")
+    payload.add_argument(
+        "--payload-file", metavar="PATH", help="read the payload from a file ('-': stdin)"
+    )
+    submit.add_argument("--priority", type=int, default=0, help="0-10, higher first (default 0)")
+    submit.add_argument(
+        "--capability",
+        dest="capabilities",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a capability the agent must have (repeatable)",
+    )
+    submit.add_argument("--type", dest="agent_type", help="the agent type it needs")
+    submit.add_argument("--agent", dest="agent_id", help="assign to this agent (409 if it cannot)")
+    submit.add_argument(
+        "--resource",
+        dest="resources",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a resource to lock for the task (repeatable)",
+    )
+    submit.add_argument(
+        "--max-attempts", type=_positive_int, default=3, metavar="N", help="(default 3)"
+    )
+    submit.add_argument(
+        "--task-timeout",
+        dest="timeout_s",
+        type=_positive_float,
+        metavar="S",
+        help="lease of one attempt (default: the agent's task_timeout_s)",
+    )
+    submit.add_argument("--force", action="store_true", help="replace an active task of this id")
+    submit.add_argument(
+        "--wait", type=_positive_float, metavar="S", help="wait up to S seconds for the result"
+    )
+    listing = command(tasks, "list", _tasks_list, "list tasks, oldest first")
+    listing.add_argument("--status", help="only tasks in this state (pending, running, ...)")
+    listing.add_argument("--agent", dest="agent_id", help="only tasks of this agent")
+    listing.add_argument("--limit", type=_positive_int, help="at most this many (default 100)")
+    show = command(tasks, "show", _tasks_show, "show one task, with its result or error")
+    show.add_argument("task_id")
+    show.add_argument(
+        "--wait", type=_positive_float, metavar="S", help="first wait up to S seconds for its end"
+    )
+    command(tasks, "cancel", _tasks_cancel, "cancel a task").add_argument("task_id")
+
+    locks = group("locks", "look at locks")
+    command(locks, "list", _locks_list, "every held or awaited lock")
+
+    command(commands, "stats", _stats, "counts of agents, tasks and locks")
+    command(commands, "health", _health, "health and dependency checks")
+    events = command(commands, "events", _events, "the event feed")
+    events.add_argument("--after", type=int, default=0, metavar="SEQ", help="events after SEQ")
+    events.add_argument("--limit", type=_positive_int, default=1000, help="at most this many")
+    events.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the client commands alone (``main``)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Command-line client of the June Orchestrator.",
+        epilog=EXIT_CODES_HELP,
+    )
+    add_client_options(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_commands(commands)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+# ------------------------------------------------------------------- entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one client command; return the exit status (see the module docstring)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return run(args)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run a parsed client command against ``args.url``."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    client = OrchestratorClient(args.url, token=args.token, timeout_s=args.timeout)
+    try:
+        return args.handler(client, args, out)
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=err)
+        return EXIT_USAGE
+    except Unreachable as exc:
+        print(f"{PROG}: {exc.message}", file=err)
+        return EXIT_UNREACHABLE
+    except OrchestratorError as exc:
+        print(f"{PROG}: {_one_line(exc.message)}", file=err)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK if getattr(args, "follow", False) else 130
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        return EXIT_OK
+    finally:
+        client.close()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------- commands
+
+
+def _agents_list(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    answer = client.agents(
+        state=args.status, agent_type=args.agent_type, capability=args.capability, limit=args.limit
+    )
+    if args.json:
+        return _print_json(answer, out)
+    rows = [
+        [
+            a["agent_id"],
+            a["agent_type"],
+            a["status"],
+            f"{len(a['current_tasks'])}/{a['config']['max_concurrent_tasks']}",
+            ",".join(a["capabilities"]),
+        ]
+        for a in answer["agents"]
+    ]
+    _print_table(["AGENT", "TYPE", "STATUS", "TASKS", "CAPABILITIES"], rows, out)
+    print(f"{len(rows)} shown; {answer['total']} agents, {answer['active']} active", file=out)
+    return EXIT_OK
+
+
+def _agents_show(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    return _print_record(client.agent(args.agent_id), args, out)
+
+
+def _agents_start(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    return _print_status(client.start_agent(args.agent_id), "agent", args.agent_id, args, out)
+
+
+def _agents_stop(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    answer = client.stop_agent(args.agent_id, drain=args.drain)
+    return _print_status(answer, "agent", args.agent_id, args, out)
+
+
+def _agents_remove(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    answer = client.deregister_agent(args.agent_id)
+    return _print_status(answer, "agent", args.agent_id, args, out)
+
+
+def _tasks_submit(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    answer = client.assign_task(
+        _payload(args),
+        task_id=args.task_id,
+        agent_id=args.agent_id,
+        priority=args.priority,
+        agent_type=args.agent_type,
+        capabilities=args.capabilities,
+        resources=args.resources,
+        max_attempts=args.max_attempts,
+        timeout_s=args.timeout_s,
+        force=args.force,
+    )
+    if args.wait is not None:
+        return _print_task(client.wait_for_task(answer["task_id"], args.wait), args, out)
+    if args.json:
+        return _print_json(answer, out)
+    where = f" to {answer['agent_id']}" if answer.get("agent_id") else ""
+    print(f"task {answer['task_id']} {answer['status']}{where}", file=out)
+    return EXIT_OK
+
+
+def _payload(args: argparse.Namespace) -> dict[str, Any]:
+    if args.payload_file is not None:
+        source = f"--payload-file {args.payload_file}"
+        try:
+            if args.payload_file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.payload_file, encoding="utf-8") as file:
+                    text = file.read()
+        except OSError as exc:
+            raise UsageError(f"{source}: {exc.strerror}") from None
+    elif args.payload is not None:
+        source, text = "--payload", args.payload
+    else:
+        return {}
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source}: not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f'{source}: must be a JSON object, like \'{{"repo": "june"}}\'')
+    return payload
+
+
+def _tasks_list(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    found = client.tasks(state=args.status, agent_id=args.agent_id, limit=args.limit)
+    if args.json:
+        return _print_json({"tasks": found, "count": len(found)}, out)
+    rows = [
+        [
+            str(t["task_id"]),
+            t["status"],
+            str(t["priority"]),
+            t["agent_id"] or "-",
+            f"{t['attempts']}/{t['max_attempts']}",
+            _when(t["created_at"]),
+        ]
+        for t in found
+    ]
+    _print_table(["TASK", "STATUS", "PRIORITY", "AGENT", "ATTEMPTS", "CREATED"], rows, out)
+    print(f"{len(rows)} tasks", file=out)
+    return EXIT_OK
+
+
+def _tasks_show(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.wait is not None:
+        task = client.wait_for_task(args.task_id, args.wait)
+    else:
+        task = client.task(args.task_id)
+    return _print_task(task, args, out)
+
+
+def _print_task(task: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
+    return _print_record(task, args, out, times=("created_at", "assigned_at", "finished_at"))
+
+
+def _tasks_cancel(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    return _print_status(client.cancel_task(args.task_id), "task", args.task_id, args, out)
+
+
+def _locks_list(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    found = client.locks()
+    if args.json:
+        return _print_json({"locks": found, "count": len(found)}, out)
+    rows = [
+        [
+            lock["resource"],
+            lock["mode"] or "-",
+            ",".join(f"{h['agent_id']}#{h['fencing_token']}" for h in lock["holders"]) or "-",
+            ",".join(w["agent_id"] for w in lock["waiters"]) or "-",
+            str(lock["fencing_token"]),
+        ]
+        for lock in found
+    ]
+    _print_table(["RESOURCE", "MODE", "HOLDERS", "WAITERS", "FENCING"], rows, out)
+    print(f"{len(rows)} locks", file=out)
+    return EXIT_OK
+
+
+def _stats(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    answer = client.stats()
+    if args.json:
+        return _print_json(answer, out)
+    _print_table(["STAT", "VALUE"], [[k, _cell(v)] for k, v in _flatten(answer)], out)
+    return EXIT_OK
+
+
+def _health(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    answer = client.health()
+    code = EXIT_ERROR if answer.get("status") == "unhealthy" else EXIT_OK
+    if args.json:
+        _print_json(answer, out)
+        return code
+    print(
+        f"{answer.get('status')}: {answer.get('active_agents')} active of "
+        f"{answer.get('total_agents')} agents, {answer.get('pending_tasks')} pending tasks",
+        file=out,
+    )
+    rows = []
+    for name, check in sorted((answer.get("checks") or {}).items()):
+        notes = [f"{check['latency_ms']}ms"] if check.get("latency_ms") is not None else []
+        if check.get("last_error"):
+            notes.append(str(check["last_error"]))
+        if check.get("dead"):
+            notes.append("dead: " + ",".join(map(str, check["dead"])))
+        rows.append([name, str(check.get("status")), " ".join(notes) or "-"])
+    _print_table(["CHECK", "STATUS", "NOTES"], rows, out)
+    return code
+
+
+def _events(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    if not args.follow:
+        answer = client.events(args.after, limit=args.limit)
+        if args.json:
+            return _print_json(answer, out)
+        for event in answer["events"]:
+            print(_event_line(event), file=out)
+        return EXIT_OK
+    after = args.after
+    while True:  # until Ctrl-C; each poll is a bounded long-poll
+        answer = client.events(after, wait_s=20.0, limit=args.limit)
+        for event in answer["events"]:
+            line = json.dumps(event) if args.json else _event_line(event)
+            print(line, file=out, flush=True)
+        after = answer["next"]
+
+
+def _event_line(event: Mapping[str, Any]) -> str:
+    extra = " ".join(f"{k}={_cell(v)}" for k, v in event.items() if k not in ("seq", "type", "at"))
+    return f"{event['seq']:>6}  {_when(event.get('at'))}  {event['type']:<22} {extra}".rstrip()
+
+
+# ----------------------------------------------------------------- output
+
+
+def _print_json(answer: Any, out: TextIO) -> int:
+    print(json.dumps(answer, indent=2), file=out)
+    return EXIT_OK
+
+
+def _print_status(
+    answer: Mapping[str, Any], kind: str, name: str, args: argparse.Namespace, out: TextIO
+) -> int:
+    if args.json:
+        return _print_json(answer, out)
+    print(f"{kind} {name}: {answer['status']}", file=out)
+    return EXIT_OK
+
+
+def _print_record(
+    record: Mapping[str, Any],
+    args: argparse.Namespace,
+    out: TextIO,
+    times: Iterable[str] = ("registered_at",),
+) -> int:
+    """One agent or task as ``key  value`` lines; nested objects as compact JSON."""
+    if args.json:
+        return _print_json(record, out)
+    time_keys = set(times)
+    width = max(len(k) for k in record)
+    for key, value in record.items():
+        shown = _when(value) if key in time_keys else _cell(value)
+        print(f"{key:<{width}}  {shown}", file=out)
+    return EXIT_OK
+
+
+def _print_table(header: list[str], rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping) and item:
+            yield from _flatten(item, name + ".")
+        else:
+            yield name, item
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _when(epoch_s: Any) -> str:
+    if not isinstance(epoch_s, int | float) or isinstance(epoch_s, bool) or epoch_s <= 0:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(epoch_s).astimezone()
+    return moment.isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The command line: ``main(argv)`` in process, and ``python -m orch`` as scripts run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from orch import cli
+from orch.client import OrchestratorClient
+from tests.conftest import wait_until
+from tests.sdk.conftest import ADMIN_TOKEN
+
+
+def run_main(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["--url", url, "--token", ADMIN_TOKEN, *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_process(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "orch", *argv],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def _agent(admin: OrchestratorClient, agent_id: str, capability: str) -> str:
+    token = admin.register_agent(agent_id, "implementation", capabilities=[capability]).token
+    admin.start_agent(agent_id)
+    return token
+
+
+def test_agents_commands_print_tables_and_change_state(
+    capsys: pytest.CaptureFixture[str], url: str, admin: OrchestratorClient, name: Callable
+):
+    agent_id, capability = name("cli-agent"), name("cli-cap")
+    _agent(admin, agent_id, capability)
+
+    code, out, _ = run_main(capsys, url, "agents", "list", "--capability", capability)
+    assert code == 0
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["AGENT", "TYPE", "STATUS", "TASKS", "CAPABILITIES"]
+    assert row.split() == [agent_id, "implementation", "idle", "0/1", capability]
+
+    code, out, _ = run_main(capsys, url, "agents", "show", agent_id)
+    assert code == 0
+    assert "status         idle" in out and f"capabilities   [{json.dumps(capability)}]" in out
+
+    assert run_main(capsys, url, "agents", "stop", agent_id)[1] == f"agent {agent_id}: stopped\n"
+    assert admin.agent(agent_id)["status"] == "stopped"
+    assert run_main(capsys, url, "agents", "start", agent_id)[1] == f"agent {agent_id}: started\n"
+    code, out, _ = run_main(capsys, url, "agents", "remove", agent_id)
+    assert (code, out) == (0, f"agent {agent_id}: deregistered\n")
+    assert admin.agents(capability=capability)["agents"] == []
+
+
+def test_tasks_submit_show_list_and_cancel(
+    capsys: pytest.CaptureFixture[str], url: str, admin: OrchestratorClient, name: Callable
+):
+    agent_id, capability, task_id = name("cli-worker"), name("cli-cap"), name("cli-task")
+    token = _agent(admin, agent_id, capability)
+
+    code, out, _ = run_main(
+        capsys,
+        url,
+        "tasks",
+        "submit",
+        "--id",
+        task_id,
+        "--capability",
+        capability,
+        "--payload",
+        '{"msg": "hi"}',
+        "--priority",
+        "4",
+    )
+    assert (code, out) == (0, f"task {task_id} assigned to {agent_id}\n")
+    admin.heartbeat(agent_id, token=token)
+    admin.complete_task(agent_id, task_id, {"echo": {"msg": "hi"}}, token=token)
+
+    code, out, _ = run_main(capsys, url, "tasks", "show", task_id)
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert code == 0
+    assert lines["status"] == "completed" and lines["priority"] == "4"
+    assert json.loads(lines["result"]) == {"echo": {"msg": "hi"}}
+    assert json.loads(lines["payload"]) == {"msg": "hi"}
+
+    code, out, _ = run_main(capsys, url, "tasks", "list", "--agent", agent_id)
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "TASK",
+        "STATUS",
+        "PRIORITY",
+        "AGENT",
+        "ATTEMPTS",
+        "CREATED",
+    ]
+    assert out.splitlines()[1].split()[:5] == [task_id, "completed", "4", agent_id, "1/3"]
+
+    queued = name("cli-queued")
+    run_main(capsys, url, "tasks", "submit", "--id", queued, "--capability", name("nobody"))
+    code, out, _ = run_main(capsys, url, "tasks", "cancel", queued)
+    assert (code, out) == (0, f"task {queued}: cancelled\n")
+
+
+def test_submit_can_wait_for_the_result(
+    capsys: pytest.CaptureFixture[str], url: str, name: Callable
+):
+    code, out, err = run_main(
+        capsys, url, "tasks", "submit", "--capability", name("nobody"), "--wait", "0.3"
+    )
+    assert code == 1 and out == ""
+    assert err.startswith("june-orchestrator: task ") and "has not ended after 0.3s" in err
+
+
+def test_locks_stats_health_and_events(
+    capsys: pytest.CaptureFixture[str], url: str, admin: OrchestratorClient, name: Callable
+):
+    agent_id, resource = name("cli-locker"), name("cli-res")
+    token = _agent(admin, agent_id, name("cap"))
+    grant = admin.acquire_lock(agent_id, resource, token=token, ttl_s=30)
+
+    code, out, _ = run_main(capsys, url, "locks", "list")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith(resource))
+    assert row.split() == [resource, "exclusive", f"{agent_id}#{grant.fencing_token}", "-", "1"]
+
+    code, out, _ = run_main(capsys, url, "stats")
+    stats = dict(line.split(None, 1) for line in out.splitlines()[1:])
+    assert code == 0 and int(stats["total_agents"]) >= 1
+    assert int(stats["locks.locks_held"]) >= 1
+
+    code, out, _ = run_main(capsys, url, "health")
+    assert code == 0 and out.split(":")[0] in ("healthy", "degraded")
+    assert any(line.split()[:2] == ["store", "ok"] for line in out.splitlines())
+
+    code, out, _ = run_main(capsys, url, "events", "--limit", "1000")
+    mine = [line for line in out.splitlines() if f"resource={resource}" in line]
+    assert code == 0 and "lock.granted" in mine[0]
+
+
+def test_json_output_is_the_servers_answer_in_either_position(
+    url: str, admin: OrchestratorClient, name: Callable
+):
+    agent_id = name("json-agent")
+    _agent(admin, agent_id, name("cap"))
+    env = {"ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN}
+
+    after = run_process("agents", "show", agent_id, "--json", env=env)
+    before = run_process("--json", "agents", "show", agent_id, env=env)
+    assert after.returncode == before.returncode == 0
+    assert json.loads(after.stdout)["agent_id"] == agent_id
+    assert json.loads(before.stdout) == json.loads(after.stdout)
+
+    listed = run_process("tasks", "list", "--json", env=env)
+    assert set(json.loads(listed.stdout)) == {"tasks", "count"}
+    stats = run_process("stats", "--json", env=env)
+    assert json.loads(stats.stdout)["total_agents"] >= 1
+    submitted = run_process(
+        "tasks", "submit", "--json", "--payload", '{"a": 1}', "--capability", name("x"), env=env
+    )
+    answer = json.loads(submitted.stdout)
+    assert answer["status"] == "queued" and answer["agent_id"] is None
+
+
+def test_exit_codes_and_one_line_errors(url: str, name: Callable):
+    env = {"ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN}
+    missing = name("missing")
+
+    not_found = run_process("tasks", "show", missing, env=env)
+    assert not_found.returncode == 1 and not_found.stdout == ""
+    assert not_found.stderr == f"june-orchestrator: no task '{missing}'\n"
+
+    no_token = run_process("stats", env={"ORCH_URL": url, "ORCH_ADMIN_TOKEN": ""})
+    assert no_token.returncode == 1
+    assert no_token.stderr.startswith("june-orchestrator: this call needs the admin token")
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = run_process("--url", f"http://127.0.0.1:{port}", "health")
+    assert unreachable.returncode == 3
+    assert unreachable.stderr == (
+        f"june-orchestrator: cannot connect to http://127.0.0.1:{port} (connection refused)\n"
+    )
+
+    bad_payload = run_process("tasks", "submit", "--payload", "[1, 2]", env=env)
+    assert bad_payload.returncode == 2
+    assert bad_payload.stderr.splitlines() == [
+        'june-orchestrator: --payload: must be a JSON object, like \'{"repo": "june"}\''
+    ]
+    unknown = run_process("tasks", "explode", env=env)
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+
+    invalid = run_process("tasks", "submit", "--priority", "11", env=env)
+    assert invalid.returncode == 1
+    assert invalid.stderr == "june-orchestrator: priority: Expected `int` <= 10\n"
+
+
+def test_main_returns_usage_and_help_codes(capsys: pytest.CaptureFixture[str]):
+    assert cli.main(["agents"]) == 2
+    assert "required" in capsys.readouterr().err
+    assert cli.main(["--help"]) == 0
+    assert "events" in capsys.readouterr().out
+
+
+def test_events_follow_streams_until_interrupted(
+    url: str, admin: OrchestratorClient, name: Callable
+):
+    agent_id = name("followed")
+    start_at = admin.events(0)["next"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "orch", "events", "--follow", "--json", "--after", str(start_at)],
+        env={**os.environ, "ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[dict[str, Any]] = []
+
+    def read_lines() -> None:  # a thread, so that a missing line fails instead of hanging
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            lines.append(json.loads(line))
+
+    threading.Thread(target=read_lines, daemon=True).start()
+    try:
+        admin.register_agent(agent_id, "implementation")
+        wait_until(
+            lambda: any(e.get("agent_id") == agent_id for e in lines),
+            timeout_s=10,
+            message="the followed event was not printed",
+        )
+        first = next(e for e in lines if e.get("agent_id") == agent_id)
+        assert first["type"] == "agent.registered" and first["seq"] > start_at
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(5)
+
+
+def test_python_m_orch_lists_every_command_and_keeps_config_working():
+    helped = run_process("--help")
+    assert helped.returncode == 0
+    for command in ("serve", "config", "agents", "tasks", "locks", "stats", "health", "events"):
+        assert f"    {command}" in helped.stdout
+    assert "3 cannot connect" in helped.stdout
+
+    config = run_process("config", env={"ORCHESTRATOR_PORT": "8123"})
+    assert config.returncode == 0 and json.loads(config.stdout)["port"] == 8123
+    bad = run_process("config", env={"ORCHESTRATOR_PORT": "x"})
+    assert bad.returncode == 2 and bad.stderr.startswith("june-orchestrator: ORCHESTRATOR_PORT")

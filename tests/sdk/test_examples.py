@@ -1,0 +1,137 @@
+"""The examples run as written, end to end, as the README's quick start runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from orch.client import OrchestratorClient
+from tests.conftest import wait_until
+from tests.sdk.conftest import ADMIN_TOKEN
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _env(url: str) -> dict[str, str]:
+    return {**os.environ, "ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
+def test_embedded_example_runs_and_survives_the_crash():
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "embedded.py")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "result: {'echo': {'msg': 'hi'}}"
+    assert lines[1].startswith("failed as expected: ") and "RuntimeError: boom" in lines[1]
+    assert lines[2] == "after the crash: {'echo': {'n': 2}}"
+    assert int(lines[3].removeprefix("restarts of echo-1: ")) >= 1
+
+
+def test_worker_and_submit_examples_end_to_end(url: str, admin: OrchestratorClient, name: Callable):
+    agent_id, capability = name("example-worker"), name("example-cap")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLES / "worker.py"),
+            "--agent-id",
+            agent_id,
+            "--capability",
+            capability,
+            "--max-tasks",
+            "3",
+        ],
+        env=_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        submitted = subprocess.run(
+            [
+                sys.executable,
+                str(EXAMPLES / "submit.py"),
+                "--capability",
+                capability,
+                "--count",
+                "3",
+                "--timeout",
+                "20",
+            ],
+            env=_env(url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        results = re.findall(r"^(\S+) completed: (.*)$", submitted.stdout, re.MULTILINE)
+        assert len(results) == 3
+        for n, (_task_id, result) in enumerate(sorted(results, key=lambda r: r[1]), start=1):
+            assert result == f'{{"echo": {{"msg": "hello {n}", "repo": "june"}}}}'
+        assert worker.wait(20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(5)
+    assert worker.stdout is not None
+    log = worker.stdout.read()
+    assert "stopped after 3 task(s)" in log
+    assert admin.agent(agent_id)["status"] == "stopped"
+    assert {t["agent_id"] for t in admin.tasks(agent_id=agent_id)} == {agent_id}
+
+
+def test_quick_start_worker_then_cli_submit_and_show(
+    url: str, admin: OrchestratorClient, name: Callable
+):
+    agent_id, capability = name("quick-worker"), name("quick-cap")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLES / "worker.py"),
+            "--agent-id",
+            agent_id,
+            "--capability",
+            capability,
+            "--max-tasks",
+            "1",
+        ],
+        env=_env(url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: admin.agents(capability=capability)["active"] >= 1, timeout_s=15)
+        cli = [sys.executable, "-m", "orch"]
+        submitted = subprocess.run(
+            [*cli, "tasks", "submit", "--capability", capability, "--payload", '{"msg":"hi"}'],
+            env=_env(url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        task_id = re.fullmatch(r"task (\S+) (assigned to \S+|queued)\n", submitted.stdout)
+        assert task_id is not None
+        shown = subprocess.run(
+            [*cli, "tasks", "show", task_id.group(1), "--wait", "20"],
+            env=_env(url),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shown.returncode == 0, shown.stderr
+        fields = dict(line.split(None, 1) for line in shown.stdout.splitlines())
+        assert fields["status"] == "completed"
+        assert fields["result"] == '{"echo":{"msg":"hi"}}'
+        assert worker.wait(20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(5)
