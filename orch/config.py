@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 #: Where the service keeps its state unless ``ORCH_DB`` says otherwise.
@@ -36,8 +36,21 @@ class Settings:
     db: str = ":memory:"  # embedded default; the service defaults to SERVICE_DB (below)
     db_sync: str = "full"
     task_retention_s: float = 7 * 86_400.0
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
     http_threads: int = 8
+
+    # Limits that keep one client from exhausting the service (see SECURITY.md).
+    # Remote agents keep their connection between heartbeats: room for a 10,000 fleet.
+    http_connection_limit: int = 10_000
+    http_idle_timeout_s: int = 60  # waitress's channel_timeout: whole seconds
+    http_request_read_timeout_s: float = 30.0
+    http_max_header_bytes: int = 32 * 1024
+    http_max_body_bytes: int = 1024 * 1024
+    max_metadata_bytes: int = 16 * 1024
+    max_queued_tasks_per_submitter: int = 10_000
+    auth_max_failures: int = 30
+    auth_failure_window_s: float = 60.0
+    auth_lockout_s: float = 300.0
 
     heartbeat_interval_s: float = 30.0
     unhealthy_after_missed: float = 3.0
@@ -57,6 +70,7 @@ class Settings:
 
     dependency_check_interval_s: float = 10.0
     todo_poll_s: float = 5.0
+    todo_timeout_s: float = 5.0  # per request to the TODO service; a hung one is given up
     tick_interval_s: float = 0.05
     ask_timeout_s: float = 5.0
 
@@ -85,6 +99,11 @@ class Settings:
             )
         if self.heartbeat_interval_s < 0.1:
             raise ConfigError("ORCH_HEARTBEAT_INTERVAL_S must be at least 0.1")
+        if self.http_max_header_bytes < 1024:
+            # Below this a browser's or requests' ordinary headers no longer fit.
+            raise ConfigError("ORCH_HTTP_MAX_HEADER_BYTES must be at least 1024")
+        if self.http_max_body_bytes < 1024:
+            raise ConfigError("ORCH_HTTP_MAX_BODY_BYTES must be at least 1024")
 
     def describe(self) -> dict[str, Any]:
         """Settings as shown to operators; secrets are masked."""
@@ -174,6 +193,16 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
+    "ORCH_HTTP_CONNECTION_LIMIT": ("http_connection_limit", _positive_int),
+    "ORCH_HTTP_IDLE_TIMEOUT_S": ("http_idle_timeout_s", _positive_int),
+    "ORCH_HTTP_REQUEST_READ_TIMEOUT_S": ("http_request_read_timeout_s", _positive_float),
+    "ORCH_HTTP_MAX_HEADER_BYTES": ("http_max_header_bytes", _positive_int),
+    "ORCH_HTTP_MAX_BODY_BYTES": ("http_max_body_bytes", _positive_int),
+    "ORCH_MAX_METADATA_BYTES": ("max_metadata_bytes", _positive_int),
+    "ORCH_MAX_QUEUED_TASKS_PER_SUBMITTER": ("max_queued_tasks_per_submitter", _positive_int),
+    "ORCH_AUTH_MAX_FAILURES": ("auth_max_failures", _positive_int),
+    "ORCH_AUTH_FAILURE_WINDOW_S": ("auth_failure_window_s", _positive_float),
+    "ORCH_AUTH_LOCKOUT_S": ("auth_lockout_s", _positive_float),
     "ORCH_HEARTBEAT_INTERVAL_S": ("heartbeat_interval_s", _positive_float),
     "ORCH_UNHEALTHY_AFTER_MISSED": ("unhealthy_after_missed", _positive_float),
     "ORCH_LOST_AFTER_MISSED": ("lost_after_missed", _positive_float),
@@ -183,6 +212,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_LOCK_MAX_TTL_S": ("lock_max_ttl_s", _positive_float),
     "ORCH_LOCK_MAX_WAIT_S": ("lock_max_wait_s", _positive_float),
     "ORCH_TODO_POLL_S": ("todo_poll_s", _positive_float),
+    "ORCH_TODO_TIMEOUT_S": ("todo_timeout_s", _positive_float),
     "ORCH_DEPENDENCY_CHECK_INTERVAL_S": ("dependency_check_interval_s", _positive_float),
     "ORCH_TICK_INTERVAL_S": ("tick_interval_s", _positive_float),
     "ORCH_ASK_TIMEOUT_S": ("ask_timeout_s", _positive_float),

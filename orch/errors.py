@@ -80,6 +80,21 @@ class Forbidden(OrchestratorError):
     title = "Forbidden"
 
 
+class TooManyRequests(OrchestratorError):
+    """The caller is over a limit (queued tasks, failed logins); retry after ``retry_after_s``.
+
+    Distinct from ``Unavailable``: the service is fine, this caller must slow down.
+    """
+
+    code = "too_many_requests"
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(OrchestratorError):
     """The orchestrator cannot answer now (overloaded, stopping, store failing)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -61,13 +62,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters (newlines too) written as ``\\xNN`` escapes."""
+    return _CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line: a client-supplied newline cannot forge a log line.
+
+    Messages carry text callers chose (paths in the access log, agents' error
+    strings in events), so control characters in the message are escaped; the
+    traceback of an exception, written by us, keeps its lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Root logging for the service process (the embedded API leaves logging alone)."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -8,6 +8,7 @@ body, and anything unexpected is logged and answered as a 500 without internals.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
@@ -32,6 +33,14 @@ class PayloadTooLarge(OrchestratorError):
     title = "Payload too large"
 
 
+class HeadersTooLarge(OrchestratorError):
+    """The request's headers (with its request line) are over the limit."""
+
+    code = "headers_too_large"
+    status = 431
+    title = "Request header fields too large"
+
+
 class UnsupportedMediaType(OrchestratorError):
     """The request body is not JSON."""
 
@@ -54,6 +63,7 @@ _FALCON_CODES = {
     414: "uri_too_long",
     415: "unsupported_media_type",
     428: "precondition_required",
+    429: "too_many_requests",
     431: "headers_too_large",
 }
 
@@ -79,9 +89,12 @@ def problem(exc: OrchestratorError) -> dict[str, Any]:
 def handle_domain_error(
     req: falcon.Request, resp: falcon.Response, exc: OrchestratorError, params: Any
 ) -> None:
-    """Domain errors carry their own status and code."""
+    """Domain errors carry their own status and code; ``retry_after_s`` becomes Retry-After."""
     render(resp, exc.status, problem(exc))
-    if isinstance(exc, Unavailable):
+    retry_after_s = exc.details.get("retry_after_s")
+    if isinstance(retry_after_s, int | float) and not isinstance(retry_after_s, bool):
+        resp.set_header("Retry-After", str(max(1, math.ceil(retry_after_s))))
+    elif isinstance(exc, Unavailable):
         resp.set_header("Retry-After", "1")
 
 

@@ -3,6 +3,14 @@
 Waitress's own ``serve()`` stops its loop on a signal and cancels queued requests; a
 control plane should instead stop accepting, let in-flight requests answer, then stop
 the actors. ``Server`` runs waitress's loop itself so it can do exactly that.
+
+Running the loop also lets it bound how long a client may take to *send* a request.
+Waitress reads requests on its event loop, not on its worker threads, so a slow client
+never holds a thread; but it holds a connection, and connections are capped
+(``ORCH_HTTP_CONNECTION_LIMIT``). Waitress closes only connections that are silent for
+``channel_timeout``; one that dribbles a byte now and then (slow-loris) would keep its
+slot for ever. So a request must arrive whole within ``ORCH_HTTP_REQUEST_READ_TIMEOUT_S``
+of its first byte, or it is answered 408 and its connection closed.
 """
 
 from __future__ import annotations
@@ -10,21 +18,63 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import resource
 import signal
 import threading
 import time
 from types import FrameType
 from typing import Any
 
+import msgspec
 import waitress
 from waitress import wasyncore
+from waitress.channel import ClientDisconnected, HTTPChannel
+from waitress.parser import HTTPRequestParser
 
 from orch.config import Settings
 from orch.http.app import create_app
-from orch.http.media import MAX_BODY_BYTES
+from orch.http.errors import PROBLEM_JSON, PROBLEM_TYPE
 from orch.system import Orchestrator
 
 logger = logging.getLogger("orch.http")
+
+#: Shorter admin tokens are warned about at start-up: guessing, even throttled, gets easy.
+MIN_ADMIN_TOKEN_LENGTH = 16
+#: How often the loop looks for requests that are taking too long to arrive.
+SWEEP_INTERVAL_S = 0.25
+
+
+class TimedRequestParser(HTTPRequestParser):
+    """Waitress's parser, remembering when the request's first byte arrived."""
+
+    def __init__(self, adj: Any) -> None:
+        super().__init__(adj)
+        self.started_at = time.monotonic()
+
+
+class GuardedChannel(HTTPChannel):
+    """A waitress connection whose partly received request carries its start time."""
+
+    parser_class = TimedRequestParser
+
+
+def _request_timeout_answer(timeout_s: float) -> bytes:
+    body = msgspec.json.encode(
+        {
+            "type": PROBLEM_TYPE.format(code="request_timeout"),
+            "title": "Request timeout",
+            "status": 408,
+            "detail": f"the request did not arrive whole within {timeout_s:g}s",
+            "code": "request_timeout",
+        }
+    )
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        f"Content-Type: {PROBLEM_JSON}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 def _is_loopback(host: str) -> bool:
@@ -34,6 +84,31 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _raise_open_files_limit(connections: int) -> None:
+    """Let the process hold ``connections`` sockets plus its own files, if the hard limit allows.
+
+    Distributions often start services with a soft limit of 1024 open files, which a
+    fleet of remote agents (one kept-alive connection each) would exhaust long before
+    ``ORCH_HTTP_CONNECTION_LIMIT``; running out would refuse new connections, not
+    queue them, so it is better to ask for room up front and warn if there is none.
+    """
+    wanted = connections + 256  # the database, logs, wake-up pipes, outgoing calls
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        logger.warning(
+            "open-files limit is %d, below the %d that ORCH_HTTP_CONNECTION_LIMIT=%d needs; "
+            "connections beyond it will be refused (raise it with ulimit -n)",
+            soft,
+            wanted,
+            connections,
+        )
 
 
 class Server:
@@ -50,17 +125,29 @@ class Server:
         self.orchestrator = orchestrator
         self.settings = settings or orchestrator.settings
         self._stopping = threading.Event()
+        _raise_open_files_limit(self.settings.http_connection_limit)
         self._waitress: Any = waitress.create_server(
             create_app(orchestrator, self.settings),
             host=host or self.settings.host,
             port=self.settings.port if port is None else port,
             threads=self.settings.http_threads,
-            # A backstop only: the app refuses bodies over the limit by Content-Length
-            # with a problem+json 413 before reading them.
-            max_request_body_size=2 * MAX_BODY_BYTES,
+            connection_limit=self.settings.http_connection_limit,
+            # poll(), not select(): select() cannot watch descriptors past 1024, and
+            # every remote agent keeps a connection open between heartbeats.
+            asyncore_use_poll=True,
+            channel_timeout=self.settings.http_idle_timeout_s,
+            # Idle connections are looked for this often; never later than they are due.
+            cleanup_interval=max(1, min(30, self.settings.http_idle_timeout_s)),
+            # Backstops only: the app refuses headers and bodies over its limits with a
+            # problem+json 431/413 (bodies by Content-Length, before reading them);
+            # waitress stops reading, with a plain-text error, at twice the limits.
+            max_request_header_size=2 * self.settings.http_max_header_bytes,
+            max_request_body_size=2 * self.settings.http_max_body_bytes,
             ident="june-orchestrator",
             clear_untrusted_proxy_headers=True,
         )
+        self._waitress.channel_class = GuardedChannel
+        self._next_sweep = 0.0
 
     @property
     def host(self) -> str:
@@ -78,6 +165,14 @@ class Server:
                 "reach it can register agents and submit tasks",
                 self.host,
             )
+        token = self.settings.admin_token
+        if token is not None and len(token) < MIN_ADMIN_TOKEN_LENGTH:
+            logger.warning(
+                "ORCH_ADMIN_TOKEN is only %d characters; use at least %d random ones, "
+                "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                len(token),
+                MIN_ADMIN_TOKEN_LENGTH,
+            )
         logger.info("June Orchestrator listening on http://%s:%d", self.host, self.port)
         server = self._waitress
         adj = server.adj
@@ -89,8 +184,48 @@ class Server:
                     use_poll=adj.asyncore_use_poll,
                     count=1,
                 )
+                self._close_slow_requests()
         finally:
             self._shut_down(drain_timeout_s)
+
+    def _close_slow_requests(self) -> None:
+        """Answer 408 and close connections whose request is taking too long to arrive.
+
+        Runs on the loop's own thread, between its iterations, so it is the only one
+        touching the channels' read side. A channel with a request being answered is
+        left alone: the time is then the app's, not the client's.
+        """
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL_S
+        timeout_s = self.settings.http_request_read_timeout_s
+        closed = 0
+        for channel in list(self._waitress.active_channels.values()):
+            request = channel.request
+            if (
+                request is None
+                or channel.requests
+                or channel.will_close
+                or channel.close_when_flushed
+                or now - getattr(request, "started_at", now) <= timeout_s
+            ):
+                continue
+            closed += 1
+            with channel.requests_lock:
+                channel.request = None  # what arrived of it is dropped, never served
+                channel.close_when_flushed = True  # and nothing more is read
+            if not channel.total_outbufs_len:
+                # Nothing else is being written, so this cannot block the loop.
+                with contextlib.suppress(ClientDisconnected):
+                    channel.write_soon(_request_timeout_answer(timeout_s))
+        if closed:
+            # One line per sweep, not per connection: a slow-loris must not flood the log.
+            logger.info(
+                "answered 408 and closed %d connection(s) whose request took over %gs to arrive",
+                closed,
+                timeout_s,
+            )
 
     def stop(self) -> None:
         """Begin shutdown: stop accepting; in-flight requests still get their answer."""

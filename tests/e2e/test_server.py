@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -105,6 +108,30 @@ def test_sigterm_answers_in_flight_requests_then_exits_zero(server: ServerProces
     log = "".join(server.log)
     assert "shutting down" in log and "stopped" in log
     assert "Traceback" not in log
+
+
+def test_more_kept_alive_connections_than_select_can_watch_are_all_served(server_factory):
+    """A fleet of remote agents keeps one connection each; 1,024 must not be a ceiling."""
+    held = 1100
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < held + 200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, held + 200), hard))
+    server = server_factory(ORCHESTRATOR_HOST="127.0.0.1")
+    host, port = server.url.removeprefix("http://").split(":")
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(held):
+            sockets.append(socket.create_connection((host, int(port)), timeout=10))
+        # The newest of them is answered: it was accepted and is watched.
+        sockets[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sockets[-1].recv(64).startswith(b"HTTP/1.1 200")
+        # And a fresh client still gets through while all of them stay open.
+        assert requests.get(server.url + "/health", timeout=10).status_code == 200
+    finally:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+    assert "Traceback" not in "".join(server.log)
 
 
 def test_a_public_bind_without_admin_token_warns(server_factory):
