@@ -13,7 +13,8 @@ import msgspec
 
 from orch.config import Settings
 from orch.http import errors
-from orch.http.auth import AuthMiddleware
+from orch.http.auth import AuthMiddleware, FailedTokenThrottle
+from orch.http.guards import RequestGuard
 from orch.http.media import BodyLimit
 from orch.http.openapi import build_document
 from orch.http.resources import agents, config, events, locks, monitoring, tasks
@@ -96,8 +97,17 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
     app = falcon.App(
         middleware=[
             RequestMetrics(orchestrator.metrics, settings.access_log),
-            BodyLimit(),
-            AuthMiddleware(settings.admin_token),
+            RequestGuard(settings.http_max_header_bytes),
+            BodyLimit(settings.http_max_body_bytes),
+            AuthMiddleware(
+                settings.admin_token,
+                FailedTokenThrottle(
+                    orchestrator.clock,
+                    max_failures=settings.auth_max_failures,
+                    window_s=settings.auth_failure_window_s,
+                    lockout_s=settings.auth_lockout_s,
+                ),
+            ),
         ]
     )
     json_handler = falcon.media.JSONHandler(
@@ -109,7 +119,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
     errors.install(app)
     options = {
         "registry": orchestrator.metrics.registry,
-        "document": build_document(ROUTES, _version()),
+        "document": build_document(ROUTES, _version(), settings),
         # Lock waits and event long-polls park a waitress thread each; together they
         # may take at most half, so releases and everything else always find one.
         "wait_slots": threading.BoundedSemaphore(max(1, settings.http_threads // 2)),

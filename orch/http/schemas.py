@@ -18,8 +18,10 @@ Id = Annotated[
     Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9._:-]+$",
-        description="1-128 letters, digits or '._:-'",
+        # Not only dots: "." and ".." are path segments with a meaning of their own.
+        # No newline: Python's "$" (msgspec) would let one trailing "\n" through.
+        pattern=r"^(?!\.+$)(?!.*\n)[A-Za-z0-9._:-]+$",
+        description="1-128 letters, digits or '._:-', not only dots",
     ),
 ]
 TaskId = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)] | Id
@@ -53,9 +55,12 @@ class AssignTask(Struct):
     agent_type: Id | None = None
     capabilities: Annotated[list[Id], Meta(max_length=64)] = []
     payload: dict[str, Any] = {}
-    resources: Annotated[list[Id], Meta(max_length=32)] = []
+    # Unique: a task needs each resource once (msgspec does not check it; the facade does).
+    resources: Annotated[
+        list[Id], Meta(max_length=32, extra_json_schema={"uniqueItems": True})
+    ] = []
     max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
-    timeout_s: Seconds | None = None
+    timeout_s: Annotated[float, Meta(gt=0, le=7 * 86_400)] | None = None
     force: bool = False
 
 
@@ -93,7 +98,11 @@ class LockRequest(Struct):
 class AcquireLocks(Struct):
     """POST /locks/acquire: every resource or none."""
 
-    resources: Annotated[list[LockRequest], Meta(min_length=1, max_length=32)]
+    resources: Annotated[
+        list[LockRequest],
+        # JSON Schema cannot say "unique by one key"; the facade refuses a repeat (400).
+        Meta(min_length=1, max_length=32, description="each resource at most once"),
+    ]
     agent_id: Id | None = None
     ttl_s: Seconds = 30.0
     wait_s: Annotated[float, Meta(ge=0)] = 0.0

@@ -199,6 +199,10 @@ class GatedStore(MemoryStore):
         self.gate.wait(10)
         super().put_credential(agent_id, token_hash)
 
+    def register_agent_nowait(self, record, token_hash):  # registration writes both at once
+        self.gate.wait(10)
+        return super().register_agent_nowait(record, token_hash)
+
 
 def test_a_slow_actor_makes_the_call_503_with_retry_after():
     store = GatedStore()

@@ -33,6 +33,8 @@ class TaskAssignment(Resource):
             max_attempts=body.max_attempts,
             timeout_s=body.timeout_s,
             force=body.force,
+            # The client's address: one flooding client is capped, not everyone.
+            submitter=req.remote_addr or "unknown",
         )
         send(resp, answer, 200 if answer["status"] == "assigned" else 202)
 
