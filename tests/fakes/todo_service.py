@@ -3,7 +3,8 @@
 Same endpoints, request and response shapes and rules as the service: only
 ``available`` tasks can be reserved; ``implementation`` agents get ``concrete`` tasks,
 ``breakdown`` agents ``abstract`` and ``epic`` ones. Backed by a dict; it can be taken
-down and brought back on the same port to stage an outage.
+down and brought back on the same port to stage an outage, or made to ``hang``: accept
+every request and hold it without answering, as a wedged service does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,6 +30,10 @@ class FakeTodoService:
         self.stolen_on_list: set[int] = set()
         self._server: ThreadingHTTPServer | None = None
         self.port = 0
+        # Cleared while hanging; held requests wait on it and then get no answer.
+        self._answering = threading.Event()
+        self._answering.set()
+        self.held: list[tuple[str, float]] = []  # (path, time.monotonic()) of held requests
 
     @property
     def url(self) -> str:
@@ -46,6 +52,23 @@ class FakeTodoService:
                 "notes": None,
             }
 
+    def hang(self) -> None:
+        """From now on, hold every request without answering (until ``answer_again``)."""
+        self._answering.clear()
+
+    def answer_again(self) -> None:
+        """Stop hanging; requests held until now are dropped without an answer."""
+        self._answering.set()
+
+    def _hold(self, path: str) -> bool:
+        """Hold the request while hanging; True if it was held (it gets no answer)."""
+        if self._answering.is_set():
+            return False
+        with self.lock:
+            self.held.append((path, time.monotonic()))
+        self._answering.wait()
+        return True
+
     def start(self) -> FakeTodoService:
         service = self
 
@@ -54,12 +77,16 @@ class FakeTodoService:
                 pass
 
             def do_GET(self) -> None:
+                if service._hold(self.path):
+                    return
                 if self.path == "/health":
                     self._answer(200, {"status": "healthy"})
                 else:
                     self._answer(404, {"error": "not found"})
 
             def do_POST(self) -> None:
+                if service._hold(self.path):
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 status, answer = service.handle(self.path, body)
@@ -80,6 +107,7 @@ class FakeTodoService:
         return self
 
     def stop(self) -> None:
+        self._answering.set()  # let held requests go, so no handler thread lingers
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
