@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-smoke clean
+.PHONY: run test lint bench bench-smoke soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench --smoke
+
+# Not part of CI: minutes of load, then PASS/FAIL per criterion (see bench/README.md).
+SOAK_DURATION ?= 600
+SOAK_AGENTS ?= 10000
+SOAK_CONNECTIONS ?= 200
+SOAK_TASK_RATE ?= 10
+soak: $(STAMP)
+	@command -v wrk >/dev/null || echo "wrk not found: apt-get install wrk (heartbeats fall back to a Python client)"
+	$(BIN)/python -m bench.soak --duration $(SOAK_DURATION) --agents $(SOAK_AGENTS) \
+		--connections $(SOAK_CONNECTIONS) --task-rate $(SOAK_TASK_RATE) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

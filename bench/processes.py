@@ -18,6 +18,9 @@ class Process:
     popen: subprocess.Popen[str]
     url: str = ""
     output: list[str] = field(default_factory=list)
+    # Warnings and errors apart: ``output`` keeps only the first lines, and a long run
+    # (make soak) logs its warnings after them.
+    warnings: list[str] = field(default_factory=list)
 
     def rss_mb(self) -> float:
         """Resident memory of the process now, from /proc."""
@@ -53,6 +56,8 @@ def start(args: list[str], env: dict[str, str] | None = None, timeout_s: float =
         for line in popen.stdout:
             if len(process.output) < 2000:
                 process.output.append(line)
+            if (" WARNING " in line or " ERROR " in line) and len(process.warnings) < 2000:
+                process.warnings.append(line)
             match = LISTENING.search(line)
             if match and not found.is_set():
                 process.url = match.group(1)
