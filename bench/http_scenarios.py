@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from bench import load, processes
 
@@ -19,17 +18,15 @@ def register_fleet(url: str, count: int, prefix: str, workers: int = 16) -> dict
     local = threading.local()
 
     def one(n: int) -> tuple[str, str]:
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
+        client = getattr(local, "client", None) or load.Client(url)
+        local.client = client
         agent_id = f"{prefix}-{n}"
-        answer = session.post(
-            f"{url}/agents/register",
-            json={"agent_id": agent_id, "agent_type": "bench", "capabilities": ["bench"]},
-            timeout=60,
+        answer = client.ok(
+            "/agents/register",
+            {"agent_id": agent_id, "agent_type": "bench", "capabilities": ["bench"]},
         )
-        answer.raise_for_status()
-        session.post(f"{url}/agents/{agent_id}/start", timeout=60).raise_for_status()
-        return agent_id, answer.json()["token"]
+        client.ok(f"/agents/{agent_id}/start")
+        return agent_id, json.loads(answer)["token"]
 
     with ThreadPoolExecutor(workers) as pool:
         return dict(pool.map(one, range(count)))
@@ -86,7 +83,7 @@ def fleet(agents: int) -> dict[str, Any]:
             started = time.perf_counter()
             register_fleet(server.url, agents, "fleet", workers=32)
             elapsed = time.perf_counter() - started
-            stats = requests.get(f"{server.url}/stats", timeout=60).json()
+            stats = json.loads(load.Client(server.url).get("/stats")[1])
             return {
                 "agents": agents,
                 "register_and_start_s": elapsed,
@@ -109,23 +106,18 @@ def task_cycle(agents: int, duration_s: float) -> dict[str, Any]:
             stop = time.monotonic() + duration_s
 
             def loop(agent_id: str, token: str) -> None:
-                session = requests.Session()
+                client = load.Client(server.url)
                 auth = {"Authorization": f"Bearer {token}"}
                 done = 0
                 while time.monotonic() < stop:
                     task_id = f"{agent_id}:{done}"
-                    session.post(
-                        f"{server.url}/tasks/assign",
-                        json={"task_id": task_id, "agent_id": agent_id},
-                        timeout=60,
-                    ).raise_for_status()
-                    session.post(
-                        f"{server.url}/agents/{agent_id}/heartbeat", headers=auth, timeout=60
-                    ).raise_for_status()
-                    session.post(
-                        f"{server.url}/tasks/{task_id}/complete", json={}, headers=auth, timeout=60
-                    ).raise_for_status()
+                    client.ok("/tasks/assign", {"task_id": task_id, "agent_id": agent_id})
+                    delivered = json.loads(client.ok(f"/agents/{agent_id}/heartbeat", None, auth))
+                    if not any(a["task_id"] == task_id for a in delivered["assignments"]):
+                        raise RuntimeError(f"heartbeat did not deliver {task_id}")
+                    client.ok(f"/tasks/{task_id}/complete", {}, auth)
                     done += 1
+                client.close()
                 with lock:
                     counts.append(done)
 
@@ -150,26 +142,21 @@ def http_locks(contenders: int, duration_s: float) -> dict[str, Any]:
             stop = time.monotonic() + duration_s
 
             def loop(token: str) -> None:
-                session = requests.Session()
+                client = load.Client(server.url)
                 auth = {"Authorization": f"Bearer {token}"}
                 pairs = 0
                 while time.monotonic() < stop:
-                    grant = session.post(
-                        f"{server.url}/locks/bench/acquire",
-                        json={"ttl_s": 30, "wait_s": 25},
-                        headers=auth,
-                        timeout=60,
+                    status, grant = client.post(
+                        "/locks/bench/acquire", {"ttl_s": 30, "wait_s": 25}, auth
                     )
-                    if grant.status_code in (409, 503):  # wait ran out / no waiting slot
+                    if status in (409, 503):  # wait ran out / no waiting slot
                         continue
-                    grant.raise_for_status()
-                    session.post(
-                        f"{server.url}/locks/bench/release",
-                        json={"fencing_token": grant.json()["fencing_token"]},
-                        headers=auth,
-                        timeout=60,
-                    ).raise_for_status()
+                    if status != 200:
+                        raise RuntimeError(f"acquire answered {status}: {grant[:300]!r}")
+                    token_ = json.loads(grant)["fencing_token"]
+                    client.ok("/locks/bench/release", {"fencing_token": token_}, auth)
                     pairs += 1
+                client.close()
                 counts.append(pairs)
 
             started = time.monotonic()

@@ -30,6 +30,49 @@ class LoadResult:
     tool: str
 
 
+class Client:
+    """One keep-alive HTTP/1.1 connection, for one client thread at a time.
+
+    The scenarios that need answers (tokens, fencing tokens) drive the server from
+    Python threads on the same 2 cores as the server, so the client's cost per call
+    is taken from the server. ``requests`` capped them at ~540 calls/s against the
+    bare-Falcon reference; ``http.client`` on a kept-alive connection does ~2,800
+    with 32 threads (bench/README.md).
+    """
+
+    def __init__(self, url: str, timeout_s: float = 60.0) -> None:
+        parts = urlsplit(url)
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+
+    def post(
+        self, path: str, body: object = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """``(status, body)``; an empty body unless ``body`` is given (sent as JSON)."""
+        sent = {**(headers or {})}
+        data = b""
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        self._conn.request("POST", path, body=data, headers=sent)
+        answer = self._conn.getresponse()
+        return answer.status, answer.read()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        self._conn.request("GET", path)
+        answer = self._conn.getresponse()
+        return answer.status, answer.read()
+
+    def ok(self, path: str, body: object = None, headers: dict[str, str] | None = None) -> bytes:
+        """POST and raise unless the answer is 2xx."""
+        status, data = self.post(path, body, headers)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"POST {path} answered {status}: {data[:300]!r}")
+        return data
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 

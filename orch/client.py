@@ -42,6 +42,7 @@ from orch.errors import (
     OrchestratorError,
     StoreError,
     Timeout,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
     VersionMismatch,
@@ -195,6 +196,7 @@ _ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
         Unavailable,
         Timeout,
         StoreError,
+        TooManyRequests,
     )
 }
 _ERRORS_BY_CODE["precondition_failed"] = VersionMismatch
@@ -208,6 +210,7 @@ _CODES_BY_STATUS = {
     412: "version_mismatch",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "too_many_requests",
     502: "unavailable",
     503: "unavailable",
     504: "timeout",
@@ -757,14 +760,18 @@ class HeldLock:
             wait_s = interval_s
 
     def _mark_lost(self, why: str, notify: bool = True) -> None:
-        self.lost = LockLost(
+        lost = LockLost(
             f"lock on {self.resource!r} (fencing token {self.fencing_token}) was lost: {why}",
             resource=self.resource,
             fencing_token=self.fencing_token,
         )
-        logger.warning("%s", self.lost.message)
         if notify:
-            self._agent._note_lost_lock(self)
+            # Set and queued for the holder in one step: whoever sees ``lost`` set can
+            # rely on the holder's next SDK call raising it.
+            self._agent._note_lost_lock(self, lost)
+        else:
+            self.lost = lost
+        logger.warning("%s", lost.message)
 
 
 class AgentClient:
@@ -1060,8 +1067,9 @@ class AgentClient:
 
     # --------------------------------------------------------- lost locks
 
-    def _note_lost_lock(self, held: HeldLock) -> None:
+    def _note_lost_lock(self, held: HeldLock, lost: LockLost) -> None:
         with self._state:
+            held.lost = lost
             self._lost_locks.setdefault(held._holder, []).append(held)
 
     def _forget_lock(self, held: HeldLock) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 
 from orch.errors import Conflict, Invalid
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Not only dots: "." and ".." mean something in a path, and ids end up in paths.
+ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9._:-]{1,128}")
 MAX_CAPABILITIES = 64
 MAX_RESOURCES_PER_REQUEST = 32
 MIN_HEARTBEAT_INTERVAL_S = 0.1
@@ -34,7 +35,8 @@ def validate_id(field_name: str, value: object) -> str:
     if not ID_PATTERN.fullmatch(value):
         raise Invalid(
             field_name,
-            f"{value[:40]!r} is not a valid id: use 1-128 letters, digits or '._:-'",
+            f"{value[:40]!r} is not a valid id: use 1-128 letters, digits or '._:-' "
+            "(not only dots)",
         )
     return value
 
@@ -284,6 +286,8 @@ class TaskSpec:
     resources: tuple[str, ...] = ()
     max_attempts: int = 3
     timeout_s: float | None = None
+    # Who queued it (the HTTP client's address); capped per submitter. None: uncapped.
+    submitter: str | None = None
 
     @classmethod
     def build(
@@ -297,6 +301,7 @@ class TaskSpec:
         resources: Iterable[object] = (),
         max_attempts: object = 3,
         timeout_s: object = None,
+        submitter: object = None,
     ) -> TaskSpec:
         """Validate every field, naming the first one that is wrong."""
         if not isinstance(payload, Mapping):
@@ -316,7 +321,16 @@ class TaskSpec:
             timeout_s=None
             if timeout_s is None
             else validate_positive("timeout_s", timeout_s, maximum=7 * 86_400),
+            submitter=_validate_submitter(submitter),
         )
+
+
+def _validate_submitter(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 256:
+        raise Invalid("submitter", "must be a string of 1-256 characters")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from orch.actors.directory import Directory, Entry
 from orch.actors.health import HealthMonitor
 from orch.actors.intake import Intake, todo_task_id
 from orch.actors.lock_broker import LockBroker
-from orch.actors.scheduler import Scheduler
+from orch.actors.scheduler import Scheduler, TaskView
 from orch.actors.supervisor import Supervisor
 from orch.agent import Agent
 from orch.clock import Clock, SystemClock
@@ -65,6 +65,7 @@ from orch.model import (
     TaskId,
     TaskSpec,
     TaskState,
+    task_key,
     validate_id,
     validate_int,
     validate_names,
@@ -81,7 +82,6 @@ INTAKE_EVENTS = frozenset(
     {"task.completed", "task.dead", "task.cancelled", "task.requeued", "task.assigned"}
 )
 
-MAX_METADATA_BYTES = 16 * 1024
 MAX_PAYLOAD_BYTES = 1024 * 1024
 
 
@@ -153,6 +153,7 @@ class Orchestrator:
         self.store: Store = store or open_store(self.settings)
         self.events_log = Events(self.clock)
         self.directory = Directory()
+        self._tasks = TaskView()
         self.metrics = Metrics(self.events_log, self.stats)
         self.events_log.subscribe(log_event)
         self.dependencies = DependencyChecks(
@@ -187,7 +188,7 @@ class Orchestrator:
         broker_ref = LockBroker.start(
             self.store, self.clock, self.events_log, max_ttl_s=s.lock_max_ttl_s
         )
-        scheduler_ref = Scheduler.start(self.store, self.clock, self.events_log, s)
+        scheduler_ref = Scheduler.start(self.store, self.clock, self.events_log, s, self._tasks)
         supervisor_ref = Supervisor.start(
             self.store, self.clock, self.events_log, self.directory, s
         )
@@ -223,7 +224,7 @@ class Orchestrator:
         """Pull work from the TODO service (only when serving with services connected)."""
         s = self.settings
         intake_ref = Intake.start(
-            TodoClient(s.todo_service_url),
+            TodoClient(s.todo_service_url, timeout_s=s.todo_timeout_s),
             self.store,
             self.clock,
             self.events_log,
@@ -295,20 +296,18 @@ class Orchestrator:
         self._ask_all(futures)
 
     def _tick_loop(self) -> None:
-        outstanding: list[pykka.Future[Any]] = []
+        actors = [self._supervisor, self._scheduler, self._broker, self._health]
+        if self._intake is not None:
+            actors.append(self._intake)
+        outstanding: list[pykka.Future[Any] | None] = [None] * len(actors)
         while not self._stopping.wait(self.settings.tick_interval_s):
-            # Skip a beat rather than pile ticks up behind a busy actor.
-            if any(not _done(f) for f in outstanding):
-                continue
             try:
-                outstanding = [
-                    self._supervisor.tick(),
-                    self._scheduler.tick(),
-                    self._broker.tick(),
-                    self._health.tick(),
-                ]
-                if self._intake is not None:
-                    outstanding.append(self._intake.tick())
+                for i, actor in enumerate(actors):
+                    # Skip a beat of a busy actor rather than pile its ticks up, but
+                    # only its own: an Intake stuck on a hung TODO service must not
+                    # stop restarts, time-outs, leases and health checks.
+                    if outstanding[i] is None or _done(outstanding[i]):
+                        outstanding[i] = actor.tick()
             except pykka.ActorDeadError:
                 return
 
@@ -372,6 +371,10 @@ class Orchestrator:
     def wait_for_task(self, task_id: TaskId, timeout: float | None = None) -> Task:
         """Block until the task ends; ``Timeout`` if it does not within ``timeout``."""
         task_id = validate_task_id(task_id)
+        self._running()
+        ended = self._tasks.get(task_key(task_id))
+        if ended is not None and ended.terminal:
+            return ended  # no ask needed to learn that (``TaskView``)
         future: pykka.ThreadingFuture[Task] = pykka.ThreadingFuture()
         self._ask(self._scheduler.watch(task_id, future))
         try:
@@ -422,7 +425,7 @@ class Orchestrator:
         caps = validate_names("capabilities", capabilities, MAX_CAPABILITIES)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise Invalid("metadata", "must be an object")
-        metadata = json_copy("metadata", dict(metadata or {}), MAX_METADATA_BYTES)
+        metadata = json_copy("metadata", dict(metadata or {}), self.settings.max_metadata_bytes)
         if project_id is not None:
             validate_id("project_id", project_id)
         overrides = {}
@@ -479,7 +482,7 @@ class Orchestrator:
         if entry.actor is None:
             status = self._ask(self._supervisor.revive(agent_id))
         else:
-            status = self._ask(entry.actor.start_agent())
+            status = self._agent_call(entry, "start_agent")
         return {"agent_id": agent_id, "status": status}
 
     def stop_agent(self, agent_id: str, drain: bool = True) -> dict[str, Any]:
@@ -497,7 +500,7 @@ class Orchestrator:
 
     def heartbeat(self, agent_id: str) -> dict[str, Any]:
         """Prove liveness; returns state, current assignments and config version."""
-        answer = self._ask(self._live_actor(agent_id).heartbeat())
+        answer = self._agent_call(self._live_entry(agent_id), "heartbeat")
         self.metrics.heartbeats.inc()
         return answer
 
@@ -607,10 +610,13 @@ class Orchestrator:
         max_attempts: int = 3,
         timeout_s: float | None = None,
         force: bool = False,
+        submitter: str | None = None,
     ) -> dict[str, Any]:
         """Assign to a named agent, or queue: ``{task_id, status, agent_id}``.
 
-        ``status`` is ``assigned`` when an agent holds it now, else ``queued``.
+        ``status`` is ``assigned`` when an agent holds it now, else ``queued``. A
+        ``submitter`` (the REST API passes the client's address) may have at most
+        ``max_queued_tasks_per_submitter`` tasks queued; beyond, ``TooManyRequests``.
         """
         if agent_id is not None:
             self._entry(agent_id)
@@ -625,6 +631,7 @@ class Orchestrator:
             timeout_s=timeout_s,
             force=force,
             agent_id=agent_id,
+            submitter=submitter,
         )
         status = "assigned" if task.state in (TaskState.ASSIGNED, TaskState.RUNNING) else "queued"
         return {"task_id": task.spec.task_id, "status": status, "agent_id": task.agent_id}
@@ -815,7 +822,8 @@ class Orchestrator:
         if self._intake is None:
             return None
         try:
-            return self._intake.status().get(timeout=self.settings.ask_timeout_s)
+            # Briefly: the Intake may be stuck calling a hung service; /stats is not.
+            return self._intake.status().get(timeout=min(0.1, self.settings.ask_timeout_s))
         except (pykka.Timeout, pykka.ActorDeadError):
             return {"status": "busy"}  # polling a slow service; counts come next time
 
@@ -858,6 +866,10 @@ class Orchestrator:
         return entry
 
     def _live_actor(self, agent_id: str) -> Any:
+        return self._live_entry(agent_id).actor
+
+    def _live_entry(self, agent_id: str) -> Entry:
+        """The agent's entry, if it has a running actor (``Conflict``/``Unavailable`` if not)."""
         entry = self._entry(agent_id)
         if entry.actor is None:
             if entry.record.state is AgentState.FAILED:
@@ -866,7 +878,16 @@ class Orchestrator:
                     state="failed",
                 )
             raise Unavailable(f"agent {agent_id!r} is restarting; try again shortly")
-        return entry.actor
+        return entry
+
+    def _agent_call(self, entry: Entry, method: str, *args: Any) -> Any:
+        """Run an AgentActor message here if its actor is idle (``Gate``), else ask it."""
+        gate = entry.gate
+        if gate is not None:
+            ran, answer = gate.try_call(method, *args)
+            if ran:
+                return answer.result() if isinstance(answer, Durable) else answer
+        return self._ask(getattr(entry.actor, method)(*args))
 
     def _ask(self, future: pykka.Future[Any]) -> Any:
         return self._ask_all([future])[0]
@@ -886,6 +907,7 @@ class Orchestrator:
             # Applied in the Scheduler but not stored: it must rebuild before going on.
             with contextlib.suppress(pykka.ActorDeadError):
                 self._scheduler.check_writes.defer()
+                self._supervisor.check_writes.defer()
             raise
 
 

@@ -14,6 +14,9 @@ retry policy) and to the Supervisor (which restarts the actor with backoff).
 
 from __future__ import annotations
 
+import _thread
+import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -23,9 +26,11 @@ from typing import Any
 
 import msgspec
 import pykka
+from pykka.messages import ProxyCall
 
 from orch.actors.directory import Directory
 from orch.actors.matching import AgentSlot
+from orch.actors.records import evolve
 from orch.agent import Agent
 from orch.clock import Clock
 from orch.config import Settings
@@ -39,7 +44,7 @@ from orch.model import (
     Assignment,
     check_agent_transition,
 )
-from orch.store.base import Store
+from orch.store.base import PendingWrite, Store
 
 logger = logging.getLogger("orch.agent")
 
@@ -61,8 +66,130 @@ class AgentDeps:
     supervisor: Any  # Supervisor proxy
 
 
+class AgentProxy:
+    """What a Pykka proxy offers for an AgentActor — ``proxy.method(...)`` asks and
+    returns a future, ``proxy.method.defer(...)`` tells — at a fraction of the cost.
+
+    Pykka builds each ``ActorProxy`` by introspecting every attribute of the actor,
+    about 0.4 ms of CPU (more than the rest of a registration, bench/README.md), and
+    every agent needs one. The messages sent are Pykka's own ``ProxyCall``, so the
+    actor handles them exactly as a proxy's; only AgentActor's public methods can be
+    named (``AttributeError`` otherwise, as with a proxy).
+    """
+
+    __slots__ = ("actor_ref",)
+
+    def __init__(self, actor_ref: pykka.ActorRef[Any]) -> None:
+        self.actor_ref = actor_ref
+
+    def __getattr__(self, name: str) -> _ProxyMethod:
+        if name not in _agent_messages():
+            raise AttributeError(f"AgentActor has no message {name!r}")
+        return _ProxyMethod(self.actor_ref, (name,))
+
+    def __repr__(self) -> str:
+        return f"AgentProxy({self.actor_ref!r})"
+
+
+class _ProxyMethod:
+    __slots__ = ("_path", "_ref")
+
+    def __init__(self, ref: pykka.ActorRef[Any], path: tuple[str]) -> None:
+        self._ref = ref
+        self._path = path
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pykka.Future[Any]:
+        return self._ref.ask(ProxyCall(attr_path=self._path, args=args, kwargs=kwargs), block=False)
+
+    def defer(self, *args: Any, **kwargs: Any) -> None:
+        self._ref.tell(ProxyCall(attr_path=self._path, args=args, kwargs=kwargs))
+
+
+@functools.cache
+def _agent_messages() -> frozenset[str]:
+    return frozenset(
+        name
+        for name in dir(AgentActor)
+        if not name.startswith("_")
+        and callable(getattr(AgentActor, name))
+        and name not in dir(pykka.ThreadingActor)
+    )
+
+
+class Gate:
+    """Lets a caller run one of an AgentActor's messages in its own thread when it is idle.
+
+    Why: a heartbeat is the hottest call, and the thread hand-off of an actor ask (two
+    wake-ups of a cold thread, two condition variables) cost more CPU than the
+    heartbeat itself (bench/README.md). DESIGN.md has every agent message go through
+    the actor's inbox; this keeps what that buys — one message at a time, in the order
+    sent — without the hand-off in the common case:
+
+    * the actor handles every message while holding ``lock`` and marks it finished in
+      its inbox (``Queue.task_done``) before letting go of it;
+    * ``try_call`` runs the method only while holding ``lock`` *and* seeing no
+      unfinished message in the inbox. Anything sent to the actor before the call —
+      an assignment the Scheduler made before answering its caller — has therefore
+      been applied first, exactly as if the call had queued behind it. Otherwise (the
+      actor is busy, has mail, is starting, stopping or has failed) it declines and
+      the caller asks as usual.
+    """
+
+    __slots__ = ("_actor", "direct_calls", "lock", "open", "proxy")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open = False  # set by the actor once started; cleared when a message raised
+        self.direct_calls = 0  # how often the hand-off was saved (tests, profiling)
+        self._actor: AgentActor | None = None
+        self.proxy: Any = None  # the actor's one ``AgentProxy``
+
+    def try_call(self, method: str, *args: Any) -> tuple[bool, Any]:
+        """``(True, answer)`` if run here and now, ``(False, None)`` if the caller must ask.
+
+        The method's exceptions propagate, as they would from an ask.
+        """
+        if not self.lock.acquire(blocking=False):
+            return False, None
+        try:
+            actor = self._actor
+            if (
+                actor is None
+                or not self.open
+                or actor.actor_stopped.is_set()
+                or actor.actor_inbox.unfinished_tasks  # type: ignore[attr-defined]
+            ):
+                return False, None
+            self.direct_calls += 1
+            return True, getattr(actor, method)(*args)
+        finally:
+            self.lock.release()
+
+    def tell(self, proxy: Any, method: str, *args: Any) -> None:
+        """Send a one-way message: run here if the actor is idle, else queue it (``defer``).
+
+        For senders that must not wait on the agent (the Scheduler, worker threads).
+        A message that raises when run here is what would have crashed the actor, so
+        the actor is made to crash (and be supervised) the same way. Raises
+        ``pykka.ActorDeadError`` like ``defer`` when the actor is gone.
+        """
+        try:
+            ran, _ = self.try_call(method, *args)
+        except Exception as exc:
+            logger.exception("agent message %s failed", method)
+            proxy.task_crashed.defer("", 0, f"{type(exc).__name__}: {exc}")
+            return
+        if not ran:
+            getattr(proxy, method).defer(*args)
+
+
 class AgentActor(pykka.ThreadingActor):
-    """Owns one agent's state; its public methods are the messages it accepts."""
+    """Owns one agent's state; its public methods are the messages it accepts.
+
+    Its ``Gate`` lets the facade run ``heartbeat`` and ``start_agent`` without a thread
+    hand-off when the actor is idle (see ``Gate``); every message is handled under the
+    gate's lock so such a direct call never overlaps one.
+    """
 
     use_daemon_thread = True
 
@@ -72,8 +199,17 @@ class AgentActor(pykka.ThreadingActor):
         generation: int,
         deps: AgentDeps,
         factory: Callable[[], Agent] | None = None,
+        gate: Gate | None = None,
+        registered: PendingWrite | None = None,
     ) -> None:
         super().__init__()
+        self._gate = gate or Gate()
+        # One (light) proxy, shared with the Supervisor through the gate.
+        self._proxy: Any = AgentProxy(self.actor_ref)
+        self._gate.proxy = self._proxy
+        # The registration write, until known durable: no write of ours may be
+        # acknowledged for an agent whose registration was not stored.
+        self._registered = registered
         self._record = record
         self._generation = generation
         self._deps = deps
@@ -81,19 +217,53 @@ class AgentActor(pykka.ThreadingActor):
         self._assignments: dict[str, Assignment] = {}
         self._undelivered: set[str] = set()
         self._runner: _Runner | None = None
-        self._proxy: Any = None
         self._retired = False
 
     # ------------------------------------------------------------- lifecycle
 
     def on_start(self) -> None:
-        self._proxy = self.actor_ref.proxy()
+        with self._gate.lock:
+            self._on_start()
+            self._gate._actor = self
+            self._gate.open = True
+
+    def _handle_receive(self, message: Any) -> Any:
+        """Every message under the gate's lock, finished in the inbox before it is let go."""
+        with self._gate.lock:
+            try:
+                answer = super()._handle_receive(message)
+            except BaseException:
+                # A raising tell kills the actor once this returns; close the gate now so
+                # no direct call slips in between (an ask's error closes it until the
+                # next message succeeds, which costs only speed).
+                self._gate.open = False
+                raise
+            else:
+                self._gate.open = True
+                return answer
+            finally:
+                self.actor_inbox.task_done()  # type: ignore[attr-defined]
+
+    def _start_actor_loop(self) -> None:
+        """Start the actor's thread without waiting for it to be scheduled.
+
+        ``threading.Thread.start`` blocks its caller until the new thread has run, and
+        the caller is the Supervisor, registering agents one after another: on a busy
+        2-core machine that wait (the new thread must get a CPU, then the GIL) was
+        about half of a registration (bench/README.md). Nothing needs the thread to
+        be running yet: messages wait in the inbox. A bare thread is daemonic, as
+        ``use_daemon_thread`` asks, and is the Pykka actor loop all the same.
+        """
+        _thread.start_new_thread(self._actor_loop, ())
+
+    def _on_start(self) -> None:
         if self._factory is not None:
             self._runner = _Runner(
                 self._factory,
                 self._proxy,
                 self._record.config.max_concurrent_tasks,
                 self._record.agent_id,
+                self._gate,
             )
         self._publish()
         if self._record.state in SCHEDULABLE_STATES:
@@ -109,10 +279,13 @@ class AgentActor(pykka.ThreadingActor):
         else:
             error = f"{getattr(exception_type, '__name__', 'Error')}: {exception_value}"
         logger.warning("agent %s crashed: %s", self._record.agent_id, error)
-        if self._runner is not None:
-            self._runner.close()
+        running: frozenset[tuple[str, int]] = frozenset()
         deps = self._deps
-        deps.scheduler.agent_gone.defer(self._record.agent_id, self._generation, "crashed", error)
+        if self._runner is not None:
+            running = self._runner.close(orphans_to=deps.scheduler, error=error)
+        deps.scheduler.agent_gone.defer(
+            self._record.agent_id, self._generation, "crashed", error, running
+        )
         deps.supervisor.child_failed.defer(self._record.agent_id, self._generation, error)
 
     # ------------------------------------------------------------- messages
@@ -176,7 +349,7 @@ class AgentActor(pykka.ThreadingActor):
             self._offer_to_scheduler()
             self._deps.events.emit("agent.recovered", agent_id=record.agent_id)
         else:
-            self._record = replace(record, last_heartbeat=now)
+            self._record = evolve(record, last_heartbeat=now)
             self._publish()
         if self._undelivered:
             delivered = [(k, self._assignments[k].attempt) for k in self._undelivered]
@@ -205,10 +378,8 @@ class AgentActor(pykka.ThreadingActor):
         self._assignments[assignment.key] = assignment
         self._sync_tasks()
         if self._runner is not None:
+            # Handed over now; the Scheduler leased it ``running`` already (AgentSlot).
             self._runner.submit(assignment)
-            self._deps.scheduler.mark_running.defer(
-                record.agent_id, [(assignment.key, assignment.attempt)]
-            )
         else:
             self._undelivered.add(assignment.key)
 
@@ -323,6 +494,9 @@ class AgentActor(pykka.ThreadingActor):
         check_agent_transition(self._record.agent_id, self._record.state, state)
         new = replace(self._record, state=state, **changes)
         if self._stored_view(new) != self._stored_view(self._record):
+            if self._registered is not None:
+                self._registered.wait()  # StoreError if it failed: nothing applied
+                self._registered = None
             self._deps.store.put_agent(replace(new, task_keys=frozenset(), last_heartbeat=0.0))
         self._record = new
         self._publish()
@@ -339,7 +513,7 @@ class AgentActor(pykka.ThreadingActor):
         state = self._record.state
         if state in SCHEDULABLE_STATES:
             state = self._busy_or_idle()
-        self._record = replace(self._record, task_keys=keys, state=state)
+        self._record = evolve(self._record, task_keys=keys, state=state)
         self._publish()
 
     def _publish(self) -> None:
@@ -357,6 +531,8 @@ class AgentActor(pykka.ThreadingActor):
                 capabilities=record.capabilities,
                 max_slots=record.config.max_concurrent_tasks,
                 task_timeout_s=record.config.task_timeout_s,
+                gate=self._gate,
+                in_process=self._runner is not None,
             )
         )
 
@@ -384,15 +560,29 @@ class AgentActor(pykka.ThreadingActor):
 class _Runner:
     """Worker threads that run an in-process agent's ``handle`` off the actor thread."""
 
-    def __init__(self, factory: Callable[[], Agent], actor: Any, slots: int, agent_id: str) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Agent],
+        actor: Any,
+        slots: int,
+        agent_id: str,
+        gate: Gate | None = None,
+    ) -> None:
         self._factory = factory
         self._actor = actor
+        self._gate = gate  # results are reported through it, without a hand-off if idle
         self._agent_id = agent_id
         self._queue: queue.SimpleQueue[Assignment | None] = queue.SimpleQueue()
         self._agent: Agent | None = None
         self._agent_ready = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._closed = threading.Event()
+        # Attempts inside ``handle`` now (key, attempt), and where runs still going on
+        # when the actor crashed report (see ``close``); both under ``_lock``.
+        self._lock = threading.Lock()
+        self._in_flight: set[tuple[str, int]] = set()
+        self._orphans_to: Any = None
+        self._crash_error = ""
         self.resize(slots)
 
     def resize(self, slots: int) -> None:
@@ -408,8 +598,17 @@ class _Runner:
     def submit(self, assignment: Assignment) -> None:
         self._queue.put(assignment)
 
-    def close(self) -> None:
-        self._closed.set()
+    def close(self, orphans_to: Any = None, error: str = "") -> frozenset[tuple[str, int]]:
+        """Take no more work; returns the attempts whose ``handle`` is still running.
+
+        With ``orphans_to`` (the Scheduler, when the actor crashed) each such run
+        reports its attempt failed there once ``handle`` returns; until then the
+        Scheduler leaves the task leased, so it never runs twice at the same time.
+        """
+        with self._lock:
+            self._orphans_to, self._crash_error = orphans_to, error
+            self._closed.set()
+            running = frozenset(self._in_flight)
         for _ in self._threads:
             self._queue.put(None)
         agent = self._agent
@@ -418,6 +617,7 @@ class _Runner:
                 agent.on_stop()
             except Exception:
                 logger.exception("agent %s on_stop failed", self._agent_id)
+        return running
 
     def _instance(self) -> Agent:
         with self._agent_ready:
@@ -429,15 +629,40 @@ class _Runner:
 
     def _work(self) -> None:
         while (assignment := self._queue.get()) is not None:
-            if self._closed.is_set():
-                return
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                self._in_flight.add((assignment.key, assignment.attempt))
             try:
                 result = self._instance().handle(assignment)
             except BaseException as exc:  # the guard: nothing escapes into Pykka
-                report, args = self._actor.task_crashed, (f"{type(exc).__name__}: {exc}",)
+                own_error: str | None = f"{type(exc).__name__}: {exc}"
+                report, args = self._actor.task_crashed, (own_error,)
             else:
+                own_error = None
                 report, args = self._actor.task_done, (result,)
+            with self._lock:
+                self._in_flight.discard((assignment.key, assignment.attempt))
+                orphaned = self._closed.is_set()
+            if orphaned:
+                self._report_orphan(assignment, own_error)
+                return
             try:
-                report.defer(assignment.key, assignment.attempt, *args)
+                if own_error is None and self._gate is not None:
+                    self._gate.tell(
+                        self._actor, "task_done", assignment.key, assignment.attempt, *args
+                    )
+                else:  # a crash report stays a message: raising it must kill the actor
+                    report.defer(assignment.key, assignment.attempt, *args)
             except pykka.ActorDeadError:
                 return  # the actor died; its crash report already failed this task
+
+    def _report_orphan(self, assignment: Assignment, own_error: str | None) -> None:
+        """The actor crashed while this ran: fail the attempt with the Scheduler itself."""
+        if self._orphans_to is None:
+            return  # stopped, not crashed: whoever stopped the agent settled its tasks
+        error = own_error or self._crash_error
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._orphans_to.fail_from_agent.defer(
+                self._agent_id, assignment.key, assignment.attempt, error, True
+            )

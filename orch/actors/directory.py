@@ -11,7 +11,7 @@ small lock so an actor being retired cannot republish over its removal.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orch.model import AgentRecord
@@ -24,7 +24,8 @@ class Entry:
     record: AgentRecord
     actor: Any  # AgentActor proxy; None while the agent is failed or awaiting restart
     generation: int
-    token_hash: str
+    token_hash: str = field(repr=False)  # as good as the token to a reader: never shown
+    gate: Any = None  # the actor's ``Gate`` for direct calls; None without a live actor
 
 
 class Directory:
@@ -64,12 +65,12 @@ class Directory:
             if old is not None:
                 self._by_token_hash.pop(old.token_hash, None)
 
-    def attach_actor(self, agent_id: str, generation: int, actor: Any) -> None:
-        """Record the proxy of a just-started actor without touching its record."""
+    def attach_actor(self, agent_id: str, generation: int, actor: Any, gate: Any = None) -> None:
+        """Record the proxy (and gate) of a just-started actor without touching its record."""
         with self._write_lock:
             entry = self._entries.get(agent_id)
             if entry is not None and entry.generation == generation:
-                self._entries[agent_id] = replace(entry, actor=actor)
+                self._entries[agent_id] = replace(entry, actor=actor, gate=gate)
 
     def publish(self, generation: int, record: AgentRecord) -> bool:
         """Replace the record of the agent's current generation (its AgentActor only).
@@ -81,5 +82,9 @@ class Directory:
             entry = self._entries.get(record.agent_id)
             if entry is None or entry.generation != generation:
                 return False
-            self._entries[record.agent_id] = replace(entry, record=record)
+            # Built directly: ``dataclasses.replace`` cost more than the rest of a
+            # heartbeat's bookkeeping (profile in bench/README.md).
+            self._entries[record.agent_id] = Entry(
+                record, entry.actor, entry.generation, entry.token_hash, entry.gate
+            )
             return True

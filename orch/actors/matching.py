@@ -38,6 +38,10 @@ class AgentSlot:
     ready: bool = True
     version: int = 0
     requirements: list[Requirement] = field(default_factory=list)
+    gate: Any = None  # the actor's Gate: messages run without a hand-off when it is idle
+    # In-process agents get an assignment the moment they accept it, so it is leased
+    # ``running`` at once (no delivery report, no second write).
+    in_process: bool = False
 
     def serves(self, requirement: Requirement) -> bool:
         agent_type, capabilities = requirement

@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 import pykka
 
 from orch.actors.matching import AgentSlot, Matcher, Requirement
+from orch.actors.records import evolve
 from orch.clock import Clock
 from orch.config import Settings
-from orch.errors import Conflict, NotFound, OrchestratorError
+from orch.errors import Conflict, NotFound, OrchestratorError, TooManyRequests
 from orch.events import Events
 from orch.model import (
     LEASED_TASK_STATES,
@@ -46,6 +47,8 @@ from orch.store.base import Durable, PendingWrite, Store
 logger = logging.getLogger("orch.scheduler")
 
 PRUNE_INTERVAL_S = 60.0
+#: What a submitter at its queue cap is told to wait; the queue drains as agents work.
+QUEUE_FULL_RETRY_AFTER_S = 5.0
 
 Method = TypeVar("Method", bound=Callable[..., Any])
 
@@ -70,6 +73,37 @@ def answers_when_durable(method: Method) -> Method:
     return wrapper  # type: ignore[return-value]
 
 
+class TaskView:
+    """The Scheduler's task table, readable from other threads without asking it.
+
+    ``wait_for_task`` on a task that has already ended (the common case when a caller
+    submits a batch, then collects results) needed an ask just to learn that. Tasks
+    are immutable and only the Scheduler's thread changes the table; a dict read is
+    atomic in CPython, so a reader sees some recent state of each task, as with the
+    agents' ``Directory``.
+    """
+
+    __slots__ = ("tasks",)
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+
+    def get(self, key: str) -> Task | None:
+        return self.tasks.get(key)
+
+
+def _tell(slot: AgentSlot, method: str, *args: Any) -> None:
+    """A one-way message to an agent's actor, run here without a hand-off when it is idle.
+
+    The AgentActor's handlers for these messages never ask the Scheduler back, so
+    running them in this thread cannot deadlock (see ``Gate``).
+    """
+    if slot.gate is not None:
+        slot.gate.tell(slot.actor, method, *args)
+    else:
+        getattr(slot.actor, method).defer(*args)
+
+
 def requirement_of(spec: TaskSpec) -> Requirement:
     return (spec.agent_type, spec.capabilities)
 
@@ -88,14 +122,23 @@ class Scheduler(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, store: Store, clock: Clock, events: Events, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        events: Events,
+        settings: Settings,
+        view: TaskView | None = None,
+    ) -> None:
         super().__init__()
+        self._view = view or TaskView()
         self._store = store
         self._clock = clock
         self._events = events
         self._settings = settings
         self._broker: Any = None
         self._tasks: dict[str, Task] = {}
+        self._view.tasks = self._tasks
         self._leases: defaultdict[str, set[str]] = defaultdict(set)  # agent id -> task keys
         self._matcher = Matcher(self._is_queued)
         self._parked: dict[str, tuple[str, ...]] = {}  # task key -> resources it waits for
@@ -106,6 +149,7 @@ class Scheduler(pykka.ThreadingActor):
         self._seq = 0
         self._by_state: Counter[TaskState] = Counter()
         self._pending_by_priority: Counter[int] = Counter()
+        self._pending_by_submitter: Counter[str] = Counter()
         self._totals: Counter[str] = Counter()
         # Leases rebuilt from the store whose agent has not yet been told of them.
         self._recovered: defaultdict[str, set[str]] = defaultdict(set)
@@ -190,6 +234,7 @@ class Scheduler(pykka.ThreadingActor):
         slots = list(self._matcher.agents())
         before = self._tasks
         self._tasks = {}
+        self._view.tasks = self._tasks
         self._leases = defaultdict(set)
         self._matcher = Matcher(self._is_queued)
         self._parked = {}
@@ -198,6 +243,7 @@ class Scheduler(pykka.ThreadingActor):
         self._lease_heap = []
         self._by_state = Counter()
         self._pending_by_priority = Counter()
+        self._pending_by_submitter = Counter()
         self._recovered = defaultdict(set)
         self._finished = collections.deque()
         self._in_flight = collections.deque()
@@ -217,7 +263,7 @@ class Scheduler(pykka.ThreadingActor):
                 for key in sorted(self._recovered.pop(slot.agent_id, ()))
             ]
             with contextlib.suppress(pykka.ActorDeadError):
-                slot.actor.sync_assignments.defer(held)
+                _tell(slot, "sync_assignments", held)
         self._events.emit("scheduler.rebuilt", tasks=len(self._tasks))
         self._dispatch()
 
@@ -263,6 +309,8 @@ class Scheduler(pykka.ThreadingActor):
             self._totals["submitted"] += 1
             self._commit_lease(leased, slot)
             return self._tasks[key]
+        if spec.submitter is not None:
+            self._refuse_if_queue_full(spec.submitter, old)
         if old is not None and not old.terminal:
             self._finish(old, TaskState.CANCELLED, error="replaced by a forced resubmission")
         self._put(task)
@@ -272,6 +320,29 @@ class Scheduler(pykka.ThreadingActor):
         self._enqueue(task)
         self._dispatch()
         return self._tasks[key]
+
+    def _refuse_if_queue_full(self, submitter: str, replacing: Task | None) -> None:
+        """``TooManyRequests`` if ``submitter`` already has its cap of tasks queued.
+
+        One flooding client must not grow the queue without bound or bury other
+        submitters' work; a forced resubmission replaces its queued original.
+        """
+        limit = self._settings.max_queued_tasks_per_submitter
+        queued = self._pending_by_submitter[submitter]
+        if (
+            replacing is not None
+            and replacing.state is TaskState.PENDING
+            and replacing.spec.submitter == submitter
+        ):
+            queued -= 1
+        if queued >= limit:
+            raise TooManyRequests(
+                f"{submitter} already has {queued} tasks queued, the limit "
+                f"(ORCH_MAX_QUEUED_TASKS_PER_SUBMITTER); submit more once some are assigned",
+                retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+                queued=queued,
+                limit=limit,
+            )
 
     def _named_slot(self, agent_id: str, spec: TaskSpec) -> AgentSlot:
         slot = self._matcher.agent(agent_id)
@@ -311,18 +382,30 @@ class Scheduler(pykka.ThreadingActor):
         if slot is not None and slot.generation == generation:
             self._matcher.set_ready(slot, False)
 
-    def agent_gone(self, agent_id: str, generation: int, how: str, error: str | None) -> None:
+    def agent_gone(
+        self,
+        agent_id: str,
+        generation: int,
+        how: str,
+        error: str | None,
+        still_running: frozenset[tuple[str, int]] = frozenset(),
+    ) -> None:
         """An agent can no longer run its tasks; settle each of them.
 
         ``crashed``: failed with the error, retried by policy. ``lost``: requeued with
         the attempt counted. ``released`` (stopped without drain, deregistered):
-        requeued without counting the attempt.
+        requeued without counting the attempt. Attempts in ``still_running`` (task
+        key, attempt: a crashed in-process agent's code is still inside ``handle``,
+        and a thread cannot be stopped) stay leased until that run reports, so no task
+        runs twice at once.
         """
         slot = self._matcher.agent(agent_id)
         if slot is not None and slot.generation <= generation:
             self._matcher.remove_agent(agent_id)
         for key in list(self._leases.get(agent_id, ())):
             task = self._tasks[key]
+            if (key, task.attempts) in still_running:
+                continue
             try:
                 if how == "crashed":
                     self._fail(task, error or "agent crashed", retryable=True)
@@ -356,7 +439,7 @@ class Scheduler(pykka.ThreadingActor):
                 and task.attempts == attempt
             ):
                 try:
-                    self._put(replace(task, state=TaskState.RUNNING))
+                    self._put(evolve(task, state=TaskState.RUNNING))
                 except OrchestratorError:
                     # Delivery already happened; left `assigned` it is delivered again.
                     logger.warning("could not record delivery of task %s", key)
@@ -446,7 +529,7 @@ class Scheduler(pykka.ThreadingActor):
                 _, key, attempts = self._retry_heap[0]
                 task = self._tasks.get(key)
                 if task and task.state is TaskState.FAILED and task.attempts == attempts:
-                    pending = replace(task, state=TaskState.PENDING, retry_at=None, queued_at=now)
+                    pending = evolve(task, state=TaskState.PENDING, retry_at=None, queued_at=now)
                     self._put(pending)
                     self._enqueue(pending)
                     self._totals["retried"] += 1
@@ -610,9 +693,15 @@ class Scheduler(pykka.ThreadingActor):
             self._by_state[old.state] -= 1
             if old.state is TaskState.PENDING:
                 self._pending_by_priority[old.spec.priority] -= 1
+                if old.spec.submitter is not None:
+                    self._pending_by_submitter[old.spec.submitter] -= 1
+                    if not self._pending_by_submitter[old.spec.submitter]:
+                        del self._pending_by_submitter[old.spec.submitter]
         self._by_state[task.state] += 1
         if task.state is TaskState.PENDING:
             self._pending_by_priority[task.spec.priority] += 1
+            if task.spec.submitter is not None:
+                self._pending_by_submitter[task.spec.submitter] += 1
         self._tasks[task.key] = task
 
     def _lease(self, task: Task, slot: AgentSlot) -> Task | None:
@@ -628,9 +717,9 @@ class Scheduler(pykka.ThreadingActor):
             if granted is None:
                 return None
             tokens = granted
-        return replace(
+        return evolve(
             task,
-            state=TaskState.ASSIGNED,
+            state=TaskState.RUNNING if slot.in_process else TaskState.ASSIGNED,
             attempts=task.attempts + 1,
             agent_id=slot.agent_id,
             assigned_at=self._clock.time(),
@@ -675,8 +764,13 @@ class Scheduler(pykka.ThreadingActor):
 
     def _send_assignment(self, leased: Task, slot: AgentSlot) -> None:
         try:
-            slot.actor.assign.defer(self._assignment(leased, slot))
+            _tell(slot, "assign", self._assignment(leased, slot))
         except pykka.ActorDeadError:
+            # Its actor died and its agent_gone is still queued behind this message:
+            # offer it nothing more, or _dispatch would hand it the same task forever.
+            current = self._matcher.agent(slot.agent_id)
+            if current is not None and current.generation == slot.generation:
+                self._matcher.remove_agent(slot.agent_id)
             self._lease_lost(leased, "agent actor is gone", count_attempt=False)
 
     def _dispatch(self) -> None:
@@ -714,14 +808,14 @@ class Scheduler(pykka.ThreadingActor):
         if slot is not None:
             self._matcher.set_load(slot, len(self._leases.get(agent_id, ())))
             with contextlib.suppress(pykka.ActorDeadError):
-                slot.actor.release.defer(task.key)
+                _tell(slot, "release", task.key)
         if task.spec.resources and self._broker is not None:
             self._broker.release_task.defer(lock_owner(task))
 
     def _finish(
         self, task: Task, state: TaskState, *, result: Any = None, error: str | None = None
     ) -> Task:
-        done = replace(
+        done = evolve(
             task,
             state=state,
             result=result,
@@ -768,7 +862,7 @@ class Scheduler(pykka.ThreadingActor):
             self._settings.retry_backoff_initial_s,
             self._settings.retry_backoff_max_s,
         )
-        failed = replace(
+        failed = evolve(
             task,
             state=TaskState.FAILED,
             error=error,
@@ -796,7 +890,7 @@ class Scheduler(pykka.ThreadingActor):
             self._finish(task, TaskState.DEAD, error=reason)
             self._totals["failed"] += 1
             return
-        requeued = replace(
+        requeued = evolve(
             task,
             state=TaskState.PENDING,
             attempts=task.attempts if count_attempt else task.attempts - 1,

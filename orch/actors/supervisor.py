@@ -23,7 +23,7 @@ from typing import Any
 
 import pykka
 
-from orch.actors.agent import AgentActor, AgentDeps
+from orch.actors.agent import AgentActor, AgentDeps, Gate
 from orch.actors.directory import Directory, Entry
 from orch.agent import Agent
 from orch.clock import Clock
@@ -31,7 +31,7 @@ from orch.config import Settings
 from orch.errors import Conflict, NotFound, OrchestratorError, Unavailable
 from orch.events import Events
 from orch.model import AgentConfig, AgentRecord, AgentState
-from orch.store.base import Store
+from orch.store.base import Durable, PendingWrite, Store
 
 logger = logging.getLogger("orch.supervisor")
 
@@ -62,6 +62,11 @@ class Supervisor(pykka.ThreadingActor):
         self._restart_history: dict[str, collections.deque[float]] = {}
         self._due_restarts: dict[str, float] = {}
         self._config_defaults: dict[str, Any] = {}
+        # Registrations whose write may not be durable yet, oldest first:
+        # (agent id, generation, the entry it replaced, write).
+        self._unconfirmed: collections.deque[tuple[str, int, Entry | None, PendingWrite]] = (
+            collections.deque()
+        )
 
     def on_start(self) -> None:
         self._config_defaults = self._store.load_config_defaults()
@@ -132,8 +137,12 @@ class Supervisor(pykka.ThreadingActor):
         project_id: str | None = None,
         config_overrides: Mapping[str, Any] | None = None,
         factory: Callable[[], Agent] | None = None,
-    ) -> AgentRecord:
-        """Create an agent and its actor. A live agent's id is a ``Conflict``."""
+    ) -> Durable[AgentRecord]:
+        """Create an agent and its actor. A live agent's id is a ``Conflict``.
+
+        The answer is ``Durable``: the registration write is queued, not awaited (see
+        ``check_writes``).
+        """
         entry = self._directory.get(agent_id)
         if entry is not None and entry.record.state is not AgentState.LOST:
             raise Conflict(
@@ -154,21 +163,48 @@ class Supervisor(pykka.ThreadingActor):
             in_process=factory is not None,
             registered_at=self._clock.time(),
         )
-        self._store.put_credential(agent_id, token_hash)
-        self._store.put_agent(record)
+        write = self._store.register_agent_nowait(record, token_hash)
         if entry is not None:
             self._stop_child(agent_id)
         self._factories[agent_id] = factory
         self._restart_history.pop(agent_id, None)
         self._due_restarts.pop(agent_id, None)
-        self._spawn(record, token_hash)
+        generation = self._spawn(record, token_hash, registered=write)
+        if not write.done() or write.failed():
+            self._unconfirmed.append((agent_id, generation, entry, write))
         self._events.emit(
             "agent.registered",
             agent_id=agent_id,
             agent_type=agent_type,
             in_process=factory is not None,
         )
-        return record
+        return Durable(record, (write,))
+
+    def check_writes(self) -> int:
+        """Undo registrations whose write failed after the fact; returns how many.
+
+        ``register`` does not wait for its commit (one sync per agent, serialised in
+        this actor, was what bounded registration), so the agent's actor and entry
+        exist before the write is durable. The caller's answer waits for it; if it
+        fails, the caller got ``StoreError`` and the agent must not stay: its actor
+        is stopped and the entry it replaced (a lost agent's) put back. Called every
+        tick, and at once by the facade when an answer's write failed.
+        """
+        undone = 0
+        while self._unconfirmed and self._unconfirmed[0][3].done():
+            agent_id, generation, previous, write = self._unconfirmed.popleft()
+            current = self._directory.get(agent_id)
+            if not write.failed() or current is None or current.generation != generation:
+                continue
+            self._stop_child(agent_id)
+            self._factories.pop(agent_id, None)
+            if previous is not None:
+                self._directory.put(replace(previous, actor=None, gate=None))
+            else:
+                self._directory.remove(agent_id)
+            logger.error("registration of agent %s was not stored; undone", agent_id)
+            undone += 1
+        return undone
 
     def deregister(self, agent_id: str) -> None:
         """Remove an agent; its tasks are requeued and its locks released."""
@@ -236,11 +272,13 @@ class Supervisor(pykka.ThreadingActor):
         )
         history.append(now)
         self._due_restarts[agent_id] = now + backoff_s
-        self._directory.put(replace(entry, record=record, actor=None))
+        self._directory.put(replace(entry, record=record, actor=None, gate=None))
         self._events.emit("agent.crashed", agent_id=agent_id, error=error, restart_in_s=backoff_s)
 
     def tick(self) -> None:
-        """Restart children whose backoff has run out."""
+        """Restart children whose backoff has run out; settle unconfirmed registrations."""
+        if self._unconfirmed:
+            self.check_writes()
         now = self._clock.monotonic()
         for agent_id, due in list(self._due_restarts.items()):
             if due <= now:
@@ -276,7 +314,7 @@ class Supervisor(pykka.ThreadingActor):
             self._store.put_agent(failed)
         except OrchestratorError as exc:
             logger.error("could not store failure of agent %s: %s", record.agent_id, exc)
-        self._directory.put(replace(entry, record=failed, actor=None))
+        self._directory.put(replace(entry, record=failed, actor=None, gate=None))
         if self._deps is not None:
             self._deps.lock_broker.release_agent.defer(record.agent_id)
         self._events.emit(
@@ -286,16 +324,32 @@ class Supervisor(pykka.ThreadingActor):
             restarts=record.restarts,
         )
 
-    def _spawn(self, record: AgentRecord, token_hash: str) -> None:
+    def _spawn(
+        self, record: AgentRecord, token_hash: str, registered: PendingWrite | None = None
+    ) -> int:
+        """Start the agent's actor; returns its generation.
+
+        ``registered`` is the agent's registration write when it may not be durable
+        yet: the actor waits for it before its own first write.
+        """
         if self._deps is None:
             raise Unavailable("the orchestrator is not started")
         self._generation += 1
         generation = self._generation
         # The entry goes in first so the actor's first publish finds its generation.
         self._directory.put(Entry(record, None, generation, token_hash))
-        ref = AgentActor.start(record, generation, self._deps, self._factories.get(record.agent_id))
+        gate = Gate()
+        ref = AgentActor.start(
+            record,
+            generation,
+            self._deps,
+            self._factories.get(record.agent_id),
+            gate,
+            registered,
+        )
         self._children[record.agent_id] = ref
-        self._directory.attach_actor(record.agent_id, generation, ref.proxy())
+        self._directory.attach_actor(record.agent_id, generation, gate.proxy, gate)
+        return generation
 
     def _stop_child(self, agent_id: str) -> None:
         ref = self._children.pop(agent_id, None)

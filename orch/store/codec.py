@@ -125,6 +125,7 @@ def spec_to_dict(spec: TaskSpec) -> dict[str, Any]:
         "resources": list(spec.resources),
         "max_attempts": spec.max_attempts,
         "timeout_s": spec.timeout_s,
+        "submitter": spec.submitter,
     }
 
 
@@ -139,6 +140,7 @@ def spec_from_dict(data: dict[str, Any]) -> TaskSpec:
         resources=tuple(data["resources"]),
         max_attempts=data["max_attempts"],
         timeout_s=_float_or_none(data["timeout_s"]),
+        submitter=data.get("submitter"),  # absent in rows written before it existed
     )
 
 

@@ -71,6 +71,13 @@ class MemoryStore:
             self._write()
             self._credentials[agent_id] = token_hash
 
+    def register_agent_nowait(self, record: AgentRecord, token_hash: str) -> Done:
+        with self._lock:
+            self._write()
+            self._credentials[record.agent_id] = token_hash
+            self._agents[record.agent_id] = record
+        return DONE
+
     def load_credentials(self) -> dict[str, str]:
         with self._lock:
             return dict(self._credentials)

@@ -69,6 +69,9 @@ def test_a_completion_whose_commit_fails_leaves_the_task_with_its_agent(durable)
     orch.authenticate("a1", token)
     assert [a["task_id"] for a in orch.heartbeat("a1")["assignments"]] == ["t"]
     wait_until(lambda: orch.task("t")["status"] == "running")
+    # Delivery is recorded without an answer waiting for it: let it commit before the
+    # failure is armed, or the failing batch takes it along and "assigned" is restored.
+    wait_until(lambda: str(orch.store.load_tasks()[0].state) == "running")
     failing.remaining = 1
     with pytest.raises(StoreError):
         orch.complete_task("a1", "t", {"done": True})

@@ -1,0 +1,215 @@
+"""The mechanisms that keep hot paths short (issue 8) keep their guarantees.
+
+* ``Gate``: an AgentActor message runs in the caller's thread only when the actor is
+  idle with an empty inbox, so an assignment sent before a heartbeat is in its answer.
+* Registration is pipelined: a registration whose commit fails is refused and undone.
+* ``AgentProxy`` sends Pykka's own messages; ``TaskView`` answers ended tasks.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+import pykka
+import pytest
+
+from orch import Agent, ManualClock, Orchestrator, Settings
+from orch.actors.agent import AgentProxy, Gate
+from orch.errors import StoreError
+from orch.store import SQLiteStore
+from tests.conftest import wait_until
+from tests.unit.test_durable_answers import FailingCommits
+
+
+class _StubActor:
+    """Just what ``Gate`` looks at: an inbox and a stopped flag."""
+
+    def __init__(self) -> None:
+        self.actor_inbox: queue.Queue[Any] = queue.Queue()
+        self.actor_stopped = threading.Event()
+        self.calls = 0
+
+    def ping(self) -> str:
+        self.calls += 1
+        return "pong"
+
+
+def _open_gate(actor: _StubActor) -> Gate:
+    gate = Gate()
+    gate._actor = actor  # type: ignore[assignment]
+    gate.open = True
+    return gate
+
+
+def test_gate_runs_only_when_the_inbox_has_nothing_unfinished():
+    actor = _StubActor()
+    gate = _open_gate(actor)
+    assert gate.try_call("ping") == (True, "pong")
+    actor.actor_inbox.put("an earlier message")  # sent before the call, not yet handled
+    assert gate.try_call("ping") == (False, None)
+    actor.actor_inbox.get()  # taken by the actor but still being handled
+    assert gate.try_call("ping") == (False, None)
+    actor.actor_inbox.task_done()  # handled
+    assert gate.try_call("ping") == (True, "pong")
+    assert actor.calls == 2 and gate.direct_calls == 2
+
+
+def test_gate_declines_while_the_actor_is_busy_closed_or_stopped():
+    actor = _StubActor()
+    gate = _open_gate(actor)
+    with gate.lock:  # the actor is handling a message
+        assert gate.try_call("ping") == (False, None)
+    gate.open = False  # a message raised: its fate is not settled yet
+    assert gate.try_call("ping") == (False, None)
+    gate.open = True
+    actor.actor_stopped.set()
+    assert gate.try_call("ping") == (False, None)
+    assert Gate().try_call("ping") == (False, None)  # actor not started yet
+    assert actor.calls == 0
+
+
+def test_a_heartbeat_without_a_hop_delivers_an_assignment_made_just_before(orch):
+    token = orch.register_agent("a1", "implementation")["token"]
+    orch.start_agent("a1")
+    orch.authenticate("a1", token)
+    gate = orch.directory.get("a1").gate
+    for n in range(50):
+        # The Scheduler answers once the assignment is sent to the agent's actor;
+        # the heartbeat right after must list it, hop or no hop.
+        orch.assign_task({}, task_id=f"t{n}", agent_id="a1")
+        answer = orch.heartbeat("a1")
+        assert [a["task_id"] for a in answer["assignments"]] == [f"t{n}"]
+        orch.complete_task("a1", f"t{n}", None)
+    assert gate.direct_calls > 0  # the fast path was taken, not just the ask
+
+
+def test_a_heartbeat_waits_behind_mail_the_actor_has_not_handled():
+    orch = Orchestrator(Settings(heartbeat_interval_s=1.0), clock=ManualClock(), auto_tick=False)
+    orch.start()
+    try:
+        orch.register_agent("a1", "implementation")
+        orch.start_agent("a1")
+        entry = orch.directory.get("a1")
+        entry.gate.lock.acquire()  # the actor is "busy": mail queues behind it
+        try:
+            orch.assign_task({}, task_id="t", agent_id="a1")
+            answer: dict[str, Any] = {}
+            beat = threading.Thread(target=lambda: answer.update(orch.heartbeat("a1")))
+            beat.start()
+            beat.join(0.2)
+            assert beat.is_alive()  # declined the direct path; asked, queued behind
+        finally:
+            entry.gate.lock.release()
+        beat.join(5)
+        assert [a["task_id"] for a in answer["assignments"]] == ["t"]
+    finally:
+        orch.stop()
+
+
+def test_agent_proxy_sends_pykka_messages():
+    orch = Orchestrator(Settings(), auto_tick=False).start()
+    try:
+        orch.register_agent("a1", "implementation")
+        proxy = orch.directory.get("a1").actor
+        assert isinstance(proxy, AgentProxy)
+        assert proxy.describe().get(timeout=5).agent_id == "a1"
+        proxy.check_liveness.defer()
+        with pytest.raises(AttributeError):
+            proxy.no_such_message  # noqa: B018
+        with pytest.raises(AttributeError):
+            proxy._record  # noqa: B018
+    finally:
+        orch.stop()
+
+
+def test_a_registration_whose_commit_fails_is_refused_and_undone(tmp_path):
+    store = SQLiteStore(str(tmp_path / "orch.db"))
+    failing = FailingCommits(store)
+    orch = Orchestrator(Settings(), store=store, clock=ManualClock(), auto_tick=False).start()
+    try:
+        failing.remaining = 1
+        with pytest.raises(StoreError, match="disk is full"):
+            orch.register_agent("a1", "implementation")
+        wait_until(lambda: orch.directory.get("a1") is None, message="registration undone")
+        assert store.load_agents() == [] and store.load_credentials() == {}
+        # The store works again: the id is free and the agent is kept.
+        orch.register_agent("a1", "implementation")
+        assert orch.start_agent("a1")["status"] == "started"
+        assert [r.agent_id for r in store.load_agents()] == ["a1"]
+    finally:
+        orch.stop()
+
+
+def test_an_agents_first_write_waits_for_its_registration(tmp_path):
+    store = SQLiteStore(str(tmp_path / "orch.db"))
+    orch = Orchestrator(Settings(), store=store, clock=ManualClock(), auto_tick=False).start()
+    try:
+        orch.register_agent("a1", "implementation")
+        orch.start_agent("a1")
+        assert store.load_credentials().keys() == {"a1"}
+        assert [str(r.state) for r in store.load_agents()] == ["idle"]
+    finally:
+        orch.stop()
+
+
+class _Echo(Agent):
+    agent_type = "implementation"
+
+    def handle(self, task: Any) -> Any:
+        return task.payload
+
+
+def test_in_process_work_is_leased_running_and_results_need_no_ask():
+    with Orchestrator(Settings()) as orch:
+        orch.attach(_Echo("w1"))
+        handles = [orch.submit({"n": n}) for n in range(20)]
+        assert [h.result(timeout=10) for h in handles] == [{"n": n} for n in range(20)]
+        # Handed to the worker at once, so never left waiting for a delivery report.
+        assert {t["status"] for t in orch.tasks()} == {"completed"}
+        assert orch.stats()["tasks"]["total_tasks_assigned"] == 20
+        # Ended tasks are answered from the published view, without a Scheduler ask.
+        asked: list[str] = []
+        scheduler = orch._scheduler
+        orch._scheduler = _Spy(scheduler, asked)
+        try:
+            assert handles[0].result(timeout=1) == {"n": 0}
+        finally:
+            orch._scheduler = scheduler
+        assert asked == []
+
+
+class _Spy:
+    def __init__(self, inner: Any, calls: list[str]) -> None:
+        self._inner = inner
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> Any:
+        self._calls.append(name)
+        return getattr(self._inner, name)
+
+
+def test_a_gate_that_raises_crashes_the_agent_like_a_message_would():
+    orch = Orchestrator(Settings(restart_backoff_initial_s=0.01), auto_tick=True).start()
+    try:
+        orch.attach(_Echo("w1"))
+        entry = orch.directory.get("w1")
+        entry.gate.tell(entry.actor, "assign", "not an assignment")  # raises inside
+        wait_until(lambda: orch.agent("w1")["restarts"] == 1, message="restarted")
+    finally:
+        orch.stop()
+
+
+def test_pykka_messages_still_queue_when_the_gate_is_busy():
+    orch = Orchestrator(Settings(), auto_tick=False).start()
+    try:
+        orch.register_agent("a1", "implementation")
+        entry = orch.directory.get("a1")
+        with entry.gate.lock:
+            future = entry.actor.describe()
+            with pytest.raises(pykka.Timeout):
+                future.get(timeout=0.1)
+        assert future.get(timeout=5).agent_id == "a1"
+    finally:
+        orch.stop()
