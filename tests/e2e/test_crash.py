@@ -168,25 +168,28 @@ def test_nothing_acknowledged_is_lost_after_sigkill(tmp_path):
         by_id = {t["task_id"]: t for t in tasks["tasks"]}
         assert ledger.tasks <= set(by_id)
         assert all(by_id[t]["status"] == "completed" for t in ledger.completed)
-        held = {
-            (row["resource"], h["fencing_token"])
+        holders = {
+            (row["resource"], h["fencing_token"]): h["agent_id"]
             for row in requests.get(f"{url}/locks", timeout=10).json()["locks"]
             for h in row["holders"]
         }
+        held = set(holders)
         for resource, (_agent_id, token) in ledger.held.items():
             if (resource, token) not in ledger.release_sent:
                 assert (resource, token) in held, f"acknowledged grant {resource}#{token} lost"
         assert not {(r, t) for r, t in held} & ledger.released
         # Tokens issued before the crash still work, and fencing keeps increasing.
         auth = {"Authorization": f"Bearer {tokens['l0']}"}
-        for resource, (agent_id, token) in ledger.held.items():
-            if (resource, token) in held:
-                requests.post(
-                    f"{url}/locks/{resource}/release",
-                    json={"fencing_token": token},
-                    headers={"Authorization": f"Bearer {tokens[agent_id]}"},
-                    timeout=10,
-                ).raise_for_status()
+        # Every lease still held is released first, including grants the server
+        # committed whose answer the kill cut off (stored, never acknowledged).
+        for (resource, token), agent_id in holders.items():
+            requests.post(
+                f"{url}/locks/{resource}/release",
+                json={"fencing_token": token},
+                headers={"Authorization": f"Bearer {tokens[agent_id]}"},
+                timeout=10,
+            ).raise_for_status()
+        for resource in ledger.held:
             grant = requests.post(
                 f"{url}/locks/{resource}/acquire", json={}, headers=auth, timeout=10
             )
