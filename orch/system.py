@@ -781,11 +781,11 @@ class Orchestrator:
         task_stats, lock_stats, restarting = self._ask_all(
             [self._scheduler.stats(), self._broker.stats(), self._supervisor.restarting()]
         )
-        records = [e.record for e in self.directory.entries()]
-        by_state = Counter(str(r.state) for r in records)
+        counts, restarts, total = self.directory.counts()
+        by_state = Counter({str(s): n for s, n in counts.items()})
         by_task_state = task_stats["tasks_by_state"]
         return {
-            "total_agents": len(records),
+            "total_agents": total,
             "active_agents": by_state["idle"] + by_state["busy"],
             "idle_agents": by_state["idle"],
             "busy_agents": by_state["busy"],
@@ -796,7 +796,7 @@ class Orchestrator:
             "total_tasks_failed": task_stats["total_tasks_failed"],
             "tasks": task_stats,
             "locks": lock_stats,
-            "restarts": sum(r.restarts for r in records),
+            "restarts": restarts,
             "restarting_agents": restarting,
             "intake": self._intake_status(),
             "uptime_s": round(self.clock.time() - self.started_at, 3),
@@ -838,14 +838,12 @@ class Orchestrator:
         checks: dict[str, Any] = {"actors": {"status": "failing" if dead else "ok", "dead": dead}}
         checks.update({name: r.to_dict() for name, r in self.dependencies.results().items()})
         status = "unhealthy" if dead else self.dependencies.status()
-        records = [e.record for e in self.directory.entries()]
+        counts, _, total = self.directory.counts()
         out: dict[str, Any] = {
             "status": status,
             "checks": checks,
-            "total_agents": len(records),
-            "active_agents": sum(
-                1 for r in records if r.state in (AgentState.IDLE, AgentState.BUSY)
-            ),
+            "total_agents": total,
+            "active_agents": counts.get(AgentState.IDLE, 0) + counts.get(AgentState.BUSY, 0),
         }
         if not dead:
             out["pending_tasks"] = self._ask(self._scheduler.stats())["tasks_by_state"]["pending"]

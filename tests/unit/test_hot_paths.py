@@ -213,3 +213,66 @@ def test_pykka_messages_still_queue_when_the_gate_is_busy():
         assert future.get(timeout=5).agent_id == "a1"
     finally:
         orch.stop()
+
+
+def test_directory_counts_match_a_recount(orch):
+    from collections import Counter
+
+    def recount() -> tuple[dict[Any, int], int, int]:
+        records = [e.record for e in orch.directory.entries()]
+        by_state = Counter(r.state for r in records)
+        return dict(by_state), sum(r.restarts for r in records), len(records)
+
+    def counted() -> tuple[dict[Any, int], int, int]:
+        by_state, restarts, total = orch.directory.counts()
+        return {s: n for s, n in by_state.items() if n}, restarts, total
+
+    for n in range(6):
+        orch.register_agent(f"a{n}", "implementation")
+    for n in range(4):
+        orch.start_agent(f"a{n}")
+    orch.assign_task({}, task_id="t", agent_id="a0")  # a0 busy
+    orch.stop_agent("a1", drain=False)
+    orch.deregister_agent("a2")
+    wait_until(lambda: counted() == recount(), message="counts follow every change")
+    assert counted()[2] == 5
+    assert orch.stats()["busy_agents"] == 1 and orch.stats()["idle_agents"] == 1
+
+
+def test_merged_upserts_keep_the_last_write_of_each_row(tmp_path):
+    from dataclasses import replace
+
+    from orch.model import Task, TaskSpec, TaskState
+
+    store = SQLiteStore(str(tmp_path / "orch.db"))
+    try:
+        merged = []
+        real = store._attempt_merged
+
+        def spy(pending):
+            ok = real(pending)
+            merged.append((len(pending), ok))
+            return ok
+
+        store._attempt_merged = spy  # type: ignore[method-assign]
+        store._conn_lock.acquire()  # hold the writer so the writes queue into one batch
+        try:
+            writes = []
+            for n in range(30):
+                spec = TaskSpec.build(payload={"n": n}, task_id=f"t{n % 3}")
+                task = Task(spec=spec, seq=n + 1, created_at=0.0, queued_at=0.0)
+                state = TaskState.PENDING if n < 27 else TaskState.RUNNING
+                writes.append(store.put_task_nowait(replace(task, state=state)))
+        finally:
+            store._conn_lock.release()
+        for write in writes:
+            write.wait()
+        assert any(size > 1 and ok for size, ok in merged)  # the fast path was taken
+        found = {t.key: (t.seq, str(t.state), t.spec.payload["n"]) for t in store.load_tasks()}
+        assert found == {
+            "t0": (28, "running", 27),
+            "t1": (29, "running", 28),
+            "t2": (30, "running", 29),
+        }
+    finally:
+        store.close()
