@@ -204,6 +204,15 @@ def build_document(
                 "summary": doc.splitlines()[0] if doc else method,
                 "responses": responses,
             }
+            queries = resource.queries.get(method, {})
+            if queries:
+                if "wait" in queries:  # the long-poll limit is a setting
+                    wait = {**queries["wait"], "maximum": settings.events_max_wait_s}
+                    queries = {**queries, "wait": wait}
+                operation["parameters"] = [
+                    {"name": name, "in": "query", "required": False, "schema": schema}
+                    for name, schema in queries.items()
+                ]
             if scope is not Scope.PUBLIC:
                 operation["security"] = _security(scope, admin_token_required)
             if body is not None:

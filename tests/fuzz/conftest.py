@@ -36,6 +36,7 @@ def fuzz_server() -> Iterator[ServerProcess]:
             "ORCH_AUTH_MAX_FAILURES": "1000000",
             # Lock waits are real time; the document states this limit, so cases obey it.
             "ORCH_LOCK_MAX_WAIT_S": "0.2",
+            "ORCH_EVENTS_MAX_WAIT_S": "0.2",
             "TODO_SERVICE_URL": "",
             "GATEWAY_URL": "",
         }

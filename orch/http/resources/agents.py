@@ -6,7 +6,7 @@ import falcon
 
 from orch.http.auth import Scope, acting_agent
 from orch.http.media import read_body, send
-from orch.http.resources.base import Resource
+from orch.http.resources.base import AGENT_STATE, ID, LIMIT, MAX_LIMIT, Resource
 from orch.http.schemas import RegisterAgent, StopAgent
 
 
@@ -32,6 +32,14 @@ class AgentRegistration(Resource):
 
 class AgentCollection(Resource):
     scopes = {"GET": Scope.ADMIN}
+    queries = {
+        "GET": {
+            "status": AGENT_STATE,
+            "agent_type": ID,
+            "capability": ID,
+            "limit": LIMIT,
+        }
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List agents: ``{agents, total, active}``; filters status, agent_type, capability."""
@@ -41,7 +49,7 @@ class AgentCollection(Resource):
                 state=req.get_param("status"),
                 agent_type=req.get_param("agent_type"),
                 capability=req.get_param("capability"),
-                limit=req.get_param_as_int("limit", min_value=1, max_value=100_000) or 1000,
+                limit=req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT) or 1000,
             ),
         )
 

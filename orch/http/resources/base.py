@@ -7,18 +7,29 @@ from typing import Any, ClassVar
 import msgspec
 
 from orch.http.auth import Scope
+from orch.http.schemas import Id
+from orch.model import AgentState, TaskState
 from orch.system import Orchestrator
+
+#: Listings return at most this many rows in one answer.
+MAX_LIMIT = 100_000
+LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+ID = msgspec.json.schema(Id)
+AGENT_STATE = {"type": "string", "enum": [state.value for state in AgentState]}
+TASK_STATE = {"type": "string", "enum": [state.value for state in TaskState]}
 
 
 class Resource:
     """A Falcon resource bound to one Orchestrator.
 
     ``scopes`` says who may call each method (see ``orch.http.auth``); ``bodies``
-    names the Struct that validates each method's body, which /openapi.json documents.
+    names the Struct that validates each method's body and ``queries`` the JSON Schema
+    of each query parameter, both documented (and so fuzzed) by /openapi.json.
     """
 
     scopes: ClassVar[dict[str, Scope]] = {}
     bodies: ClassVar[dict[str, type[msgspec.Struct]]] = {}
+    queries: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
     answers: ClassVar[dict[str, tuple[int, ...]]] = {}
 
     def __init__(self, orch: Orchestrator, **options: Any) -> None:

@@ -9,7 +9,7 @@ from orch.http.auth import Scope
 from orch.http.media import send
 from orch.http.resources.base import Resource
 
-MAX_WAIT_S = 20.0
+MAX_EVENTS = 1000
 
 
 class EventFeed(Resource):
@@ -21,12 +21,21 @@ class EventFeed(Resource):
     """
 
     scopes = {"GET": Scope.ADMIN}
+    queries = {
+        "GET": {
+            "after": {"type": "integer", "minimum": 0},
+            # Its maximum is ORCH_EVENTS_MAX_WAIT_S, stated by build_document.
+            "wait": {"type": "number", "minimum": 0},
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS},
+        }
+    }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Events with ``seq`` above ``after``, waiting up to ``wait`` s for the first."""
         after = req.get_param_as_int("after", min_value=0) or 0
-        limit = req.get_param_as_int("limit", min_value=1, max_value=1000) or 1000
-        wait_s = req.get_param_as_float("wait", min_value=0, max_value=MAX_WAIT_S) or 0.0
+        limit = req.get_param_as_int("limit", min_value=1, max_value=MAX_EVENTS) or MAX_EVENTS
+        max_wait_s = self.orch.settings.events_max_wait_s
+        wait_s = req.get_param_as_float("wait", min_value=0, max_value=max_wait_s) or 0.0
         if wait_s <= 0:
             send(resp, self.orch.events(after, limit=limit))
             return

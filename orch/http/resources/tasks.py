@@ -6,12 +6,12 @@ import falcon
 
 from orch.http.auth import Scope, acting_agent
 from orch.http.media import read_body, send
-from orch.http.resources.base import Resource
+from orch.http.resources.base import ID, LIMIT, MAX_LIMIT, TASK_STATE, Resource
 from orch.http.schemas import AssignTask, CompleteTask, FailTask
 
 
 def _limit(req: falcon.Request, default: int = 100) -> int:
-    return req.get_param_as_int("limit", min_value=1, max_value=100_000) or default
+    return req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT) or default
 
 
 class TaskAssignment(Resource):
@@ -41,6 +41,7 @@ class TaskAssignment(Resource):
 
 class TaskCollection(Resource):
     scopes = {"GET": Scope.ADMIN}
+    queries = {"GET": {"status": TASK_STATE, "agent_id": ID, "limit": LIMIT}}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Tasks oldest first: ``{tasks, count}``; filters status and agent_id."""
@@ -52,6 +53,7 @@ class TaskCollection(Resource):
 
 class PendingTasks(Resource):
     scopes = {"GET": Scope.ADMIN}
+    queries = {"GET": {"limit": LIMIT}}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Queued tasks in the order they will be assigned: ``{pending_tasks, count}``."""
