@@ -53,9 +53,29 @@ class TimedRequestParser(HTTPRequestParser):
 
 
 class GuardedChannel(HTTPChannel):
-    """A waitress connection whose partly received request carries its start time."""
+    """A waitress connection whose partly received request carries its start time.
+
+    It also keeps the event loop from spinning while a worker answers it. Waitress
+    (``send_bytes`` is 1) has the worker send its own writes, holding the channel's
+    output lock, and wakes the loop when the answer is done; yet ``writable()`` says
+    yes as soon as the first bytes are buffered, so until the worker finishes, the loop
+    polls the socket as writable, fails to take the lock, and polls again. That took a
+    whole core and starved the workers of the GIL: heartbeats ran at 10% of a bare
+    Falcon app on waitress, p99 over 500 ms (bench/README.md). The loop still flushes
+    once the request is done (the worker's trigger wakes it), when the connection is
+    closing, and when the buffer passes the high watermark, where a worker waits for it.
+    """
 
     parser_class = TimedRequestParser
+
+    def writable(self) -> bool:
+        if (
+            self.requests
+            and not (self.will_close or self.close_when_flushed)
+            and self.total_outbufs_len <= self.adj.outbuf_high_watermark
+        ):
+            return False
+        return bool(super().writable())
 
 
 def _request_timeout_answer(timeout_s: float) -> bytes:
