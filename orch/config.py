@@ -38,6 +38,7 @@ class Settings:
     task_retention_s: float = 7 * 86_400.0
     admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
     http_threads: int = 8
+    agent_threads: int = 8  # the pool every agent actor's messages run on (orch/actors/pool.py)
 
     # Limits that keep one client from exhausting the service (see SECURITY.md).
     # Remote agents keep their connection between heartbeats: room for a 10,000 fleet.
@@ -194,6 +195,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
+    "ORCH_AGENT_THREADS": ("agent_threads", _positive_int),
     "ORCH_HTTP_CONNECTION_LIMIT": ("http_connection_limit", _positive_int),
     "ORCH_HTTP_IDLE_TIMEOUT_S": ("http_idle_timeout_s", _positive_int),
     "ORCH_HTTP_REQUEST_READ_TIMEOUT_S": ("http_request_read_timeout_s", _positive_float),

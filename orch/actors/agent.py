@@ -14,7 +14,6 @@ retry policy) and to the Supervisor (which restarts the actor with backoff).
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import functools
 import logging
@@ -30,6 +29,7 @@ from pykka.messages import ProxyCall
 
 from orch.actors.directory import Directory
 from orch.actors.matching import AgentSlot
+from orch.actors.pool import ActorPool, PooledActor
 from orch.actors.records import evolve
 from orch.agent import Agent
 from orch.clock import Clock
@@ -64,6 +64,7 @@ class AgentDeps:
     scheduler: Any  # Scheduler proxy
     lock_broker: Any  # LockBroker proxy
     supervisor: Any  # Supervisor proxy
+    pool: ActorPool  # the threads every AgentActor's messages run on
 
 
 class AgentProxy:
@@ -112,7 +113,7 @@ def _agent_messages() -> frozenset[str]:
         for name in dir(AgentActor)
         if not name.startswith("_")
         and callable(getattr(AgentActor, name))
-        and name not in dir(pykka.ThreadingActor)
+        and name not in dir(PooledActor)
     )
 
 
@@ -183,15 +184,16 @@ class Gate:
             getattr(proxy, method).defer(*args)
 
 
-class AgentActor(pykka.ThreadingActor):
+class AgentActor(PooledActor):
     """Owns one agent's state; its public methods are the messages it accepts.
+
+    Its messages run on the Supervisor's ``ActorPool``, not a thread of its own, so a
+    fleet of 10,000 agents is not 10,000 threads (see ``orch/actors/pool.py``).
 
     Its ``Gate`` lets the facade run ``heartbeat`` and ``start_agent`` without a thread
     hand-off when the actor is idle (see ``Gate``); every message is handled under the
     gate's lock so such a direct call never overlaps one.
     """
-
-    use_daemon_thread = True
 
     def __init__(
         self,
@@ -202,7 +204,7 @@ class AgentActor(pykka.ThreadingActor):
         gate: Gate | None = None,
         registered: PendingWrite | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(deps.pool)
         self._gate = gate or Gate()
         # One (light) proxy, shared with the Supervisor through the gate.
         self._proxy: Any = AgentProxy(self.actor_ref)
@@ -243,18 +245,6 @@ class AgentActor(pykka.ThreadingActor):
                 return answer
             finally:
                 self.actor_inbox.task_done()  # type: ignore[attr-defined]
-
-    def _start_actor_loop(self) -> None:
-        """Start the actor's thread without waiting for it to be scheduled.
-
-        ``threading.Thread.start`` blocks its caller until the new thread has run, and
-        the caller is the Supervisor, registering agents one after another: on a busy
-        2-core machine that wait (the new thread must get a CPU, then the GIL) was
-        about half of a registration (bench/README.md). Nothing needs the thread to
-        be running yet: messages wait in the inbox. A bare thread is daemonic, as
-        ``use_daemon_thread`` asks, and is the Pykka actor loop all the same.
-        """
-        _thread.start_new_thread(self._actor_loop, ())
 
     def _on_start(self) -> None:
         if self._factory is not None:

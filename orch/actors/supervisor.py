@@ -25,6 +25,7 @@ import pykka
 
 from orch.actors.agent import AgentActor, AgentDeps, Gate
 from orch.actors.directory import Directory, Entry
+from orch.actors.pool import ActorPool
 from orch.agent import Agent
 from orch.clock import Clock
 from orch.config import Settings
@@ -70,6 +71,10 @@ class Supervisor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self._config_defaults = self._store.load_config_defaults()
+        self._pool = ActorPool(self._settings.agent_threads)
+
+    def on_stop(self) -> None:
+        self._pool.close()
 
     def wire(self, scheduler: Any, lock_broker: Any) -> None:
         """Give the Supervisor what its children need; called once by the Orchestrator."""
@@ -82,6 +87,7 @@ class Supervisor(pykka.ThreadingActor):
             scheduler=scheduler,
             lock_broker=lock_broker,
             supervisor=self.actor_ref.proxy(),
+            pool=self._pool,
         )
 
     # ------------------------------------------------------------ recovery
