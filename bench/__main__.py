@@ -27,6 +27,8 @@ FULL = {
     "connections": 64,
     "cycle_agents": 100,
     "fleet_agents": 10_000,
+    "fleet_heartbeats_per_s": 1000,
+    "fleet_connections": 100,
     "scale_small": 100,
     "scale_large": 10_000,
     "backlog": 100_000,
@@ -40,6 +42,8 @@ SMOKE = {
     "connections": 4,
     "cycle_agents": 4,
     "fleet_agents": 20,
+    "fleet_heartbeats_per_s": 20,
+    "fleet_connections": 2,
     "scale_small": 10,
     "scale_large": 40,
     "backlog": 200,
@@ -108,7 +112,16 @@ def run(sizes: dict[str, Any], prefer_wrk: bool, only: set[str] | None) -> dict[
                 embedded >= 3000,
             )
         )
-    fleet = scenario("fleet", lambda: http_scenarios.fleet(sizes["fleet_agents"]))
+    fleet = scenario(
+        "fleet",
+        lambda: http_scenarios.fleet(
+            sizes["fleet_agents"],
+            sizes["fleet_heartbeats_per_s"],
+            sizes["duration_s"],
+            sizes["fleet_connections"],
+            prefer_wrk,
+        ),
+    )
     if fleet:
         rows.append(
             _row(
@@ -118,16 +131,30 @@ def run(sizes: dict[str, Any], prefer_wrk: bool, only: set[str] | None) -> dict[
                 fleet["register_and_start_s"] <= 15 and fleet["rss_mb"] <= 600,
             )
         )
-    small = scenario("scale_small", lambda: scale.assignment_rate(sizes["scale_small"], 0))
+        rows.append(
+            _row(
+                f"heartbeats, {fleet['agents']:,} agents at "
+                f"{sizes['fleet_heartbeats_per_s']:,}/s ({fleet['tool']})",
+                f"p99 {fleet['heartbeat_p99_ms']:.1f} ms at {fleet['heartbeats_per_s']:,.0f}/s, "
+                f"{fleet['heartbeat_errors']} errors",
+                "p99 <= 25 ms",
+                fleet["heartbeat_p99_ms"] <= 25 and not fleet["heartbeat_errors"],
+            )
+        )
+    small = scenario(
+        "scale_small",
+        lambda: scale.assignment_rate(sizes["scale_small"], 0, sizes["scale_large"]),
+    )
     large = scenario(
-        "scale_large", lambda: scale.assignment_rate(sizes["scale_large"], sizes["backlog"])
+        "scale_large",
+        lambda: scale.assignment_rate(sizes["scale_large"], sizes["backlog"], sizes["scale_large"]),
     )
     if small and large:
         ratio = large["assignments_per_s"] / small["assignments_per_s"]
         rows.append(
             _row(
                 f"assignment rate at {large['agents']:,} agents + {large['backlog']:,} queued "
-                f"vs {small['agents']}",
+                f"vs {small['agents']} (same {large['tasks']:,} tasks)",
                 f"{large['assignments_per_s']:,.0f}/s vs {small['assignments_per_s']:,.0f}/s "
                 f"= {ratio:.0%}",
                 ">= 80%",

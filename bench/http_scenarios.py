@@ -74,22 +74,44 @@ def heartbeats(
     }
 
 
-def fleet(agents: int) -> dict[str, Any]:
-    """Register and start a fleet over HTTP; time it and read the server's memory."""
+def fleet(
+    agents: int, heartbeat_rate_per_s: float, duration_s: float, connections: int, prefer_wrk: bool
+) -> dict[str, Any]:
+    """Register and start a fleet over HTTP; time it and read the server's memory.
+
+    Then the whole fleet heartbeats at ``heartbeat_rate_per_s`` (paced, rotating
+    every agent and its token) to read the latency a fleet this size sees.
+    """
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
         server = processes.orchestrator(str(Path(tmp) / "fleet.db"))
         try:
             base_rss = server.rss_mb()
             started = time.perf_counter()
-            register_fleet(server.url, agents, "fleet", workers=32)
+            tokens = register_fleet(server.url, agents, "fleet", workers=32)
             elapsed = time.perf_counter() - started
             stats = json.loads(load.Client(server.url).get("/stats")[1])
+            rss_mb = server.rss_mb()
+            beats = load.run_load(
+                server.url,
+                [
+                    ("POST", f"/agents/{a}/heartbeat", {"Authorization": f"Bearer {t}"}, "")
+                    for a, t in tokens.items()
+                ],
+                duration_s=duration_s,
+                connections=connections,
+                prefer_wrk=prefer_wrk,
+                rate_per_s=heartbeat_rate_per_s,
+            )
             return {
                 "agents": agents,
                 "register_and_start_s": elapsed,
                 "active_agents": stats["active_agents"],
-                "rss_mb": server.rss_mb(),
+                "rss_mb": rss_mb,
                 "rss_idle_mb": base_rss,
+                "heartbeats_per_s": beats.requests_per_s,
+                "heartbeat_p99_ms": beats.p99_ms,
+                "heartbeat_errors": beats.errors,
+                "tool": beats.tool,
             }
         finally:
             server.stop()

@@ -77,8 +77,14 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def _lua_requests(requests: list[tuple[str, str, dict[str, str], str]]) -> str:
-    """A wrk script cycling through (method, path, headers, body) requests."""
+def _lua_requests(
+    requests: list[tuple[str, str, dict[str, str], str]], delay_ms: float | None = None
+) -> str:
+    """A wrk script cycling through (method, path, headers, body) requests.
+
+    With ``delay_ms`` each connection waits that long before each request, which
+    paces the load (wrk has no rate option; wrk2's fork does, but is not packaged).
+    """
 
     def row(method: str, path: str, headers: dict[str, str], body: str) -> str:
         pairs = ", ".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in headers.items())
@@ -99,7 +105,7 @@ local errors = 0
 response = function(status, headers, body)
   if status >= 500 then errors = errors + 1 end
 end
-"""
+""" + (f"delay = function() return {delay_ms:.3f} end\n" if delay_ms else "")
 
 
 def _ms(value: str, unit: str) -> float:
@@ -113,10 +119,12 @@ def run_wrk(
     duration_s: float,
     connections: int,
     threads: int = 2,
+    rate_per_s: float | None = None,
 ) -> LoadResult:
+    delay_ms = 1000.0 * connections / rate_per_s if rate_per_s else None
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "load.lua"
-        script.write_text(_lua_requests(requests))
+        script.write_text(_lua_requests(requests, delay_ms))
         out = subprocess.run(
             [
                 "wrk",
@@ -151,8 +159,10 @@ def run_python(
     *,
     duration_s: float,
     connections: int,
+    rate_per_s: float | None = None,
 ) -> LoadResult:
     """Keep-alive connections from threads; good enough to prove a scenario runs."""
+    pause_s = connections / rate_per_s if rate_per_s else 0.0
     parts = urlsplit(url)
     latencies: list[float] = []
     errors = [0]
@@ -164,6 +174,8 @@ def run_python(
         i = offset
         mine: list[float] = []
         while time.monotonic() < stop:
+            if pause_s:
+                time.sleep(pause_s)  # pacing the load, as wrk's delay() does
             method, path, headers, body = requests[i % len(requests)]
             i += 1
             started = time.perf_counter()
@@ -190,7 +202,18 @@ def run_python(
     return LoadResult(len(latencies) / elapsed, p99, errors[0], "python")
 
 
-def run_load(url, requests, *, duration_s, connections, prefer_wrk=True) -> LoadResult:
+def run_load(
+    url, requests, *, duration_s, connections, prefer_wrk=True, rate_per_s=None
+) -> LoadResult:
+    """wrk when there is one, else the Python client; ``rate_per_s`` paces the load."""
     if prefer_wrk and have_wrk():
-        return run_wrk(url, requests, duration_s=duration_s, connections=connections)
-    return run_python(url, requests, duration_s=duration_s, connections=min(connections, 16))
+        return run_wrk(
+            url, requests, duration_s=duration_s, connections=connections, rate_per_s=rate_per_s
+        )
+    return run_python(
+        url,
+        requests,
+        duration_s=duration_s,
+        connections=min(connections, 16),
+        rate_per_s=rate_per_s,
+    )

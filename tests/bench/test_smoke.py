@@ -41,5 +41,7 @@ def test_every_benchmark_scenario_runs_at_toy_size(tmp_path):
     assert set(report["results"]) == SCENARIOS
     assert report["results"]["heartbeats"]["heartbeats_per_s"] > 0
     assert report["results"]["heartbeats"]["errors"] == 0
-    assert report["results"]["fleet"]["active_agents"] == report["sizes"]["fleet_agents"]
+    fleet = report["results"]["fleet"]
+    assert fleet["active_agents"] == report["sizes"]["fleet_agents"]
+    assert fleet["heartbeats_per_s"] > 0 and fleet["heartbeat_errors"] == 0
     assert all(row["figure"] for row in report["rows"])
