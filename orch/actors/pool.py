@@ -21,6 +21,7 @@ be lost and DESIGN.md forbids stopping other Orchestrators' actors.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import sys
@@ -70,16 +71,49 @@ class ActorPool:
                 logger.exception("pooled actor %s failed outside a message", actor)
 
 
-class _Inbox(queue.Queue):  # type: ignore[type-arg]
-    """A Pykka inbox that wakes its actor when mail arrives."""
+class _Inbox:
+    """A Pykka inbox that wakes its actor when mail arrives.
+
+    The part of ``queue.Queue`` that Pykka and the Gate use (``put``, ``get``,
+    ``get_nowait``, ``empty``, ``qsize``, ``task_done``, ``unfinished_tasks``), on a
+    deque and one lock: no thread ever blocks waiting on a pooled actor's inbox, so
+    the three Conditions a Queue builds are not needed, and building them was a
+    twentieth of registering an agent (bench/README.md).
+    """
+
+    __slots__ = ("_actor", "_items", "_lock", "unfinished_tasks")
 
     def __init__(self, actor: PooledActor) -> None:
-        super().__init__()
         self._actor = actor
+        self._items: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self.unfinished_tasks = 0  # put and not yet marked done, as in queue.Queue
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
+        with self._lock:
+            self._items.append(item)
+            self.unfinished_tasks += 1
         self._actor._wake()
+
+    def get_nowait(self) -> Any:
+        try:
+            return self._items.popleft()
+        except IndexError:
+            raise queue.Empty from None
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        # Only ever called after ``empty()`` said no (Pykka's teardown): never waits.
+        return self.get_nowait()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def task_done(self) -> None:
+        with self._lock:
+            self.unfinished_tasks -= 1
 
 
 class PooledActor(pykka.ThreadingActor):
@@ -93,7 +127,7 @@ class PooledActor(pykka.ThreadingActor):
         self._loop_started = False
         self._set_up = False
 
-    def _create_actor_inbox(self) -> queue.Queue:  # type: ignore[type-arg]
+    def _create_actor_inbox(self) -> Any:
         return _Inbox(self)
 
     def _start_actor_loop(self) -> None:
