@@ -2,7 +2,10 @@
 or (``agents``, ``tasks``, ``locks``, ``stats``, ``health``, ``events``) act as the
 command-line client of a running orchestrator (``orch/cli.py``).
 
-With no command it serves, as it always has.
+With no command it serves, as it always has. Serving stops before it starts, with one
+line on stderr, if the configuration is bad (exit 2) or the store cannot be used, e.g. a
+database written by a newer version (exit 1): the messages name the variable or file
+to fix, and a traceback would only bury them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 
 from orch import cli
 from orch.config import ENVIRONMENT_VARIABLES, ConfigError, Settings
+from orch.errors import OrchestratorError
 from orch.logs import configure_logging
 
 
@@ -53,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     from orch.http.serve import serve
 
-    serve(settings=settings, host=getattr(args, "host", None), port=getattr(args, "port", None))
+    try:
+        serve(settings=settings, host=getattr(args, "host", None), port=getattr(args, "port", None))
+    except OrchestratorError as exc:
+        # Deliberate errors (the store refusing its file, an actor not answering at
+        # start) carry a message for a person, as ConfigError does; anything else is
+        # a bug and keeps its traceback.
+        print(f"june-orchestrator: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

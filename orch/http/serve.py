@@ -11,6 +11,12 @@ never holds a thread; but it holds a connection, and connections are capped
 ``channel_timeout``; one that dribbles a byte now and then (slow-loris) would keep its
 slot for ever. So a request must arrive whole within ``ORCH_HTTP_REQUEST_READ_TIMEOUT_S``
 of its first byte, or it is answered 408 and its connection closed.
+
+Waitress refuses some requests itself, before the app sees them: a body over
+``ORCH_HTTP_MAX_BODY_BYTES`` (by ``Content-Length`` as soon as the headers are in, so
+the body is never read; chunked ones once that much has arrived), headers far over
+their limit, a malformed request. ``ProblemErrorTask`` gives those answers the app's
+problem+json shape and codes, so a client handles a 413 one way whoever sent it.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ import waitress
 from waitress import wasyncore
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser
+from waitress.task import ErrorTask
 
 from orch.config import Settings
+from orch.errors import Invalid
 from orch.http.app import create_app
-from orch.http.errors import PROBLEM_JSON, PROBLEM_TYPE
+from orch.http.errors import PROBLEM_JSON, PROBLEM_TYPE, HeadersTooLarge, PayloadTooLarge
 from orch.system import Orchestrator
 
 logger = logging.getLogger("orch.http")
@@ -52,6 +60,70 @@ class TimedRequestParser(HTTPRequestParser):
         self.started_at = time.monotonic()
 
 
+def _problem_body(status: int, code: str, title: str, detail: str) -> bytes:
+    """An RFC 9457 body shaped as ``orch.http.errors.problem`` shapes the app's."""
+    return msgspec.json.encode(
+        {
+            "type": PROBLEM_TYPE.format(code=code),
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+        }
+    )
+
+
+#: Waitress's own refusals (``waitress.utilities.Error.code``) as the app's code and title.
+WAITRESS_PROBLEMS = {
+    400: (Invalid.code, Invalid.title),
+    413: (PayloadTooLarge.code, PayloadTooLarge.title),
+    431: (HeadersTooLarge.code, HeadersTooLarge.title),
+    501: ("not_implemented", "Not implemented"),
+}
+
+
+def waitress_body_limit(max_body_bytes: int) -> int:
+    """Waitress's ``max_request_body_size`` for the app's limit of ``max_body_bytes``.
+
+    Waitress refuses a body of ``max_request_body_size`` bytes or more, the app one of
+    more than its limit; one byte more makes both allow exactly the same bodies.
+    """
+    return max_body_bytes + 1
+
+
+class ProblemErrorTask(ErrorTask):
+    """Waitress's answer to a request it refused itself, as problem+json.
+
+    Waitress writes these in text/plain with its own wording; the app answers the same
+    failures (413, 431, 400) as problem+json with a stable ``code``. A request waitress
+    refuses never reaches the app, so without this a client would see two formats for
+    one failure, depending only on how far over a limit it was.
+    """
+
+    def execute(self) -> None:
+        error = self.request.error
+        code, title = WAITRESS_PROBLEMS.get(error.code, ("internal", "Internal server error"))
+        if error.code == 413:
+            limit = self.channel.adj.max_request_body_size - 1  # see waitress_body_limit
+            declared = self.request.content_length
+            detail = (
+                f"the body is {declared} bytes; the limit is {limit}; it was not read"
+                if declared
+                else f"the body is over the limit of {limit} bytes"
+            )
+        elif error.code == 500:
+            # Waitress has logged it; its text may hold a traceback (expose_tracebacks).
+            detail = "an unexpected error occurred; it has been logged"
+        else:
+            detail = str(error.body)
+        body = _problem_body(error.code, code, title, detail)
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", PROBLEM_JSON))
+        self.set_close_on_finish()  # waitress stopped reading mid-request: no next one
+        self.content_length = len(body)
+        self.write(body)
+
+
 class GuardedChannel(HTTPChannel):
     """A waitress connection whose partly received request carries its start time.
 
@@ -64,9 +136,12 @@ class GuardedChannel(HTTPChannel):
     Falcon app on waitress, p99 over 500 ms (bench/README.md). The loop still flushes
     once the request is done (the worker's trigger wakes it), when the connection is
     closing, and when the buffer passes the high watermark, where a worker waits for it.
+
+    Requests waitress refuses itself are answered by ``ProblemErrorTask``.
     """
 
     parser_class = TimedRequestParser
+    error_task_class = ProblemErrorTask
 
     def writable(self) -> bool:
         if (
@@ -77,16 +152,24 @@ class GuardedChannel(HTTPChannel):
             return False
         return bool(super().writable())
 
+    def send_continue(self) -> None:
+        """Say ``100 Continue`` only to a request that will be read.
+
+        Waitress would say it to one it has already refused by its ``Content-Length``
+        (the 413 follows), inviting the client to send the very body it will not read.
+        """
+        if self.request is not None and self.request.error is not None:
+            self.request.expect_continue = False
+            return
+        super().send_continue()
+
 
 def _request_timeout_answer(timeout_s: float) -> bytes:
-    body = msgspec.json.encode(
-        {
-            "type": PROBLEM_TYPE.format(code="request_timeout"),
-            "title": "Request timeout",
-            "status": 408,
-            "detail": f"the request did not arrive whole within {timeout_s:g}s",
-            "code": "request_timeout",
-        }
+    body = _problem_body(
+        408,
+        "request_timeout",
+        "Request timeout",
+        f"the request did not arrive whole within {timeout_s:g}s",
     )
     head = (
         "HTTP/1.1 408 Request Timeout\r\n"
@@ -158,11 +241,13 @@ class Server:
             channel_timeout=self.settings.http_idle_timeout_s,
             # Idle connections are looked for this often; never later than they are due.
             cleanup_interval=max(1, min(30, self.settings.http_idle_timeout_s)),
-            # Backstops only: the app refuses headers and bodies over its limits with a
-            # problem+json 431/413 (bodies by Content-Length, before reading them);
-            # waitress stops reading, with a plain-text error, at twice the limits.
+            # Bodies: waitress enforces the app's limit itself, so one declared too
+            # big is refused as soon as its headers are in, never read (the app would
+            # only see it once read whole). Headers: the app refuses them over its
+            # limit with a 431 naming it; waitress stops reading at twice that. Both
+            # answer problem+json (ProblemErrorTask).
             max_request_header_size=2 * self.settings.http_max_header_bytes,
-            max_request_body_size=2 * self.settings.http_max_body_bytes,
+            max_request_body_size=waitress_body_limit(self.settings.http_max_body_bytes),
             ident="june-orchestrator",
             clear_untrusted_proxy_headers=True,
         )

@@ -11,17 +11,20 @@ fast; every wait polls with a deadline.
 from __future__ import annotations
 
 import json
+import re
+import select
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from orch import Orchestrator, Settings
-from orch.http.serve import GuardedChannel, Server
+from orch.http.serve import GuardedChannel, ProblemErrorTask, Server
 from orch.system import hash_token
 from tests.conftest import wait_until
 from tests.e2e.conftest import ServerProcess, start_server
@@ -205,6 +208,10 @@ def test_oversized_headers_are_refused_and_the_server_carries_on(
         b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"x" * 100_000 + b"\r\n\r\n",
     )
     assert far.startswith((b"HTTP/1.1 431 ", b"HTTP/1.0 431 ")) or far == RESET, far[:200]
+    if far != RESET:  # waitress's own 431 has the app's shape and code too
+        far_head, _, far_body = far.partition(b"\r\n\r\n")
+        assert b"Content-Type: application/problem+json" in far_head
+        assert json.loads(far_body)["code"] == "headers_too_large"
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
 
 
@@ -226,6 +233,104 @@ def test_a_chunked_body_over_the_limit_is_413(servers: list[ServerProcess]) -> N
     assert answer.status_code == 413, answer.text
     assert answer.json()["code"] == "payload_too_large"
     assert requests.get(server.url + "/agents", timeout=10).json()["total"] == 0
+
+
+def read_answer(sock: socket.socket) -> tuple[bytes, dict[str, Any]]:
+    """Read one answer whose body is JSON (by its Content-Length): ``(head, body)``."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before an answer: {received[:200]!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the middle of the answer"
+        body += chunk
+    return head, json.loads(body[:length])
+
+
+def register_request(length: int, extra_headers: bytes = b"") -> bytes:
+    """The head of a POST /agents/register declaring a body of ``length`` bytes."""
+    return (
+        b"POST /agents/register HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\n"
+        + extra_headers
+        + f"Content-Length: {length}\r\n\r\n".encode()
+    )
+
+
+def register_body(length: int) -> bytes:
+    """A valid register body of exactly ``length`` bytes."""
+    empty = json.dumps({"agent_id": "a1", "agent_type": "i", "metadata": {"p": ""}})
+    body = empty.replace('"p": ""', '"p": "' + "x" * (length - len(empty)) + '"').encode()
+    assert len(body) == length
+    return body
+
+
+def test_a_declared_body_over_the_limit_is_refused_unread_as_problem_json(
+    servers: list[ServerProcess],
+) -> None:
+    server = serve(servers, ORCH_HTTP_MAX_BODY_BYTES="2048")
+    for expect in (b"", b"Expect: 100-continue\r\n"):
+        with socket.create_connection(address(server), timeout=10) as sock:
+            sock.sendall(register_request(2049, expect))  # the body is never sent
+            head, problem = read_answer(sock)
+            # No "100 Continue" first: the client must not be invited to send it.
+            assert head.startswith(b"HTTP/1.1 413 "), head
+            assert b"Content-Type: application/problem+json" in head
+            assert b"Connection: close" in head
+            assert problem["status"] == 413 and problem["code"] == "payload_too_large"
+            assert problem["type"].endswith("/payload_too_large")
+            assert "the limit is 2048" in problem["detail"], problem
+            assert sock.recv(1) == b""  # closed: the unsent body is not waited for
+    # Exactly the limit is still read and served, on the same server.
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(register_request(2048) + register_body(2048))
+        head, answer = read_answer(sock)
+    assert head.startswith(b"HTTP/1.1 201 "), (head, answer)
+    assert requests.get(server.url + "/agents", timeout=10).json()["total"] == 1
+
+
+def test_a_chunked_body_is_refused_as_problem_json_once_over_the_limit(
+    servers: list[ServerProcess],
+) -> None:
+    server = serve(servers, ORCH_HTTP_MAX_BODY_BYTES="2048")
+    head = (
+        b"POST /agents/register HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"200\r\n" + b" " * 0x200 + b"\r\n"  # 512 bytes of JSON whitespace
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(head)
+        for _ in range(4):  # 2076 bytes, framing included: just over the limit
+            assert not select.select([sock], [], [], 0)[0], "answered under the limit"
+            sock.sendall(chunk)
+        # The body is unfinished (no last chunk) and nothing more is sent: an answer
+        # now is the server's refusal at the limit, not after reading it all.
+        answer_head, problem = read_answer(sock)
+        assert sock.recv(1) == b""
+    assert answer_head.startswith(b"HTTP/1.1 413 "), answer_head
+    assert b"Content-Type: application/problem+json" in answer_head
+    assert problem["status"] == 413 and problem["code"] == "payload_too_large"
+    assert problem["detail"] == "the body is over the limit of 2048 bytes"
+    assert requests.get(server.url + "/agents", timeout=10).json()["total"] == 0
+
+
+def test_a_malformed_request_is_refused_as_problem_json(servers: list[ServerProcess]) -> None:
+    server = serve(servers)
+    answer = raw_request(
+        server,
+        b"POST /agents/register HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\n{}\r\n0\r\n\r\n",  # "zz" is not a chunk size
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"Content-Type: application/problem+json" in head
+    problem = json.loads(body)
+    assert problem["status"] == 400 and problem["code"] == "invalid"
+    assert problem["detail"] == "Invalid chunk size"
 
 
 def test_the_server_log_never_shows_tokens(servers: list[ServerProcess]) -> None:
@@ -284,11 +389,14 @@ def test_the_server_gives_waitress_its_limits() -> None:
         adj = server._waitress.adj
         assert adj.connection_limit == 42
         assert adj.channel_timeout == 7 and adj.cleanup_interval <= 7
-        # Backstops at twice the app's limits, which answer with problem+json first.
+        # Headers: a backstop at twice the app's limit, which answers first with its
+        # size. Bodies: the app's limit exactly (waitress refuses at >=, hence + 1),
+        # so waitress refuses a declared one before reading it.
         assert adj.max_request_header_size == 2 * 4096
-        assert adj.max_request_body_size == 2 * 8192
+        assert adj.max_request_body_size == 8192 + 1
         assert adj.clear_untrusted_proxy_headers is True
         assert server._waitress.channel_class is GuardedChannel
+        assert GuardedChannel.error_task_class is ProblemErrorTask
     finally:
         server._waitress.close()
 
