@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -238,7 +238,14 @@ class AgentRecord:
     def free_slots(self) -> int:
         return max(0, self.config.max_concurrent_tasks - len(self.task_keys))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, task_id_of: Callable[[str], TaskId] | None = None) -> dict[str, Any]:
+        """The agent as plain data; ``current_tasks`` as ids when ``task_id_of`` is given.
+
+        The record holds its tasks by key (``"123"`` for task ``123``), but a task id is
+        echoed back as it was submitted, and only the task table knows that: the
+        facade passes ``task_id_of`` to turn each key back into its task's id.
+        """
+        keys = sorted(self.task_keys)
         return {
             "agent_id": self.agent_id,
             "agent_type": self.agent_type,
@@ -249,7 +256,7 @@ class AgentRecord:
             "in_process": self.in_process,
             "registered_at": self.registered_at,
             "restarts": self.restarts,
-            "current_tasks": sorted(self.task_keys),
+            "current_tasks": keys if task_id_of is None else [task_id_of(k) for k in keys],
             "config": self.config.to_dict(),
             "last_error": self.last_error,
         }

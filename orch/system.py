@@ -84,6 +84,9 @@ INTAKE_EVENTS = frozenset(
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 
+NOT_STARTED = "the orchestrator is not started; use `with Orchestrator() as orch` or call start()"
+STOPPED = "the orchestrator has stopped; a stopped one cannot restart, create a new Orchestrator"
+
 
 def hash_token(token: str) -> str:
     """Tokens are 256-bit random, so one SHA-256 round is enough to store them safely."""
@@ -136,6 +139,21 @@ class TaskHandle:
         return f"TaskHandle({self.task_id!r})"
 
 
+class _NotRunning:
+    """Stands in for the actor proxies while no actors run (before start, after stop).
+
+    Every facade call that needs an actor reaches it through one of these attributes,
+    so this one stand-in turns all of them into an ``Unavailable`` that says what to
+    do, instead of an ``AttributeError`` (never started) or a call to a dead actor.
+    """
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def __getattr__(self, name: str) -> Any:
+        raise Unavailable(self._message)
+
+
 class Orchestrator:
     """The control plane in one object; use as a context manager or start()/stop()."""
 
@@ -170,6 +188,7 @@ class Orchestrator:
         self._auto_tick = auto_tick
         self._connect_services = connect_services
         self._intake: Any = None
+        self._set_proxies(_NotRunning(NOT_STARTED))
         self._refs: list[pykka.ActorRef[Any]] = []
         self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -263,7 +282,16 @@ class Orchestrator:
         for ref in self._refs:
             with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
                 ref.stop(block=True, timeout=timeout_s)
+        self._set_proxies(_NotRunning(STOPPED))
         self.store.close()
+
+    def _set_proxies(self, stand_in: _NotRunning) -> None:
+        """Put ``stand_in`` where the actor proxies go, so calls fail as ``Unavailable``."""
+        self._supervisor: Any = stand_in
+        self._scheduler: Any = stand_in
+        self._broker: Any = stand_in
+        self._health: Any = stand_in
+        self._intake = None
 
     def interrupt_waits(self) -> None:
         """Answer long waits now (lock waits with 503, event polls empty): shutdown is coming.
@@ -506,7 +534,7 @@ class Orchestrator:
 
     def agent(self, agent_id: str) -> dict[str, Any]:
         """One agent as plain data (never its token)."""
-        return self._entry(agent_id).record.to_dict()
+        return self._entry(agent_id).record.to_dict(self._task_id_of)
 
     def agents(
         self,
@@ -517,6 +545,7 @@ class Orchestrator:
         limit: int = 1000,
     ) -> dict[str, Any]:
         """``{agents, total, active}``: filtered listing, at most ``limit`` agents."""
+        self._running()  # not started, the Directory is not yet recovered: empty, wrongly
         wanted_state = None if state is None else _parse_enum(AgentState, "status", state)
         if agent_type is not None:
             validate_id("agent_type", agent_type)
@@ -534,7 +563,7 @@ class Orchestrator:
         ]
         selected.sort(key=lambda r: r.agent_id)
         return {
-            "agents": [r.to_dict() for r in selected[:limit]],
+            "agents": [r.to_dict(self._task_id_of) for r in selected[:limit]],
             "total": len(records),
             "active": active,
         }
@@ -711,25 +740,29 @@ class Orchestrator:
         Refused (``Conflict`` naming the holders) if it is held incompatibly and still
         is after ``wait_s`` seconds of waiting in line.
         """
-        return self.acquire_locks(agent_id, [(resource, mode)], ttl_s=ttl_s, wait_s=wait_s)[0]
+        wanted = [(validate_id("resource", resource), LockMode.parse(mode))]
+        return self._acquire(agent_id, wanted, ttl_s, wait_s)[0]
 
     def acquire_locks(
         self,
         agent_id: str,
-        requests: Iterable[tuple[str, str]],
+        resources: Iterable[tuple[str, str]],
         *,
         ttl_s: float = 30.0,
         wait_s: float = 0.0,
     ) -> list[dict[str, Any]]:
-        """Lease several resources at once, all or nothing."""
+        """Lease several resources at once, all or nothing.
+
+        ``resources`` is a list of ``(resource, mode)`` pairs, e.g.
+        ``[("db", "exclusive"), ("cache", "shared")]``; anything else is ``Invalid``
+        naming ``resources``, refused before the LockBroker is asked.
+        """
+        return self._acquire(agent_id, _parse_lock_requests(resources), ttl_s, wait_s)
+
+    def _acquire(
+        self, agent_id: str, wanted: list[tuple[str, LockMode]], ttl_s: float, wait_s: float
+    ) -> list[dict[str, Any]]:
         self._entry(agent_id)
-        parsed = [(validate_id("resource", r), LockMode.parse(m)) for r, m in requests]
-        if not parsed:
-            raise Invalid("resources", "name at least one resource")
-        if len(parsed) > MAX_RESOURCES_PER_REQUEST:
-            raise Invalid("resources", f"at most {MAX_RESOURCES_PER_REQUEST} per request")
-        if len({r for r, _ in parsed}) != len(parsed):
-            raise Invalid("resources", "lists the same resource twice")
         ttl_s = validate_positive("ttl_s", ttl_s, maximum=self.settings.lock_max_ttl_s)
         if (
             isinstance(wait_s, bool)
@@ -739,7 +772,7 @@ class Orchestrator:
             raise Invalid("wait_s", f"must be between 0 and {self.settings.lock_max_wait_s}")
         reply: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         started = time.perf_counter()
-        self._ask(self._broker.acquire(agent_id, parsed, ttl_s, float(wait_s), reply))
+        self._ask(self._broker.acquire(agent_id, wanted, ttl_s, float(wait_s), reply))
         try:
             grants = reply.get(timeout=wait_s + self.settings.ask_timeout_s)
         except pykka.Timeout:
@@ -834,6 +867,7 @@ class Orchestrator:
         Dependency checks run in the background; this only reads their last results,
         so it answers at once even when a dependency hangs.
         """
+        self._running()  # stopped, every actor is dead: that is not news about health
         dead = [r.actor_class.__name__ for r in self._refs if not r.is_alive()]
         checks: dict[str, Any] = {"actors": {"status": "failing" if dead else "ok", "dead": dead}}
         checks.update({name: r.to_dict() for name, r in self.dependencies.results().items()})
@@ -852,8 +886,19 @@ class Orchestrator:
     # ------------------------------------------------------------- internals
 
     def _running(self) -> None:
+        """For the calls that need no actor (they read the Directory): same answer."""
         if not self._started:
-            raise Unavailable("the orchestrator is not running; call start() first")
+            raise Unavailable(STOPPED if self._refs else NOT_STARTED)
+
+    def _task_id_of(self, key: str) -> TaskId:
+        """A held task's id as submitted (``123``, not ``"123"``), read without an ask.
+
+        An agent's record names its tasks by key; the Scheduler's ``TaskView`` has the
+        tasks themselves. A task an agent holds is never pruned, so the key is only a
+        fallback, for the moment the Scheduler spends rebuilding its table.
+        """
+        task = self._tasks.get(key)
+        return key if task is None else task.spec.task_id
 
     def _entry(self, agent_id: str) -> Entry:
         self._running()
@@ -925,3 +970,31 @@ def _parse_enum(enum_type: Any, field_name: str, value: str) -> Any:
     except ValueError:
         choices = ", ".join(str(m) for m in enum_type)
         raise Invalid(field_name, f"must be one of {choices}; got {value!r}") from None
+
+
+def _parse_lock_requests(resources: object) -> list[tuple[str, LockMode]]:
+    """``resources`` as checked ``(resource, LockMode)`` pairs, or ``Invalid("resources")``.
+
+    Unpacking blindly would raise a bare ``ValueError``/``TypeError`` for a dict, None
+    or a 3-tuple (and read a 2-character string as a pair); every such shape is told
+    apart here, naming the field and the item, before any actor is asked.
+    """
+    shape = "a list of (resource, mode) pairs, e.g. [('db', 'exclusive'), ('cache', 'shared')]"
+    if isinstance(resources, str | bytes | Mapping) or not isinstance(resources, Iterable):
+        raise Invalid("resources", f"must be {shape}; got {type(resources).__name__}")
+    parsed: list[tuple[str, LockMode]] = []
+    for i, item in enumerate(resources):
+        if len(parsed) == MAX_RESOURCES_PER_REQUEST:
+            raise Invalid("resources", f"at most {MAX_RESOURCES_PER_REQUEST} per request")
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            got = f"{len(item)} items" if isinstance(item, tuple | list) else type(item).__name__
+            raise Invalid("resources", f"item {i} must be a (resource, mode) pair; got {got}")
+        try:
+            parsed.append((validate_id("resource", item[0]), LockMode.parse(item[1])))
+        except Invalid as exc:
+            raise Invalid("resources", f"item {i}: {exc.message}") from None
+    if not parsed:
+        raise Invalid("resources", "name at least one resource")
+    if len({r for r, _ in parsed}) != len(parsed):
+        raise Invalid("resources", "lists the same resource twice")
+    return parsed

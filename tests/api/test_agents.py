@@ -234,6 +234,18 @@ def test_agent_tasks_lists_what_the_agent_holds(client, agent):
     assert client.simulate_get("/agents/my-agent/tasks").json["tasks"] == []
 
 
+def test_current_tasks_echo_task_ids_as_given(client):
+    register(client, "a1", start=True, max_concurrent_tasks=3)
+    for task_id in (123, "t-7", "456"):
+        answer = client.simulate_post("/tasks/assign", json={"task_id": task_id, "agent_id": "a1"})
+        assert answer.status_code == 200, answer.text
+    # Sorted by key; the integer stays an integer and the digit string a string.
+    expected = [123, "456", "t-7"]
+    wait_until(lambda: client.simulate_get("/agents/a1").json["current_tasks"] == expected)
+    [listed] = client.simulate_get("/agents").json["agents"]
+    assert listed["current_tasks"] == expected
+
+
 def test_agent_tasks_of_an_unknown_agent_is_404(client):
     assert_problem(client.simulate_get("/agents/ghost/tasks"), 404, "not_found")
 

@@ -6,7 +6,16 @@ import textwrap
 
 import pytest
 
-from orch import Agent, Forbidden, Invalid, NotFound, Orchestrator, TaskFailed, Unauthorized
+from orch import (
+    Agent,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Orchestrator,
+    TaskFailed,
+    Unauthorized,
+    Unavailable,
+)
 from tests.conftest import wait_until
 
 
@@ -209,3 +218,76 @@ def test_events_are_numbered_and_paged(orch):
     assert orch.events(rest["next"]) == {"events": [], "next": rest["next"]}
     with pytest.raises(Invalid, match="after"):
         orch.events(-1)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda o: o.attach(Echo("e1")),
+        lambda o: o.register_agent("a1", "implementation"),
+        lambda o: o.submit({"n": 1}),
+        lambda o: o.stats(),
+        lambda o: o.health(),
+        lambda o: o.locks(),
+        lambda o: o.agent("a1"),
+        lambda o: o.agents(),
+        lambda o: o.task(1),
+        lambda o: o.config_defaults(),
+        lambda o: o.deregister_agent("a1"),
+        lambda o: o.tick(),
+    ],
+    ids=[
+        "attach",
+        "register_agent",
+        "submit",
+        "stats",
+        "health",
+        "locks",
+        "agent",
+        "agents",
+        "task",
+        "config_defaults",
+        "deregister_agent",
+        "tick",
+    ],
+)
+def test_an_orchestrator_not_running_is_unavailable_saying_what_to_do(call, store):
+    never_started = Orchestrator(store=store, auto_tick=False)
+    with pytest.raises(Unavailable, match=r"not started; use `with Orchestrator\(\) as orch`"):
+        call(never_started)
+    stopped = Orchestrator(auto_tick=False).start()
+    stopped.stop()
+    with pytest.raises(Unavailable, match=r"has stopped; .* create a new Orchestrator"):
+        call(stopped)
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        None,
+        {"r1": "exclusive"},
+        "r1",
+        [{"resource": "r1", "mode": "exclusive"}],
+        [None],
+        [("r1", "exclusive", "extra")],
+        [("r1",)],
+        ["ab"],
+        [("r1", "sideways")],
+        [("r1", None)],
+        [(None, "exclusive")],
+        [("../etc", "shared")],
+        [],
+        [("r1", "exclusive"), ("r1", "shared")],
+        [(f"r{i}", "shared") for i in range(100)],
+    ],
+)
+def test_acquire_locks_refuses_malformed_resources_naming_the_field(orch, store, resources):
+    orch.register_agent("a1", "implementation")
+    orch.start_agent("a1")
+    writes = store.writes
+    with pytest.raises(Invalid) as info:
+        orch.acquire_locks("a1", resources)
+    assert info.value.field == "resources"
+    assert orch.locks() == [] and store.writes == writes
+    grants = orch.acquire_locks("a1", [("r1", "exclusive"), ["r2", "shared"]])
+    assert [(g["resource"], g["mode"]) for g in grants] == [("r1", "exclusive"), ("r2", "shared")]
