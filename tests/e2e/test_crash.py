@@ -111,6 +111,11 @@ def drive(url: str, ledger: Ledger, stop: threading.Event, tokens: dict[str, str
             with ledger.lock:
                 ledger.held[resource] = (agent_id, token)
                 ledger.max_token[resource] = max(ledger.max_token[resource], token)
+            # Hold the lease a while, so the kill may land while it is held: without
+            # this the release follows at once and no acknowledged grant is ever checked.
+            time.sleep(rng.uniform(0.02, 0.1))
+            if stop.is_set():
+                return  # killed while held: this grant must be there after the restart
             with ledger.lock:
                 ledger.release_sent.add((resource, token))
             released = requests.post(

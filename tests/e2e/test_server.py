@@ -15,7 +15,7 @@ import time
 import requests
 
 from tests.conftest import wait_until
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import LISTENING, ServerProcess
 
 
 def test_readme_flow_works_against_the_real_server(server: ServerProcess):
@@ -159,3 +159,56 @@ def test_help_runs():
     )
     assert result.returncode == 0
     assert "serve" in result.stdout
+
+
+EMBEDDED_SERVE = """
+import logging
+from orch import Agent, Orchestrator, serve
+
+class Echo(Agent):
+    capabilities = {"echo"}
+
+    def handle(self, task):
+        return {"echo": task.payload}
+
+logging.basicConfig(level=logging.INFO)
+orch = Orchestrator().start()
+orch.attach(Echo("echo-1"))
+serve(orch, port=0)
+"""
+
+
+def test_orch_serve_serves_an_embedded_orchestrator_until_sigterm():
+    process = subprocess.Popen(
+        [sys.executable, "-c", EMBEDDED_SERVE],
+        env={**os.environ, "ORCHESTRATOR_HOST": "127.0.0.1"},
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            match = LISTENING.search(line)
+            if match:
+                break
+        else:
+            raise AssertionError("orch.serve() never listened")
+        url = f"http://{match.group(1)}:{match.group(2)}"
+        # The in-process agent attached before serve() takes work submitted over HTTP.
+        submitted = requests.post(
+            f"{url}/tasks/assign",
+            json={"task_id": 1, "capabilities": ["echo"], "payload": {"n": 1}},
+            timeout=5,
+        )
+        assert submitted.status_code in (200, 202), submitted.text
+        wait_until(
+            lambda: requests.get(f"{url}/tasks/1", timeout=5).json()["status"] == "completed"
+        )
+        assert requests.get(f"{url}/tasks/1", timeout=5).json()["result"] == {"echo": {"n": 1}}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)

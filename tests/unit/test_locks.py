@@ -1,6 +1,7 @@
 """Locks through the facade: many threads on one exclusive lock, leases, holders' fate."""
 
 import threading
+import time
 
 import pytest
 
@@ -28,6 +29,9 @@ def test_hammering_one_exclusive_lock_never_overlaps_and_tokens_increase(live_or
                     holders += 1
                     max_holders = max(max_holders, holders)
                     tokens.append(grant["fencing_token"])
+                # Hold it a moment (releasing the GIL), so a grant that overlaps this
+                # one would be counted; without it the window is a few bytecodes wide.
+                time.sleep(0.001)
                 with guard:
                     holders -= 1
                 orch.release_lock(agent_id, "repo:june", grant["fencing_token"])

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orch.config import Settings
 from orch.errors import StoreError
 from orch.model import (
     AgentConfig,
@@ -34,7 +35,7 @@ from orch.model import (
     TaskSpec,
     TaskState,
 )
-from orch.store import MemoryStore, SQLiteStore, codec
+from orch.store import MemoryStore, SQLiteStore, codec, open_store
 from orch.store.sqlite import PRUNE_BATCH_ROWS, SCHEMA_VERSION
 from tests.conftest import wait_until
 
@@ -538,6 +539,35 @@ def test_a_database_from_a_newer_version_is_refused(db_path):
     with pytest.raises(StoreError, match="written by a newer version") as info:
         SQLiteStore(db_path)
     assert db_path in info.value.message
+
+
+def test_an_older_schema_is_migrated_forward_keeping_its_rows(db_path):
+    store = SQLiteStore(db_path)
+    store.put_agent(make_agent("a1"))
+    store.close()
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    raw.execute("DROP TABLE intake_reservations")  # what migration 1 -> 2 adds
+    raw.execute("PRAGMA user_version = 1")
+    raw.close()
+    store = SQLiteStore(db_path)
+    try:
+        assert store._read("PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        tables = {name for (name,) in store._read("SELECT name FROM sqlite_master")}
+        assert "intake_reservations" in tables
+        assert store.load_agents() == [make_agent("a1")]
+    finally:
+        store.close()
+
+
+def test_the_service_settings_choose_the_file_and_the_sync_level(db_path):
+    defaults = Settings.from_env({})
+    assert (defaults.db, defaults.db_sync) == ("orchestrator.db", "full")
+    store = open_store(Settings.from_env({"ORCH_DB": db_path, "ORCH_DB_SYNC": "normal"}))
+    try:
+        assert store.path == db_path
+        assert store._read("PRAGMA synchronous") == [(1,)]
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(("sync", "level"), [("full", 2), ("normal", 1)])
