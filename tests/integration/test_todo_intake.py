@@ -136,6 +136,42 @@ def test_a_task_whose_agent_is_lost_is_given_back(todo, make_orch):
     assert orch.task("todo:1")["status"] == "cancelled"
 
 
+def test_a_task_that_ends_dead_is_given_back(todo, make_orch):
+    todo.add_task(1)
+    orch = make_orch()
+    orch.register_agent("r1", "implementation")
+    orch.start_agent("r1")
+    orch.tick()
+    assert todo.tasks[1]["assigned_agent"] == "r1"
+    orch.heartbeat("r1")
+    orch.fail_task("r1", "todo:1", "cannot be done", retryable=False)
+    wait_until(lambda: todo.tasks[1]["task_status"] == "available", message="unlocked")
+    assert todo.tasks[1]["assigned_agent"] is None
+    assert orch.task("todo:1")["status"] == "dead"
+
+
+def test_a_task_retried_on_another_agent_takes_its_reservation_along(todo, make_orch):
+    todo.add_task(1)
+    orch = make_orch()
+    orch.register_agent("r1", "implementation")
+    orch.start_agent("r1")
+    orch.tick()
+    orch.register_agent("r2", "implementation")
+    orch.start_agent("r2")
+    orch.heartbeat("r1")
+    orch.stop_agent("r1")  # draining: it takes no new work, so the retry goes to r2
+    orch.fail_task("r1", "todo:1", "flaky", retryable=True)
+    make_orch.clock.advance(1.5)  # past the retry backoff
+    orch.heartbeat("r2")
+    orch.tick()
+    wait_until(lambda: orch.task("todo:1")["agent_id"] == "r2", message="retried on r2")
+    wait_until(lambda: todo.tasks[1]["assigned_agent"] == "r2", message="re-reserved for r2")
+    orch.heartbeat("r2")
+    orch.complete_task("r2", "todo:1", {"notes": "second try"})
+    wait_until(lambda: todo.tasks[1]["task_status"] == "complete", message="reported complete")
+    assert todo.tasks[1]["notes"] == "second try"
+
+
 def test_a_restart_mid_task_keeps_the_reservation(todo, make_orch):
     todo.add_task(1)
     first = make_orch()

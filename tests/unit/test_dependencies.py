@@ -6,6 +6,8 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import pytest
+
 from orch import Orchestrator, Settings
 from tests.conftest import wait_until
 
@@ -25,21 +27,25 @@ class Healthy(BaseHTTPRequestHandler):
         pass
 
 
-def test_health_is_degraded_while_a_service_is_down_and_recovers(tmp_path):
+@pytest.mark.parametrize(
+    ("check_name", "other"), [("todo_service", "gateway"), ("gateway", "todo_service")]
+)
+def test_health_is_degraded_while_a_service_is_down_and_recovers(check_name, other):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = Settings(todo_service_url=url, gateway_url="", dependency_check_interval_s=0.05)
+    urls = {f"{check_name}_url": url, f"{other}_url": ""}
+    settings = Settings(**urls, dependency_check_interval_s=0.05)
     with Orchestrator(settings, connect_services=True) as orch:
         health = orch.health()
         assert health["status"] == "degraded"
-        check = health["checks"]["todo_service"]
+        check = health["checks"][check_name]
         assert check["status"] == "failing" and check["url"] == url and check["last_error"]
-        assert "gateway" not in health["checks"]  # an empty URL is not configured
+        assert other not in health["checks"]  # an empty URL is not configured
         server = HTTPServer(("127.0.0.1", port), Healthy)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             wait_until(lambda: orch.health()["status"] == "healthy", message="recovered")
-            check = orch.health()["checks"]["todo_service"]
+            check = orch.health()["checks"][check_name]
             assert check["status"] == "ok" and check["latency_ms"] >= 0
         finally:
             server.shutdown()

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orch import Conflict, Orchestrator, Settings
+from orch import Agent, Conflict, Orchestrator, Settings, TaskFailed
 from tests.conftest import wait_until
 
 
@@ -62,6 +62,50 @@ def test_a_scripted_scenario_gives_exact_values(orch, clock):
     assert value(samples, "orchestrator_task_run_seconds_count") == 1
     assert value(samples, "orchestrator_task_run_seconds_sum") == pytest.approx(3.0)
     assert value(samples, "orchestrator_lock_wait_seconds_count") == 1
+
+
+class Crashy(Agent):
+    agent_type = "implementation"
+    capabilities = frozenset({"crashy"})
+
+    def handle(self, task):
+        raise RuntimeError("boom")
+
+
+def test_failures_retries_expiries_losses_and_restarts_are_counted(orch, clock):
+    orch.register_agent("a1", "implementation", ["code"])
+    orch.start_agent("a1")
+    orch.assign_task({}, task_id="t", agent_id="a1", max_attempts=3)
+    orch.heartbeat("a1")
+    orch.fail_task("a1", "t", "flaky", retryable=True)
+    clock.advance(1.1)  # past the 1 s retry backoff
+    orch.tick()
+    wait_until(lambda: orch.task("t")["status"] in {"assigned", "running"})
+    orch.acquire_lock("a1", "repo", ttl_s=0.5)
+    clock.advance(0.6)
+    orch.tick()
+    clock.advance(10.1)  # ten missed 1 s heartbeat intervals
+    orch.tick()
+    wait_until(lambda: orch.agent("a1")["status"] == "lost")
+    orch.cancel_task("t")  # requeued by the loss; keep it away from the crashing agent
+    orch.attach(Crashy("c1"))
+    with pytest.raises(TaskFailed):
+        orch.submit({}, capabilities={"crashy"}, max_attempts=1).result(timeout=5)
+    wait_until(lambda: orch.directory.get("c1").actor is None)  # restart due in 0.1 s
+    clock.advance(0.2)
+    orch.tick()
+    wait_until(lambda: orch.agent("c1")["restarts"] == 1)
+
+    samples = scrape(orch)
+    assert value(samples, "orchestrator_task_failures_total") == 1
+    assert value(samples, "orchestrator_task_retries_total") == 1
+    assert value(samples, "orchestrator_lock_expiries_total") == 1
+    assert value(samples, "orchestrator_agents_lost_total") == 1
+    assert value(samples, "orchestrator_agent_crashes_total") == 1
+    assert value(samples, "orchestrator_agent_restarts_total") == 1
+    assert value(samples, "orchestrator_tasks_cancelled_total") == 1
+    assert value(samples, "orchestrator_tasks_dead_total") == 1
+    assert value(samples, "orchestrator_agents", state="lost") == 1
 
 
 def test_many_orchestrators_keep_separate_registries():
