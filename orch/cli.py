@@ -445,10 +445,21 @@ def _events(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -
     after = args.after
     while True:  # until Ctrl-C; each poll is a bounded long-poll
         answer = client.events(after, wait_s=20.0, limit=args.limit)
+        if _feed_was_reset(answer, after):
+            print(f"{PROG}: event numbering restarted; following it anew", file=sys.stderr)
         for event in answer["events"]:
             line = json.dumps(event) if args.json else _event_line(event)
             print(line, file=out, flush=True)
         after = answer["next"]
+
+
+def _feed_was_reset(answer: Mapping[str, Any], after: int) -> bool:
+    """Whether event numbering restarted below ``after``: the server restarted.
+
+    The answer then holds the ring from its start and ``next`` in the new numbering;
+    ``next`` below ``after`` tells it too, from a server that does not send ``reset``.
+    """
+    return bool(answer.get("reset")) or answer["next"] < after
 
 
 def _event_line(event: Mapping[str, Any]) -> str:

@@ -384,7 +384,12 @@ class OrchestratorClient:
         return self._json("GET", "/openapi.json")
 
     def events(self, after: int = 0, *, wait_s: float = 0.0, limit: int = 1000) -> dict[str, Any]:
-        """``{events, next}``: events after ``after``, long-polling up to ``wait_s`` (<= 20)."""
+        """``{events, next}``: events after ``after``, long-polling up to ``wait_s`` (<= 20).
+
+        Numbering restarts at 1 with the server: an ``after`` beyond its newest event
+        answers at once with ``reset: true``, the events from the ring's start and
+        ``next`` in the new numbering, so a follower passing ``next`` on carries on.
+        """
         params = {"after": after, "limit": limit, "wait": wait_s or None}
         return self._json("GET", "/events", params=params, wait_s=wait_s)
 

@@ -43,6 +43,7 @@ class Events:
         self._cond = threading.Condition()
         self._seq = 0
         self._closed = False
+        self._waiting = 0
         self._listeners: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> None:
@@ -73,10 +74,39 @@ class Events:
     def last_seq(self) -> int:
         return self._seq
 
+    @property
+    def waiting(self) -> int:
+        """Readers parked in ``since`` right now, waiting for an event."""
+        return self._waiting
+
     def since(self, after: int, limit: int = 1000, wait_s: float = 0.0) -> list[Event]:
         """Events with ``seq > after``, waiting up to ``wait_s`` for the first one."""
         with self._cond:
             if wait_s > 0 and self._seq <= after:
-                self._cond.wait_for(lambda: self._seq > after or self._closed, timeout=wait_s)
+                self._waiting += 1
+                try:
+                    self._cond.wait_for(lambda: self._seq > after or self._closed, timeout=wait_s)
+                finally:
+                    self._waiting -= 1
             out = [e for e in self._ring if e.seq > after]
         return out[:limit]
+
+    def page(self, after: int, limit: int = 1000, wait_s: float = 0.0) -> dict[str, Any]:
+        """``{events, next}`` for ``GET /events``, with ``reset: true`` after a restart.
+
+        Numbering restarts at 1 with the server, so an ``after`` beyond the newest
+        ``seq`` came from a reader of an earlier process: waiting for this one to catch
+        up would leave it hanging in silence. ``reset`` says so; that answer comes at
+        once, even from an empty ring, with the events from the ring's start and
+        ``next`` in the new numbering, so a follower learns of the reset now and
+        carries on from there. ``seq`` only grows, so the test needs no lock.
+        """
+        reset = after > self.last_seq
+        found = self.since(0, limit) if reset else self.since(after, limit, wait_s)
+        answer: dict[str, Any] = {
+            "events": [e.to_dict() for e in found],
+            "next": found[-1].seq if found else (0 if reset else after),
+        }
+        if reset:
+            answer["reset"] = True
+        return answer

@@ -839,17 +839,15 @@ class Orchestrator:
         """Events numbered after ``after``, waiting up to ``wait_s`` for the first (long-poll).
 
         ``next`` is the ``after`` to pass next time; the ring keeps the last 10,000
-        events, so a reader that falls further behind sees a gap in ``seq``.
+        events, so a reader that falls further behind sees a gap in ``seq``. An ``after``
+        beyond the newest event (a reader of a previous process: numbering restarts
+        with the server) is answered at once from the start, with ``reset: true``.
         """
         after = validate_int("after", after, 0, 2**63 - 1)
         limit = validate_int("limit", limit, 1, 1000)
         if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not 0 <= wait_s <= 60:
             raise Invalid("wait", "must be between 0 and 60 seconds")
-        found = self.events_log.since(after, limit, float(wait_s))
-        return {
-            "events": [e.to_dict() for e in found],
-            "next": found[-1].seq if found else max(after, 0),
-        }
+        return self.events_log.page(after, limit, float(wait_s))
 
     def _intake_status(self) -> dict[str, Any] | None:
         if self._intake is None:

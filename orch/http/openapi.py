@@ -57,9 +57,34 @@ _GRANT = _object(
     expires_at={"type": "number"},
 )
 
-#: The 2xx bodies that links read from, by (method, route); every other JSON answer
-#: is documented as an object.
+#: Event numbering restarts at 1 with the server, so a follower's ``after`` may be
+#: beyond every event: that answer comes at once, from the ring's start, flagged.
+_EVENT_FEED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "events": {
+            "type": "array",
+            "items": _object(
+                seq={"type": "integer", "minimum": 1},
+                type={"type": "string"},
+                at={"type": "number"},
+            ),
+        },
+        "next": {"type": "integer", "minimum": 0},
+        "reset": {
+            "const": True,
+            "description": "Only when `after` was beyond the newest event (the server "
+            "restarted): `events` are from the ring's start, continue from `next`.",
+        },
+    },
+    "required": ["events", "next"],
+}
+
+#: The 2xx bodies that links read from, by (method, route), and the event feed's
+#: (its ``reset`` flag is part of following it); every other JSON answer is
+#: documented as an object.
 _ANSWERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/events"): _EVENT_FEED,
     ("POST", "/agents/register"): _object(
         agent_id=_ID, status={"const": "registered"}, token={"type": "string", "minLength": 1}
     ),

@@ -1,6 +1,7 @@
 """GET /events: numbered, paged, and a bounded long-poll."""
 
 import threading
+import time
 
 import falcon.testing
 
@@ -63,6 +64,33 @@ def test_a_long_poll_with_nothing_new_ends_empty(client):
     answer = client.simulate_get("/events", params={"after": after, "wait": 0.05})
     assert answer.status_code == 200
     assert answer.json == {"events": [], "next": after}
+
+
+def test_a_poll_beyond_the_numbering_answers_at_once_from_the_start(client):
+    # The follower's `after` came from an earlier server process; numbering restarted.
+    register(client, "a1", start=True)
+    started = time.monotonic()
+    answer = client.simulate_get("/events", params={"after": 10_000, "wait": 10})
+    assert time.monotonic() - started < 5  # not the 10 s it was allowed to wait
+    assert answer.status_code == 200
+    assert event_types(answer) == ["agent.registered", "agent.started"]
+    assert answer.json["next"] == 2  # the new numbering: pass it on and carry on
+
+
+def test_a_poll_beyond_the_numbering_says_the_feed_was_reset(client):
+    register(client, "a1")
+    answer = client.simulate_get("/events", params={"after": 10_000})
+    assert answer.json["reset"] is True
+    assert event_types(answer) == ["agent.registered"] and answer.json["next"] == 1
+    assert client.simulate_get("/events", params={"after": 1}).json == {"events": [], "next": 1}
+
+
+def test_openapi_documents_the_reset_flag(client):
+    document = client.simulate_get("/openapi.json").json
+    ok = document["paths"]["/events"]["get"]["responses"]["200"]
+    schema = ok["content"]["application/json"]["schema"]
+    assert schema["required"] == ["events", "next"]
+    assert schema["properties"]["reset"]["const"] is True
 
 
 def test_only_half_the_threads_may_wait():

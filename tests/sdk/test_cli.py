@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import pytest
 
 from orch import cli
 from orch.client import OrchestratorClient
+from orch.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.conftest import wait_until
 from tests.sdk.conftest import ADMIN_TOKEN
 
@@ -253,6 +255,49 @@ def test_events_follow_streams_until_interrupted(
             follower.wait(5)
 
 
+def test_events_follow_carries_on_when_the_numbering_restarted(
+    url: str, admin: OrchestratorClient, name: Callable
+):
+    # `--after` far beyond the newest event: as a follower of an earlier server process.
+    admin.register_agent(name("before"), "implementation")
+    newest = admin.events(0)["next"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "orch", "events", "--follow", "--json", "--after", "999999999"],
+        env={**os.environ, "ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[dict[str, Any]] = []
+
+    def read_lines() -> None:  # a thread, so that a missing line fails instead of hanging
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            lines.append(json.loads(line))
+
+    threading.Thread(target=read_lines, daemon=True).start()
+    try:
+        wait_until(lambda: lines, timeout_s=10, message="the ring's events were not printed")
+        assert lines[0]["seq"] <= newest  # from the ring's start, not after 999999999
+        agent_id = name("after")
+        admin.register_agent(agent_id, "implementation")
+        wait_until(
+            lambda: any(e.get("agent_id") == agent_id for e in lines),
+            timeout_s=10,
+            message="the follower did not carry on in the new numbering",
+        )
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 0
+        assert follower.stderr is not None
+        assert follower.stderr.read().splitlines() == [
+            "june-orchestrator: event numbering restarted; following it anew"
+        ]
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(5)
+
+
 def test_python_m_orch_lists_every_command_and_keeps_config_working():
     helped = run_process("--help")
     assert helped.returncode == 0
@@ -264,3 +309,22 @@ def test_python_m_orch_lists_every_command_and_keeps_config_working():
     assert config.returncode == 0 and json.loads(config.stdout)["port"] == 8123
     bad = run_process("config", env={"ORCHESTRATOR_PORT": "x"})
     assert bad.returncode == 2 and bad.stderr.startswith("june-orchestrator: ORCHESTRATOR_PORT")
+
+
+def test_serving_a_database_from_a_newer_version_fails_with_one_line(tmp_path):
+    db_path = str(tmp_path / "newer.db")
+    SQLiteStore(db_path).close()
+    raw = sqlite3.connect(db_path)
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    served = run_process(
+        "serve",
+        env={"ORCH_DB": db_path, "ORCHESTRATOR_PORT": "0", "TODO_SERVICE_URL": ""},
+    )
+    assert served.returncode == 1, served.stderr
+    [line] = served.stderr.strip().splitlines()  # no traceback
+    assert line.startswith("june-orchestrator: ")
+    assert db_path in line and "newer version" in line and "ORCH_DB" in line
+    raw = sqlite3.connect(db_path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1  # untouched
+    raw.close()

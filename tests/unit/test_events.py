@@ -72,3 +72,44 @@ def test_events_log_as_json_with_their_ids(caplog, clock):
     assert parsed["level"] == "INFO" and parsed["logger"] == "orch.events"
     assert parsed["agent_id"] == "a7" and parsed["event"] == "agent.lost"
     assert "agent.lost" in parsed["message"] and parsed["timestamp"]
+
+
+def test_heartbeats_log_nothing_at_info(orch, caplog):
+    orch.register_agent("a1", "implementation", ["code"])
+    orch.start_agent("a1")
+    with caplog.at_level(logging.INFO):
+        for _ in range(20):
+            orch.heartbeat("a1")
+    assert [record.getMessage() for record in caplog.records] == []
+
+
+def test_a_reader_beyond_the_numbering_gets_the_ring_at_once_marked_reset(clock):
+    # It followed an earlier server process; this one numbers from 1 again.
+    events = Events(clock)
+    for n in range(3):
+        events.emit("agent.registered", agent_id=f"a{n}")
+    started = time.monotonic()
+    answer = events.page(500, wait_s=5)
+    assert [e["seq"] for e in answer["events"]] == [1, 2, 3]
+    assert answer["next"] == 3 and answer["reset"] is True
+    assert time.monotonic() - started < 2  # not the 5 s each was allowed to wait
+    assert events.page(3) == {"events": [], "next": 3}  # no reset: the usual answer
+
+
+def test_a_reset_from_an_empty_ring_answers_at_once_from_zero(clock):
+    events = Events(clock)
+    started = time.monotonic()
+    assert events.page(42, wait_s=5) == {"events": [], "next": 0, "reset": True}
+    assert time.monotonic() - started < 2
+    events.emit("agent.registered", agent_id="a")
+    assert [e["seq"] for e in events.page(0)["events"]] == [1]
+
+
+def test_the_facade_answers_a_reader_beyond_the_numbering_at_once(orch):
+    # At once, from the ring's start, with `next` in the new numbering (below `after`).
+    orch.register_agent("a", "implementation")
+    started = time.monotonic()
+    answer = orch.events(10_000, wait_s=5)
+    assert time.monotonic() - started < 2
+    assert answer["events"][0]["seq"] == 1
+    assert answer["next"] == len(answer["events"]) < 10_000
