@@ -3,7 +3,8 @@
 Start the server (``make run``), then ``python examples/worker.py`` in another
 terminal and submit work, for example with
 ``june-orchestrator tasks submit --capability code --payload '{"msg": "hi"}'``.
-Ctrl-C stops the agent cleanly: it stops taking work and ends ``stopped``.
+Ctrl-C, or SIGTERM (``docker stop``, systemd), stops the agent cleanly: it stops
+taking work and ends ``stopped``.
 
 ``ORCH_URL`` points it at another server, ``ORCH_ADMIN_TOKEN`` is passed on when
 the server needs one (registering and stopping an agent are operator calls).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -27,7 +29,7 @@ def handle(task: AssignedTask) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve tasks until Ctrl-C, or until ``--max-tasks`` have been done."""
+    """Serve tasks until Ctrl-C or SIGTERM, or until ``--max-tasks`` have been done."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("ORCH_URL", "http://127.0.0.1:8005"))
     parser.add_argument("--agent-id", default="worker-1")
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log = logging.getLogger("worker")
 
+    # SIGTERM would kill the process at once, leaving the agent's tasks assigned until
+    # it is declared lost; as a KeyboardInterrupt it leaves the `with` block below,
+    # whose exit stops and drains the agent, just as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     done = 0
     try:
         with AgentClient(

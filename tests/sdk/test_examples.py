@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,3 +137,45 @@ def test_quick_start_worker_then_cli_submit_and_show(
         if worker.poll() is None:
             worker.kill()
             worker.wait(5)
+
+
+def test_worker_example_stops_its_agent_on_sigterm(
+    url: str, admin: OrchestratorClient, name: Callable
+):
+    # docker stop and systemd send SIGTERM; the agent must end stopped, not sit until lost.
+    agent_id, capability = name("sigterm-worker"), name("sigterm-cap")
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLES / "worker.py"),
+            "--agent-id",
+            agent_id,
+            "--capability",
+            capability,
+        ],
+        env=_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log: list[str] = []
+    stdout = worker.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: log.extend(stdout), daemon=True)  # line by line
+    reader.start()
+    try:
+        # Its log, not the server's view: the agent is active before `with` is entered.
+        wait_until(lambda: any("is ready" in line for line in log), timeout_s=15)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(5)
+    reader.join(5)
+    assert any("stopped after 0 task(s)" in line for line in log), log
+    wait_until(
+        lambda: admin.agent(agent_id)["status"] == "stopped",
+        timeout_s=10,
+        message="the worker's agent did not end stopped",
+    )
