@@ -25,6 +25,7 @@ import contextlib
 import ipaddress
 import logging
 import resource
+import select
 import signal
 import threading
 import time
@@ -42,6 +43,7 @@ from orch.config import Settings
 from orch.errors import Invalid
 from orch.http.app import create_app
 from orch.http.errors import PROBLEM_JSON, PROBLEM_TYPE, HeadersTooLarge, PayloadTooLarge
+from orch.http.loop import EpollLoop, WatchedMap
 from orch.system import Orchestrator
 
 logger = logging.getLogger("orch.http")
@@ -229,8 +231,10 @@ class Server:
         self.settings = settings or orchestrator.settings
         self._stopping = threading.Event()
         _raise_open_files_limit(self.settings.http_connection_limit)
+        socket_map = WatchedMap()
         self._waitress: Any = waitress.create_server(
             create_app(orchestrator, self.settings),
+            map=socket_map,
             host=host or self.settings.host,
             port=self.settings.port if port is None else port,
             threads=self.settings.http_threads,
@@ -252,6 +256,8 @@ class Server:
             clear_untrusted_proxy_headers=True,
         )
         self._waitress.channel_class = GuardedChannel
+        # epoll where there is one (Linux); elsewhere waitress's own loop, O(connections).
+        self._loop = EpollLoop(socket_map, self._waitress) if hasattr(select, "epoll") else None
         self._next_sweep = 0.0
 
     @property
@@ -283,15 +289,20 @@ class Server:
         adj = server.adj
         try:
             while not self._stopping.is_set():
-                wasyncore.loop(
-                    timeout=adj.asyncore_loop_timeout,
-                    map=server._map,
-                    use_poll=adj.asyncore_use_poll,
-                    count=1,
-                )
+                if self._loop is not None:
+                    self._loop.poll(adj.asyncore_loop_timeout)
+                else:
+                    wasyncore.loop(
+                        timeout=adj.asyncore_loop_timeout,
+                        map=server._map,
+                        use_poll=adj.asyncore_use_poll,
+                        count=1,
+                    )
                 self._close_slow_requests()
         finally:
             self._shut_down(drain_timeout_s)
+            if self._loop is not None:
+                self._loop.close()
 
     def _close_slow_requests(self) -> None:
         """Answer 408 and close connections whose request is taking too long to arrive.
@@ -317,6 +328,8 @@ class Server:
             ):
                 continue
             closed += 1
+            if self._loop is not None:
+                self._loop.touch(channel._fileno)  # no longer idle: closing
             with channel.requests_lock:
                 channel.request = None  # what arrived of it is dropped, never served
                 channel.close_when_flushed = True  # and nothing more is read
