@@ -117,12 +117,21 @@ def fleet(
             server.stop()
 
 
-def task_cycle(agents: int, duration_s: float) -> dict[str, Any]:
-    """assign (named agent) -> heartbeat delivers -> complete, one thread per agent."""
+def task_cycle(agents: int, duration_s: float, prefer_wrk: bool) -> dict[str, Any]:
+    """assign (named agent) -> heartbeat delivers -> complete, one client per agent.
+
+    The client is wrk when there is one (``load.run_wrk_cycle``), else a Python
+    thread per agent, whose cost on the same two cores the table then includes.
+    """
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
         server = processes.orchestrator(str(Path(tmp) / "cycle.db"))
         try:
             tokens = register_fleet(server.url, agents, "cyc")
+            if prefer_wrk and load.have_wrk():
+                rate, errors = load.run_wrk_cycle(server.url, tokens, duration_s=duration_s)
+                if errors:
+                    raise RuntimeError(f"{errors} task cycles went wrong under wrk")
+                return {"agents": agents, "tasks_per_s": rate, "tool": "wrk"}
             counts: list[int] = []
             lock = threading.Lock()
             stop = time.monotonic() + duration_s
@@ -149,7 +158,11 @@ def task_cycle(agents: int, duration_s: float) -> dict[str, Any]:
                 t.start()
             for t in threads:
                 t.join()
-            return {"agents": agents, "tasks_per_s": sum(counts) / (time.monotonic() - started)}
+            return {
+                "agents": agents,
+                "tasks_per_s": sum(counts) / (time.monotonic() - started),
+                "tool": "python",
+            }
         finally:
             server.stop()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -73,6 +74,12 @@ class Client:
         self._conn.close()
 
 
+def _raise_open_files_limit() -> None:
+    """In wrk's process: room for as many connections as the hard limit allows."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
@@ -82,8 +89,9 @@ def _lua_requests(
 ) -> str:
     """A wrk script cycling through (method, path, headers, body) requests.
 
-    With ``delay_ms`` each connection waits that long before each request, which
-    paces the load (wrk has no rate option; wrk2's fork does, but is not packaged).
+    With ``delay_ms`` each connection waits that long on average (uniformly 0 to
+    twice that, so connections do not fire in step) before each request, which paces
+    the load (wrk has no rate option; wrk2's fork does, but is not packaged).
     """
 
     def row(method: str, path: str, headers: dict[str, str], body: str) -> str:
@@ -105,7 +113,90 @@ local errors = 0
 response = function(status, headers, body)
   if status >= 500 then errors = errors + 1 end
 end
-""" + (f"delay = function() return {delay_ms:.3f} end\n" if delay_ms else "")
+""" + (f"delay = function() return math.random() * {2 * delay_ms:.3f} end\n" if delay_ms else "")
+
+
+CYCLE_LUA = """
+-- One connection per wrk thread, each driving one agent through
+-- assign (to itself) -> heartbeat (must deliver that task) -> complete.
+local agents = {
+%(agents)s
+}
+local next_index, threads = 1, {}
+function setup(thread)
+  thread:set("index", next_index)
+  next_index = next_index + 1
+  table.insert(threads, thread)
+end
+cycles, bad = 0, 0  -- globals: done() reads them with thread:get
+local step, agent, auth, task = 0, nil, nil, nil
+function init(args)
+  agent = agents[index][1]
+  auth = {["Authorization"] = "Bearer " .. agents[index][2],
+          ["Content-Type"] = "application/json"}
+end
+function request()
+  if step == 0 then
+    task = agent .. ":" .. cycles
+    return wrk.format("POST", "/tasks/assign", {["Content-Type"] = "application/json"},
+      '{"task_id":"' .. task .. '","agent_id":"' .. agent .. '"}')
+  elseif step == 1 then
+    return wrk.format("POST", "/agents/" .. agent .. "/heartbeat", auth, "")
+  end
+  return wrk.format("POST", "/tasks/" .. task .. "/complete", auth, "{}")
+end
+function response(status, headers, body)
+  if status >= 300 then
+    bad = bad + 1
+  elseif step == 1 and not string.find(body, '"' .. task .. '"', 1, true) then
+    bad = bad + 1  -- the heartbeat did not deliver the task just assigned
+  elseif step == 2 then
+    cycles = cycles + 1
+  end
+  step = (step + 1) %% 3
+end
+function done(summary, latency, requests)
+  local total_cycles, total_bad = 0, 0
+  for _, thread in ipairs(threads) do
+    total_cycles = total_cycles + thread:get("cycles")
+    total_bad = total_bad + thread:get("bad")
+  end
+  io.write(string.format("CYCLES %%d BAD %%d SECONDS %%.3f\\n",
+    total_cycles, total_bad, summary.duration / 1e6))
+end
+"""
+
+
+def run_wrk_cycle(url: str, tokens: dict[str, str], *, duration_s: float) -> tuple[float, int]:
+    """Task cycles per second driven by wrk, one connection per agent; and the errors.
+
+    wrk calls ``request()`` without saying for which connection, so each agent gets
+    a wrk thread of its own (C threads: cheap), whose Lua state is its cycle.
+    """
+    rows = ",\n".join(f"{{{json.dumps(a)}, {json.dumps(t)}}}" for a, t in tokens.items())
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "cycle.lua"
+        script.write_text(CYCLE_LUA % {"agents": rows})
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{len(tokens)}",
+                f"-c{len(tokens)}",
+                f"-d{max(1, round(duration_s))}s",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=duration_s + 60,
+        ).stdout
+    found = re.search(r"CYCLES (\d+) BAD (\d+) SECONDS ([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk printed no cycle count:\n{out[-2000:]}")
+    cycles, bad, seconds = int(found.group(1)), int(found.group(2)), float(found.group(3))
+    return cycles / seconds, bad
 
 
 def _ms(value: str, unit: str) -> float:
@@ -139,6 +230,7 @@ def run_wrk(
             capture_output=True,
             text=True,
             check=True,
+            preexec_fn=_raise_open_files_limit,
             timeout=duration_s + 60,
         ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

@@ -26,6 +26,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from typing import Any
 
 import pykka
@@ -56,12 +57,13 @@ class ActorPool:
         self._ready.put(actor)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Let the threads finish what is queued, then end them."""
+        """Let the threads finish what is queued, then end them (waiting ``timeout_s`` in all)."""
         for _ in self._threads:
             self._ready.put(None)
+        deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout_s)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         while (actor := self._ready.get()) is not None:
