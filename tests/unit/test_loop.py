@@ -33,6 +33,11 @@ def connect(server: Server) -> socket.socket:
 
 def get(sock: socket.socket, path: str = "/health") -> bytes:
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """The status line of the next answer on ``sock``, read whole."""
     data = b""
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
@@ -83,3 +88,36 @@ def test_a_closed_connection_number_reused_by_a_new_one_is_served(server: Server
         sock.close()
     wait_until(lambda: not server._waitress.active_channels, message="closed ones are gone")
     assert requests.get(f"http://{server.host}:{server.port}/health", timeout=5).ok
+
+
+def test_a_burst_of_new_connections_is_accepted_in_a_few_turns(server: Server) -> None:
+    loop = server._loop
+    assert isinstance(loop, EpollLoop)
+    listener = server._waitress
+    released = threading.Event()
+    readable = listener.readable
+
+    def paused() -> bool:  # holds the loop in its turn while the burst arrives
+        released.wait(10)
+        return readable()
+
+    listener.readable = paused
+    burst: list[socket.socket] = []
+    try:
+        wait_until(lambda: loop.turns > 0, message="the loop turns")
+        # The kernel completes each handshake and takes each request before any accept.
+        burst = [connect(server) for _ in range(40)]
+        for sock in burst:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        before = loop.turns
+    finally:
+        listener.readable = readable
+        released.set()
+    try:
+        wait_until(lambda: len(listener.active_channels) == 40, message="all accepted")
+        assert loop.turns - before <= 3  # waitress alone: a turn for each connection
+        for sock in burst:
+            assert read_answer(sock) == b"HTTP/1.1 200 OK"
+    finally:
+        for sock in burst:
+            sock.close()
