@@ -70,6 +70,7 @@ class EpollLoop:
         self._epoll = select.epoll()
         self._watched: dict[int, tuple[Any, int]] = {}  # fd -> (dispatcher, flags), flags != 0
         self._busy: set[int] = set()  # fds asked every turn: not idle
+        self._dormant: set[int] = set()  # watched, but wanting nothing now
         self._full_pass = True
         #: How many times a connection was asked for its interest, and how many turns
         #: the loop made (tests, profiling).
@@ -107,6 +108,16 @@ class EpollLoop:
             dispatcher = self._map.get(fd)
             if dispatcher is None:
                 continue
+            if fd in self._dormant:
+                # It wanted nothing when last asked (see ``_update``); most often its
+                # answer has gone out since and this is its client's next request.
+                self._update(fd)
+                if fd in self._dormant:  # still nothing: poll2 would not report it
+                    self._unwatch(fd)
+                    continue
+                flags &= self._watched[fd][1] | select.POLLHUP | select.POLLERR
+                if not flags:
+                    continue
             self._busy.add(fd)  # what it handles may change its interest
             if dispatcher is self._server:
                 self._accept(flags)
@@ -146,10 +157,14 @@ class EpollLoop:
         elif flags and watched is not None and watched[1] != flags:
             self._epoll.modify(fd, flags)
             self._watched[fd] = (dispatcher, flags)
-        elif not flags and watched is not None:
-            # Not watched at all, as poll2 leaves it out: no hang-up is reported for a
-            # connection whose request is being answered.
-            self._unwatch(fd)
+        if not flags and watched is not None:
+            # It wants nothing while a worker answers it. poll2 leaves such a connection
+            # out; unregistering it now and registering it again when the answer is sent
+            # would cost two epoll_ctl calls a request, each giving up the GIL. So it
+            # stays registered, dormant, and is unregistered only if epoll reports it.
+            self._dormant.add(fd)
+        else:
+            self._dormant.discard(fd)
         if isinstance(dispatcher, HTTPChannel) and flags == READ:
             self._busy.discard(fd)  # idle: only an event or ``touch`` changes that
         else:
@@ -157,5 +172,6 @@ class EpollLoop:
 
     def _unwatch(self, fd: int) -> None:
         del self._watched[fd]
+        self._dormant.discard(fd)
         with contextlib.suppress(OSError, ValueError):  # closed fds leave epoll by themselves
             self._epoll.unregister(fd)
