@@ -203,6 +203,25 @@ class Orchestrator:
             return self
         if self._refs:
             raise Unavailable("a stopped Orchestrator cannot be restarted; create a new one")
+        try:
+            self._start_actors()
+        except BaseException:
+            # Half started is worse than not started: stop what did start, so a caller
+            # that handles the error is not left with live actors and threads.
+            for ref in self._refs:
+                with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
+                    ref.stop(block=True, timeout=self.settings.ask_timeout_s)
+            self._set_proxies(_NotRunning(STOPPED))
+            raise
+        self._started = True
+        self.started_at = self.clock.time()
+        self.dependencies.start()
+        if self._auto_tick:
+            self._ticker = threading.Thread(target=self._tick_loop, name="orch-ticker", daemon=True)
+            self._ticker.start()
+        return self
+
+    def _start_actors(self) -> None:
         s = self.settings
         broker_ref = LockBroker.start(
             self.store, self.clock, self.events_log, max_ttl_s=s.lock_max_ttl_s
@@ -231,13 +250,6 @@ class Orchestrator:
         self._scheduler.recover_orphans(takes_work).get(timeout=s.ask_timeout_s)
         if self._connect_services and s.todo_service_url:
             self._start_intake()
-        self._started = True
-        self.started_at = self.clock.time()
-        self.dependencies.start()
-        if self._auto_tick:
-            self._ticker = threading.Thread(target=self._tick_loop, name="orch-ticker", daemon=True)
-            self._ticker.start()
-        return self
 
     def _start_intake(self) -> None:
         """Pull work from the TODO service (only when serving with services connected)."""

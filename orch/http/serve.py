@@ -40,7 +40,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
 
 from orch.config import Settings
-from orch.errors import Invalid
+from orch.errors import Invalid, Unavailable
 from orch.http.app import create_app
 from orch.http.errors import PROBLEM_JSON, PROBLEM_TYPE, HeadersTooLarge, PayloadTooLarge
 from orch.http.loop import EpollLoop, WatchedMap
@@ -395,8 +395,17 @@ def serve(
     """
     settings = settings or (orchestrator.settings if orchestrator else Settings.from_env())
     orchestrator = orchestrator or Orchestrator(settings, connect_services=True)
+    # Bind first: a port in use should stop start-up before any actor has started.
+    try:
+        server = Server(orchestrator, settings, host=host, port=port)
+    except OSError as exc:
+        orchestrator.store.close()
+        where = f"{host or settings.host}:{settings.port if port is None else port}"
+        raise Unavailable(
+            f"cannot listen on {where}: {exc.strerror or exc}; "
+            "set ORCHESTRATOR_HOST/ORCHESTRATOR_PORT to a free address"
+        ) from None
     orchestrator.start()
-    server = Server(orchestrator, settings, host=host, port=port)
     if handle_signals and threading.current_thread() is threading.main_thread():
 
         def on_signal(signum: int, frame: FrameType | None) -> None:

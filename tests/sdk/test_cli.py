@@ -328,3 +328,23 @@ def test_serving_a_database_from_a_newer_version_fails_with_one_line(tmp_path):
     raw = sqlite3.connect(db_path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1  # untouched
     raw.close()
+
+
+def test_serving_on_a_port_in_use_fails_with_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        served = run_process(
+            "serve",
+            env={
+                "ORCH_DB": str(tmp_path / "orch.db"),
+                "ORCHESTRATOR_PORT": str(port),
+                "TODO_SERVICE_URL": "",
+                "GATEWAY_URL": "",
+            },
+        )
+    assert served.returncode == 1, served.stderr
+    [line] = served.stderr.strip().splitlines()  # no traceback, and no actor was started
+    assert line.startswith("june-orchestrator: cannot listen on 127.0.0.1:")
+    assert str(port) in line and "ORCHESTRATOR_PORT" in line

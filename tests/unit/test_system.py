@@ -291,3 +291,19 @@ def test_acquire_locks_refuses_malformed_resources_naming_the_field(orch, store,
     assert orch.locks() == [] and store.writes == writes
     grants = orch.acquire_locks("a1", [("r1", "exclusive"), ["r2", "shared"]])
     assert [(g["resource"], g["mode"]) for g in grants] == [("r1", "exclusive"), ("r2", "shared")]
+
+
+def test_a_start_that_fails_stops_what_it_started():
+    from orch.errors import StoreError
+    from orch.store.memory import MemoryStore
+
+    class UnreadableStore(MemoryStore):
+        def load_credentials(self):  # read during the Supervisor's recovery
+            raise StoreError("disk I/O error")
+
+    orch = Orchestrator(store=UnreadableStore())
+    with pytest.raises(StoreError):
+        orch.start()
+    assert orch._refs and not any(ref.is_alive() for ref in orch._refs)
+    with pytest.raises(Unavailable, match="stopped"):
+        orch.submit({})
