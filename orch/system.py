@@ -31,7 +31,7 @@ from orch.actors.directory import Directory, Entry
 from orch.actors.health import HealthMonitor
 from orch.actors.intake import Intake, todo_task_id
 from orch.actors.lock_broker import LockBroker
-from orch.actors.scheduler import Scheduler, TaskView
+from orch.actors.scheduler import Scheduler, TaskView, task_key_of_lock_owner
 from orch.actors.supervisor import Supervisor
 from orch.agent import Agent
 from orch.clock import Clock, SystemClock
@@ -816,8 +816,18 @@ class Orchestrator:
         return {"resource": resource, "status": "released"}
 
     def locks(self) -> list[dict[str, Any]]:
-        """Every held lock with its holders and waiters."""
-        return self._ask(self._broker.locks())
+        """Every held lock with its holders and waiters.
+
+        A lock the Scheduler took for a task names the task by key; the answer names it
+        by its id as submitted (``123``, not ``"123"``), as everywhere else.
+        """
+        locks: list[dict[str, Any]] = self._ask(self._broker.locks())
+        for lock in locks:
+            for holder in lock["holders"]:
+                if "task_id" in holder:  # held as ``lock_owner``: key and submission
+                    key = task_key_of_lock_owner(holder["task_id"])
+                    holder["task_id"] = self._task_id_of(key)
+        return locks
 
     # ----------------------------------------------------------- observation
 

@@ -117,6 +117,11 @@ def lock_owner(task: Task) -> str:
     return f"{task.key}#{task.seq}"
 
 
+def task_key_of_lock_owner(owner: str) -> str:
+    """The task key inside a ``lock_owner`` name (ids cannot hold ``#``)."""
+    return owner.rpartition("#")[0] or owner
+
+
 class Scheduler(pykka.ThreadingActor):
     """Queue, assignment and task lifecycle; its public methods are its messages."""
 

@@ -340,6 +340,15 @@ def test_a_task_with_resources_holds_their_locks_until_it_ends(client, agent):
     wait_until(lambda: client.simulate_get("/locks").json["locks"] == [])
 
 
+def test_a_task_lock_names_the_task_by_its_id_as_given(client, agent):
+    answer = client.simulate_post(
+        "/tasks/assign", json={"task_id": 123, "agent_id": "my-agent", "resources": ["db"]}
+    )
+    assert answer.status_code == 200
+    [lock] = client.simulate_get("/locks").json["locks"]
+    assert lock["holders"][0]["task_id"] == 123  # an integer stays an integer
+
+
 def test_assign_refuses_bad_bodies_naming_the_field(client, agent):
     cases = [
         ({"priority": "high"}, "priority"),
