@@ -80,6 +80,30 @@ def _raise_open_files_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _wrk(url: str, script: str, *, threads: int, connections: int, duration_s: float) -> str:
+    """Run wrk with a Lua ``script`` for ``duration_s``; its standard output."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "load.lua"
+        path.write_text(script)
+        return subprocess.run(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{max(1, round(duration_s))}s",
+                "--latency",
+                "-s",
+                str(path),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=_raise_open_files_limit,
+            timeout=duration_s + 60,
+        ).stdout
+
+
 def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
@@ -174,24 +198,13 @@ def run_wrk_cycle(url: str, tokens: dict[str, str], *, duration_s: float) -> tup
     a wrk thread of its own (C threads: cheap), whose Lua state is its cycle.
     """
     rows = ",\n".join(f"{{{json.dumps(a)}, {json.dumps(t)}}}" for a, t in tokens.items())
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "cycle.lua"
-        script.write_text(CYCLE_LUA % {"agents": rows})
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{len(tokens)}",
-                f"-c{len(tokens)}",
-                f"-d{max(1, round(duration_s))}s",
-                "-s",
-                str(script),
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=duration_s + 60,
-        ).stdout
+    out = _wrk(
+        url,
+        CYCLE_LUA % {"agents": rows},
+        threads=len(tokens),
+        connections=len(tokens),
+        duration_s=duration_s,
+    )
     found = re.search(r"CYCLES (\d+) BAD (\d+) SECONDS ([\d.]+)", out)
     if found is None:
         raise RuntimeError(f"wrk printed no cycle count:\n{out[-2000:]}")
@@ -213,26 +226,13 @@ def run_wrk(
     rate_per_s: float | None = None,
 ) -> LoadResult:
     delay_ms = 1000.0 * connections / rate_per_s if rate_per_s else None
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "load.lua"
-        script.write_text(_lua_requests(requests, delay_ms))
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{connections}",
-                f"-d{max(1, round(duration_s))}s",
-                "--latency",
-                "-s",
-                str(script),
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            preexec_fn=_raise_open_files_limit,
-            timeout=duration_s + 60,
-        ).stdout
+    out = _wrk(
+        url,
+        _lua_requests(requests, delay_ms),
+        threads=threads,
+        connections=connections,
+        duration_s=duration_s,
+    )
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)

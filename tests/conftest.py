@@ -10,6 +10,7 @@ import pytest
 
 from orch import ManualClock, Orchestrator, Settings
 from orch.store import MemoryStore
+from tests.fakes.todo_service import FakeTodoService
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, message: str = "") -> Any:
@@ -57,3 +58,13 @@ def live_orch() -> Iterator[Orchestrator]:
         yield o
     finally:
         o.stop()
+
+
+@pytest.fixture
+def todo() -> Iterator[FakeTodoService]:
+    """The fake TODO MCP service on a loopback port (tests/fakes/todo_service.py)."""
+    service = FakeTodoService().start()
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -25,15 +25,6 @@ TODO_TIMEOUT_S = 2.0
 
 
 @pytest.fixture
-def todo() -> Iterator[FakeTodoService]:
-    service = FakeTodoService().start()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def hung_orch(todo: FakeTodoService) -> Iterator[tuple[Orchestrator, ManualClock]]:
     """Services connected, the real ticker running, time on a ManualClock."""
     clock = ManualClock()

@@ -10,7 +10,6 @@ import pytest
 from orch import Agent, ManualClock, NotFound, Orchestrator, Settings
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
-from tests.fakes.todo_service import FakeTodoService
 
 
 class Implementer(Agent):
@@ -19,15 +18,6 @@ class Implementer(Agent):
 
     def handle(self, task):
         return {"notes": f"did {task.payload['title']}"}
-
-
-@pytest.fixture
-def todo() -> Iterator[FakeTodoService]:
-    service = FakeTodoService().start()
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture

@@ -15,17 +15,7 @@ from orch.integrations.todo import (
     TodoServiceError,
     TodoUnavailable,
 )
-from tests.fakes.todo_service import FakeTodoService
 from tests.unit.test_dependencies import free_port
-
-
-@pytest.fixture
-def todo() -> Iterator[FakeTodoService]:
-    service = FakeTodoService().start()
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture
