@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -482,12 +482,12 @@ class AgentActor(PooledActor):
     def _transition(self, state: AgentState, **changes: Any) -> None:
         """Store, then apply, then publish: nothing half-applied if the store fails."""
         check_agent_transition(self._record.agent_id, self._record.state, state)
-        new = replace(self._record, state=state, **changes)
+        new = evolve(self._record, state=state, **changes)
         if self._stored_view(new) != self._stored_view(self._record):
             if self._registered is not None:
                 self._registered.wait()  # StoreError if it failed: nothing applied
                 self._registered = None
-            self._deps.store.put_agent(replace(new, task_keys=frozenset(), last_heartbeat=0.0))
+            self._deps.store.put_agent(evolve(new, task_keys=frozenset(), last_heartbeat=0.0))
         self._record = new
         self._publish()
 
@@ -496,7 +496,7 @@ class AgentActor(PooledActor):
         # Busy/idle flips with every task and the task table already says which
         # tasks an agent holds, so those flips are not worth a store write.
         state = AgentState.IDLE if record.state is AgentState.BUSY else record.state
-        return replace(record, state=state, task_keys=frozenset(), last_heartbeat=0.0)
+        return evolve(record, state=state, task_keys=frozenset(), last_heartbeat=0.0)
 
     def _sync_tasks(self) -> None:
         keys = frozenset(self._assignments)
