@@ -37,7 +37,7 @@ import waitress
 from waitress import wasyncore
 from waitress.channel import ClientDisconnected, HTTPChannel
 from waitress.parser import HTTPRequestParser
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 
 from orch.config import Settings
 from orch.errors import Invalid, Unavailable
@@ -126,6 +126,29 @@ class ProblemErrorTask(ErrorTask):
         self.write(body)
 
 
+class OneSendTask(WSGITask):
+    """Waitress's WSGI task, sending the head of an answer with its first body bytes.
+
+    Waitress writes the status line and headers, then the body, as two writes; its
+    worker sends each at once (``send_bytes`` is 1), so every answer was two ``send``
+    calls, each giving up the GIL and waiting to take it back. Held together they go
+    in one: a small answer is one segment, one system call.
+    """
+
+    def write(self, data: bytes) -> None:
+        channel = self.channel
+        if self.wrote_header or not data or not self.has_body:
+            super().write(data)
+            return
+        channel.held_writes = []
+        try:
+            super().write(data)
+            held = b"".join(channel.held_writes)
+        finally:
+            channel.held_writes = None
+        channel.write_soon(held)
+
+
 class GuardedChannel(HTTPChannel):
     """A waitress connection whose partly received request carries its start time.
 
@@ -144,6 +167,15 @@ class GuardedChannel(HTTPChannel):
 
     parser_class = TimedRequestParser
     error_task_class = ProblemErrorTask
+    task_class = OneSendTask
+    #: While set (by ``OneSendTask``), writes are gathered here instead of sent.
+    held_writes: list[bytes] | None = None
+
+    def write_soon(self, data: bytes) -> int:
+        if self.held_writes is not None:
+            self.held_writes.append(bytes(data))
+            return len(data)
+        return int(super().write_soon(data))
 
     def writable(self) -> bool:
         if (

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 
-import pytest
 import requests
 
-from orch import Orchestrator, Settings
 from orch.http.loop import EpollLoop
 from orch.http.serve import Server
 from tests.conftest import wait_until
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    settings = Settings(todo_service_url="", gateway_url="", port=0)
-    orch = Orchestrator(settings).start()
-    served = Server(orch, settings, port=0)
-    thread = threading.Thread(target=served.serve_forever, daemon=True)
-    thread.start()
-    yield served
-    served.stop()
-    thread.join(10)
 
 
 def connect(server: Server) -> socket.socket:

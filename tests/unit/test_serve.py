@@ -59,3 +59,22 @@ def test_a_buffer_past_the_high_watermark_is_flushed_by_the_loop(sockets) -> Non
     channel = channel_with_answer_buffered(GuardedChannel, sockets[0])
     channel.total_outbufs_len = channel.adj.outbuf_high_watermark + 1
     assert channel.writable()
+
+
+def test_an_answer_leaves_in_one_send(server, monkeypatch) -> None:
+    sends: list[int] = []
+    real_send = GuardedChannel.send
+
+    def counting_send(self, data, do_close=True):
+        sent = real_send(self, data, do_close)
+        sends.append(sent)
+        return sent
+
+    monkeypatch.setattr(GuardedChannel, "send", counting_send)
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert len(sends) == 1 and sends[0] == len(answer)  # head and body together
