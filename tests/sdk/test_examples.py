@@ -22,6 +22,28 @@ def _env(url: str) -> dict[str, str]:
     return {**os.environ, "ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
+def _start_worker(
+    url: str, agent_id: str, capability: str, *args: str, logged: bool = True
+) -> subprocess.Popen[str]:
+    """``examples/worker.py`` as a user runs it; its log on stdout unless not ``logged``."""
+    output = subprocess.PIPE if logged else subprocess.DEVNULL
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(EXAMPLES / "worker.py"),
+            "--agent-id",
+            agent_id,
+            "--capability",
+            capability,
+            *args,
+        ],
+        env=_env(url),
+        stdout=output,
+        stderr=subprocess.STDOUT if logged else subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def test_embedded_example_runs_and_survives_the_crash():
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "embedded.py")],
@@ -39,22 +61,7 @@ def test_embedded_example_runs_and_survives_the_crash():
 
 def test_worker_and_submit_examples_end_to_end(url: str, admin: OrchestratorClient, name: Callable):
     agent_id, capability = name("example-worker"), name("example-cap")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLES / "worker.py"),
-            "--agent-id",
-            agent_id,
-            "--capability",
-            capability,
-            "--max-tasks",
-            "3",
-        ],
-        env=_env(url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = _start_worker(url, agent_id, capability, "--max-tasks", "3")
     try:
         submitted = subprocess.run(
             [
@@ -93,21 +100,7 @@ def test_quick_start_worker_then_cli_submit_and_show(
     url: str, admin: OrchestratorClient, name: Callable
 ):
     agent_id, capability = name("quick-worker"), name("quick-cap")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLES / "worker.py"),
-            "--agent-id",
-            agent_id,
-            "--capability",
-            capability,
-            "--max-tasks",
-            "1",
-        ],
-        env=_env(url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = _start_worker(url, agent_id, capability, "--max-tasks", "1", logged=False)
     try:
         wait_until(lambda: admin.agents(capability=capability)["active"] >= 1, timeout_s=15)
         cli = [sys.executable, "-m", "orch"]
@@ -144,20 +137,7 @@ def test_worker_example_stops_its_agent_on_sigterm(
 ):
     # docker stop and systemd send SIGTERM; the agent must end stopped, not sit until lost.
     agent_id, capability = name("sigterm-worker"), name("sigterm-cap")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLES / "worker.py"),
-            "--agent-id",
-            agent_id,
-            "--capability",
-            capability,
-        ],
-        env=_env(url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = _start_worker(url, agent_id, capability)
     log: list[str] = []
     stdout = worker.stdout
     assert stdout is not None
