@@ -218,13 +218,13 @@ def test_main_returns_usage_and_help_codes(capsys: pytest.CaptureFixture[str]):
     assert "events" in capsys.readouterr().out
 
 
-def test_events_follow_streams_until_interrupted(
-    url: str, admin: OrchestratorClient, name: Callable
-):
-    agent_id = name("followed")
-    start_at = admin.events(0)["next"]
+def _follow_events(url: str, after: int) -> tuple[subprocess.Popen[str], list[dict[str, Any]]]:
+    """``events --follow --json`` as a subprocess, its lines parsed into a list as they come.
+
+    Read on a thread, so that a missing line fails the test's wait instead of hanging it.
+    """
     follower = subprocess.Popen(
-        [sys.executable, "-m", "orch", "events", "--follow", "--json", "--after", str(start_at)],
+        [sys.executable, "-m", "orch", "events", "--follow", "--json", "--after", str(after)],
         env={**os.environ, "ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -232,12 +232,21 @@ def test_events_follow_streams_until_interrupted(
     )
     lines: list[dict[str, Any]] = []
 
-    def read_lines() -> None:  # a thread, so that a missing line fails instead of hanging
+    def read_lines() -> None:
         assert follower.stdout is not None
         for line in follower.stdout:
             lines.append(json.loads(line))
 
     threading.Thread(target=read_lines, daemon=True).start()
+    return follower, lines
+
+
+def test_events_follow_streams_until_interrupted(
+    url: str, admin: OrchestratorClient, name: Callable
+):
+    agent_id = name("followed")
+    start_at = admin.events(0)["next"]
+    follower, lines = _follow_events(url, start_at)
     try:
         admin.register_agent(agent_id, "implementation")
         wait_until(
@@ -261,21 +270,7 @@ def test_events_follow_carries_on_when_the_numbering_restarted(
     # `--after` far beyond the newest event: as a follower of an earlier server process.
     admin.register_agent(name("before"), "implementation")
     newest = admin.events(0)["next"]
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "orch", "events", "--follow", "--json", "--after", "999999999"],
-        env={**os.environ, "ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[dict[str, Any]] = []
-
-    def read_lines() -> None:  # a thread, so that a missing line fails instead of hanging
-        assert follower.stdout is not None
-        for line in follower.stdout:
-            lines.append(json.loads(line))
-
-    threading.Thread(target=read_lines, daemon=True).start()
+    follower, lines = _follow_events(url, 999999999)
     try:
         wait_until(lambda: lines, timeout_s=10, message="the ring's events were not printed")
         assert lines[0]["seq"] <= newest  # from the ring's start, not after 999999999
