@@ -10,6 +10,7 @@ import pytest
 from orch import Agent, ManualClock, NotFound, Orchestrator, Settings
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
+from tests.fakes.todo_service import FakeTodoService
 
 
 class Implementer(Agent):
@@ -111,13 +112,19 @@ def test_an_outage_backs_off_warns_once_and_recovers(todo, make_orch, caplog):
     assert orch.health()["status"] == "healthy"
 
 
-def test_a_task_whose_agent_is_lost_is_given_back(todo, make_orch):
+def reserved_for_r1(todo: FakeTodoService, make_orch: Callable[..., Orchestrator]) -> Orchestrator:
+    """An orchestrator whose one agent ``r1`` has TODO task 1 reserved and assigned."""
     todo.add_task(1)
     orch = make_orch()
     orch.register_agent("r1", "implementation")
     orch.start_agent("r1")
     orch.tick()
     assert todo.tasks[1]["assigned_agent"] == "r1"
+    return orch
+
+
+def test_a_task_whose_agent_is_lost_is_given_back(todo, make_orch):
+    orch = reserved_for_r1(todo, make_orch)
     make_orch.clock.advance(11)  # ten missed heartbeats: lost
     orch.tick()
     wait_until(lambda: orch.agent("r1")["status"] == "lost")
@@ -127,12 +134,7 @@ def test_a_task_whose_agent_is_lost_is_given_back(todo, make_orch):
 
 
 def test_a_task_that_ends_dead_is_given_back(todo, make_orch):
-    todo.add_task(1)
-    orch = make_orch()
-    orch.register_agent("r1", "implementation")
-    orch.start_agent("r1")
-    orch.tick()
-    assert todo.tasks[1]["assigned_agent"] == "r1"
+    orch = reserved_for_r1(todo, make_orch)
     orch.heartbeat("r1")
     orch.fail_task("r1", "todo:1", "cannot be done", retryable=False)
     wait_until(lambda: todo.tasks[1]["task_status"] == "available", message="unlocked")
