@@ -11,6 +11,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 
 from orch.http.serve import GuardedChannel
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -77,4 +78,7 @@ def test_an_answer_leaves_in_one_send(server, monkeypatch) -> None:
         while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
             answer += sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200 OK")
+    # The loop thread records the send after the bytes are on the wire, so the
+    # answer can reach us first.
+    wait_until(lambda: sends, message="the loop recorded its send")
     assert len(sends) == 1 and sends[0] == len(answer)  # head and body together
