@@ -28,6 +28,7 @@ import msgspec
 import pykka
 
 from orch.actors.directory import Directory, Entry
+from orch.actors.gate import ActorGate
 from orch.actors.health import HealthMonitor
 from orch.actors.intake import Intake, todo_task_id
 from orch.actors.lock_broker import LockBroker
@@ -172,6 +173,7 @@ class Orchestrator:
         self.events_log = Events(self.clock)
         self.directory = Directory()
         self._tasks = TaskView()
+        self._scheduler_gate = ActorGate()
         self.metrics = Metrics(self.events_log, self.stats)
         self.events_log.subscribe(log_event)
         self.dependencies = DependencyChecks(
@@ -226,7 +228,10 @@ class Orchestrator:
         broker_ref = LockBroker.start(
             self.store, self.clock, self.events_log, max_ttl_s=s.lock_max_ttl_s
         )
-        scheduler_ref = Scheduler.start(self.store, self.clock, self.events_log, s, self._tasks)
+        self._scheduler_gate = ActorGate()
+        scheduler_ref = Scheduler.start(
+            self.store, self.clock, self.events_log, s, self._tasks, self._scheduler_gate
+        )
         supervisor_ref = Supervisor.start(
             self.store, self.clock, self.events_log, self.directory, s
         )
@@ -687,14 +692,14 @@ class Orchestrator:
         spec = TaskSpec.build(
             payload=json_copy("payload", dict(payload or {}), MAX_PAYLOAD_BYTES), **fields
         )
-        return self._ask(self._scheduler.submit(spec, agent_id, force))
+        return self._scheduler_call("submit", spec, agent_id, force)
 
     def complete_task(self, agent_id: str, task_id: TaskId, result: Any = None) -> dict[str, Any]:
         """The agent holding the task reports success: ``{task_id, status: "completed"}``."""
         validate_id("agent_id", agent_id)
         task_id = validate_task_id(task_id)
         result = json_copy("result", result, MAX_PAYLOAD_BYTES)
-        task: Task = self._ask(self._scheduler.complete(agent_id, task_id, result))
+        task: Task = self._scheduler_call("complete", agent_id, task_id, result)
         return {"task_id": task.spec.task_id, "status": str(task.state)}
 
     def fail_task(
@@ -707,17 +712,17 @@ class Orchestrator:
             raise Invalid("error", "must be a non-empty string")
         if not isinstance(retryable, bool):
             raise Invalid("retryable", "must be true or false")
-        task: Task = self._ask(self._scheduler.fail(agent_id, task_id, error[:4096], retryable))
+        task: Task = self._scheduler_call("fail", agent_id, task_id, error[:4096], retryable)
         return {"task_id": task.spec.task_id, "status": str(task.state), "attempts": task.attempts}
 
     def cancel_task(self, task_id: TaskId) -> dict[str, Any]:
         """Cancel a task that has not ended."""
-        task: Task = self._ask(self._scheduler.cancel(validate_task_id(task_id)))
+        task: Task = self._scheduler_call("cancel", validate_task_id(task_id))
         return {"task_id": task.spec.task_id, "status": str(task.state)}
 
     def task(self, task_id: TaskId) -> dict[str, Any]:
         """One task as plain data."""
-        return self._ask(self._scheduler.get(validate_task_id(task_id))).to_dict()
+        return self._scheduler_call("get", validate_task_id(task_id)).to_dict()
 
     def tasks(
         self, *, state: str | None = None, agent_id: str | None = None, limit: int = 100
@@ -952,6 +957,13 @@ class Orchestrator:
                 return answer.result() if isinstance(answer, Durable) else answer
         return self._ask(getattr(entry.actor, method)(*args))
 
+    def _scheduler_call(self, method: str, *args: Any) -> Any:
+        """Run a Scheduler message here if it is idle (``ActorGate``), else ask it."""
+        ran, answer = self._scheduler_gate.try_call(method, *args)
+        if ran:
+            return self._settle([answer])[0]
+        return self._ask(getattr(self._scheduler, method)(*args))
+
     def _ask(self, future: pykka.Future[Any]) -> Any:
         return self._ask_all([future])[0]
 
@@ -964,6 +976,10 @@ class Orchestrator:
             raise Timeout(f"the orchestrator did not answer within {timeout}s") from None
         except pykka.ActorDeadError:
             raise Unavailable("the orchestrator is stopping or an actor has died") from None
+        return self._settle(answers)
+
+    def _settle(self, answers: list[Any]) -> list[Any]:
+        """The answers, once the writes of any ``Durable`` among them are committed."""
         try:
             return [a.result() if isinstance(a, Durable) else a for a in answers]
         except StoreError:

@@ -28,6 +28,7 @@ import pykka
 from pykka.messages import ProxyCall
 
 from orch.actors.directory import Directory
+from orch.actors.gate import ActorGate
 from orch.actors.matching import AgentSlot
 from orch.actors.pool import ActorPool, PooledActor
 from orch.actors.records import evolve
@@ -117,54 +118,19 @@ def _agent_messages() -> frozenset[str]:
     )
 
 
-class Gate:
-    """Lets a caller run one of an AgentActor's messages in its own thread when it is idle.
+class Gate(ActorGate):
+    """An AgentActor's ``ActorGate`` (see ``orch/actors/gate.py``), with one-way messages.
 
-    Why: a heartbeat is the hottest call, and the thread hand-off of an actor ask (two
-    wake-ups of a cold thread, two condition variables) cost more CPU than the
-    heartbeat itself (bench/README.md). DESIGN.md has every agent message go through
-    the actor's inbox; this keeps what that buys — one message at a time, in the order
-    sent — without the hand-off in the common case:
-
-    * the actor handles every message while holding ``lock`` and marks it finished in
-      its inbox (``Queue.task_done``) before letting go of it;
-    * ``try_call`` runs the method only while holding ``lock`` *and* seeing no
-      unfinished message in the inbox. Anything sent to the actor before the call —
-      an assignment the Scheduler made before answering its caller — has therefore
-      been applied first, exactly as if the call had queued behind it. Otherwise (the
-      actor is busy, has mail, is starting, stopping or has failed) it declines and
-      the caller asks as usual.
+    A heartbeat is the hottest call; the Scheduler's assignments and the worker
+    threads' reports go through here too. The actor is reached through its one
+    ``AgentProxy``, kept here so the Supervisor shares it.
     """
 
-    __slots__ = ("_actor", "direct_calls", "lock", "open", "proxy")
+    __slots__ = ("proxy",)
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.open = False  # set by the actor once started; cleared when a message raised
-        self.direct_calls = 0  # how often the hand-off was saved (tests, profiling)
-        self._actor: AgentActor | None = None
+        super().__init__()
         self.proxy: Any = None  # the actor's one ``AgentProxy``
-
-    def try_call(self, method: str, *args: Any) -> tuple[bool, Any]:
-        """``(True, answer)`` if run here and now, ``(False, None)`` if the caller must ask.
-
-        The method's exceptions propagate, as they would from an ask.
-        """
-        if not self.lock.acquire(blocking=False):
-            return False, None
-        try:
-            actor = self._actor
-            if (
-                actor is None
-                or not self.open
-                or actor.actor_stopped.is_set()
-                or actor.actor_inbox.unfinished_tasks  # type: ignore[attr-defined]
-            ):
-                return False, None
-            self.direct_calls += 1
-            return True, getattr(actor, method)(*args)
-        finally:
-            self.lock.release()
 
     def tell(self, proxy: Any, method: str, *args: Any) -> None:
         """Send a one-way message: run here if the actor is idle, else queue it (``defer``).
@@ -226,25 +192,11 @@ class AgentActor(PooledActor):
     def on_start(self) -> None:
         with self._gate.lock:
             self._on_start()
-            self._gate._actor = self
-            self._gate.open = True
+            self._gate.attach(self)
 
     def _handle_receive(self, message: Any) -> Any:
         """Every message under the gate's lock, finished in the inbox before it is let go."""
-        with self._gate.lock:
-            try:
-                answer = super()._handle_receive(message)
-            except BaseException:
-                # A raising tell kills the actor once this returns; close the gate now so
-                # no direct call slips in between (an ask's error closes it until the
-                # next message succeeds, which costs only speed).
-                self._gate.open = False
-                raise
-            else:
-                self._gate.open = True
-                return answer
-            finally:
-                self.actor_inbox.task_done()  # type: ignore[attr-defined]
+        return self._gate.receive(self, super()._handle_receive, message)
 
     def _on_start(self) -> None:
         if self._factory is not None:

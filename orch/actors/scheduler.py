@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pykka
 
+from orch.actors.gate import ActorGate
 from orch.actors.matching import AgentSlot, Matcher, Requirement
 from orch.actors.records import evolve
 from orch.clock import Clock
@@ -123,7 +124,12 @@ def task_key_of_lock_owner(owner: str) -> str:
 
 
 class Scheduler(pykka.ThreadingActor):
-    """Queue, assignment and task lifecycle; its public methods are its messages."""
+    """Queue, assignment and task lifecycle; its public methods are its messages.
+
+    Its ``gate`` (``orch/actors/gate.py``) lets the facade submit, complete and read
+    tasks in the caller's thread while the Scheduler is idle: over HTTP each of those
+    asks was a fifth of a task cycle's CPU in thread hand-offs (bench/README.md).
+    """
 
     use_daemon_thread = True
 
@@ -134,8 +140,10 @@ class Scheduler(pykka.ThreadingActor):
         events: Events,
         settings: Settings,
         view: TaskView | None = None,
+        gate: ActorGate | None = None,
     ) -> None:
         super().__init__()
+        self._gate = gate or ActorGate()
         self._view = view or TaskView()
         self._store = store
         self._clock = clock
@@ -169,7 +177,13 @@ class Scheduler(pykka.ThreadingActor):
     # ------------------------------------------------------------ recovery
 
     def on_start(self) -> None:
-        self._load_state(initial=True)
+        with self._gate.lock:
+            self._load_state(initial=True)
+            self._gate.attach(self)
+
+    def _handle_receive(self, message: Any) -> Any:
+        """Every message under the gate's lock, finished in the inbox before it is let go."""
+        return self._gate.receive(self, super()._handle_receive, message)
 
     def _load_state(self, *, initial: bool) -> None:
         """Rebuild the queue and the assignment table from the store.

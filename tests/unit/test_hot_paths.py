@@ -17,7 +17,7 @@ import pytest
 
 from orch import Agent, ManualClock, Orchestrator, Settings
 from orch.actors.agent import AgentProxy, Gate
-from orch.errors import StoreError
+from orch.errors import Conflict, StoreError
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
 from tests.unit.test_durable_answers import FailingCommits
@@ -38,8 +38,7 @@ class _StubActor:
 
 def _open_gate(actor: _StubActor) -> Gate:
     gate = Gate()
-    gate._actor = actor  # type: ignore[assignment]
-    gate.open = True
+    gate.attach(actor)
     return gate
 
 
@@ -106,6 +105,44 @@ def test_a_heartbeat_waits_behind_mail_the_actor_has_not_handled():
         assert [a["task_id"] for a in answer["assignments"]] == ["t"]
     finally:
         orch.stop()
+
+
+def test_submit_and_complete_skip_the_schedulers_inbox_when_it_is_idle(orch):
+    orch.register_agent("a1", "implementation")
+    orch.start_agent("a1")
+    gate = orch._scheduler_gate
+    inbox = gate._actor.actor_inbox
+
+    def when_idle() -> int:  # the agent tells the Scheduler things too; let it finish
+        wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
+        return gate.direct_calls
+
+    before = when_idle()
+    assert orch.assign_task({}, task_id="t", agent_id="a1")["status"] == "assigned"
+    assert when_idle() == before + 1  # no thread hand-off
+    assert orch.complete_task("a1", "t", {"ok": True}) == {"task_id": "t", "status": "completed"}
+    assert when_idle() == before + 2
+    assert orch.task("t")["result"] == {"ok": True}
+    assert gate.direct_calls == before + 3
+    with pytest.raises(Conflict):  # a refusal raised in this thread is the ask's refusal
+        orch.complete_task("a1", "t")
+
+
+def test_a_busy_scheduler_is_asked_and_answers_in_turn(orch):
+    orch.assign_task({}, task_id="queued")
+    gate = orch._scheduler_gate
+    before = gate.direct_calls
+    answer: dict[str, Any] = {}
+    gate.lock.acquire()  # the Scheduler is handling a message
+    try:
+        reader = threading.Thread(target=lambda: answer.update(orch.task("queued")))
+        reader.start()
+        reader.join(0.2)
+        assert reader.is_alive()  # it could not take the gate, so it asked and waits
+    finally:
+        gate.lock.release()
+    reader.join(5)
+    assert answer["status"] == "pending" and gate.direct_calls == before
 
 
 def test_agent_proxy_sends_pykka_messages():
