@@ -170,6 +170,11 @@ class Metrics:
             labelnames=["route", "method", "status"],
             registry=reg,
         )
+        # (route, method, status class) -> the two labelled children: ``labels()``
+        # validates and takes a lock on every call, and under cProfile recording a
+        # request took 23 us with it, 10 us without (a heartbeat's whole app part is
+        # ~45 us). Routes are templates and methods a fixed set: this stays small.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         events.subscribe(self.on_event)
 
     def on_event(self, event: Event) -> None:
@@ -185,5 +190,13 @@ class Metrics:
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered HTTP request; ``route`` is the template, never the raw path."""
         method = method if method in HTTP_METHODS else "OTHER"
-        self.http_latency.labels(route, method).observe(seconds)
-        self.http_requests.labels(route, method, f"{status // 100}xx").inc()
+        key = (route, method, status // 100)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.http_latency.labels(route, method),
+                self.http_requests.labels(route, method, f"{status // 100}xx"),
+            )
+            self._request_children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()

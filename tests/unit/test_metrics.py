@@ -155,3 +155,18 @@ def test_http_requests_are_counted_by_route_template(orch):
     )
     assert value(samples, "orchestrator_agent_registrations_total") == 1
     assert not any("via-http" in v or "nobody" in v for (_, pairs) in samples for _, v in pairs)
+
+
+def test_repeated_requests_add_up_in_their_own_series(orch):
+    # observe_request keeps each series' children; each must still count its own.
+    for status in (200, 201, 404, 200):
+        orch.metrics.observe_request("/tasks/{task_id}", "GET", status, 0.002)
+    orch.metrics.observe_request("/tasks/{task_id}", "POST", 200, 0.002)
+    samples = scrape(orch)
+    route = "/tasks/{task_id}"
+    counted = "orchestrator_http_requests_total"
+    assert value(samples, counted, route=route, method="GET", status="2xx") == 3
+    assert value(samples, counted, route=route, method="GET", status="4xx") == 1
+    assert value(samples, counted, route=route, method="POST", status="2xx") == 1
+    latency = "orchestrator_http_request_duration_seconds_count"
+    assert value(samples, latency, route=route, method="GET") == 4
