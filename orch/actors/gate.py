@@ -16,6 +16,13 @@ the order sent — without the hand-off in the common case:
 
 ``try_call`` never waits for the lock, so a direct call cannot deadlock with the actor
 or with another gate: whoever finds a gate taken falls back to the inbox.
+
+A direct call has no ask timeout (an ask's is what turns a stuck actor into a 503).
+Only messages that never wait without a bound go through a gate: they queue their
+store writes (the caller then waits for the commit, as after an ask) and ask other
+actors with the ask timeout. A registration is not one of them (a test's store that
+blocks in ``register_agent_nowait`` must still give a 503), and a Supervisor gate
+measured no faster anyway.
 """
 
 from __future__ import annotations
