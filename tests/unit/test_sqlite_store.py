@@ -407,6 +407,23 @@ def test_concurrent_writers_share_commits(db_path):
         store.close()
 
 
+def test_writes_to_one_table_commit_as_one_statement_others_in_a_transaction(sqlite_store):
+    statements: list[str] = []
+    sqlite_store._conn.set_trace_callback(statements.append)
+    sqlite_store.put_task(make_task("t1", seq=1))
+    assert [s.split()[0] for s in statements] == ["INSERT"]  # no BEGIN, no COMMIT
+    statements.clear()
+    sqlite_store.register_agent_nowait(make_agent("a9"), "hash").wait()  # two tables
+    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+    sqlite_store._conn.set_trace_callback(None)
+    reopened = SQLiteStore(sqlite_store.path)
+    try:
+        assert [t.key for t in reopened.load_tasks()] == ["t1"]
+        assert reopened.load_credentials() == {"a9": "hash"}
+    finally:
+        reopened.close()
+
+
 def test_one_bad_write_fails_alone_and_its_group_still_commits(sqlite_store, monkeypatch):
     # Hold the writer in its first transaction so that the next three writes queue up
     # and are taken as one group; the bad one must fail without taking the others along.
