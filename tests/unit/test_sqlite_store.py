@@ -682,3 +682,19 @@ def test_check_proves_a_write_commits(sqlite_store):
     sqlite_store.check()
     assert sqlite_store.commits == commits + 1
     assert sqlite_store.writes == writes  # the probe is not a caller's write
+
+
+def test_a_write_is_seen_done_by_every_waiter_once_and_only_once_finished():
+    from orch.store.sqlite import _Done
+
+    done = _Done()
+    assert not done.is_set() and done.wait(0.01) is False  # times out while unset
+    released: list[bool] = []
+    waiters = [threading.Thread(target=lambda: released.append(done.wait(10))) for _ in range(5)]
+    for waiter in waiters:
+        waiter.start()
+    done.set()
+    done.set()  # a second finish changes nothing
+    for waiter in waiters:
+        waiter.join(10)
+    assert released == [True] * 5 and done.is_set() and done.wait() is True
