@@ -247,7 +247,7 @@ class Orchestrator:
             [
                 self._scheduler.set_lock_broker(self._broker),
                 self._broker.set_scheduler(self._scheduler),
-                self._supervisor.wire(self._scheduler, self._broker),
+                self._supervisor.wire(self._scheduler, self._broker, self._scheduler_gate),
             ],
             timeout=s.ask_timeout_s,
         )

@@ -66,6 +66,7 @@ class AgentDeps:
     lock_broker: Any  # LockBroker proxy
     supervisor: Any  # Supervisor proxy
     pool: ActorPool  # the threads every AgentActor's messages run on
+    scheduler_gate: ActorGate | None = None  # for ``mark_running`` without a hand-off
 
 
 class AgentProxy:
@@ -296,7 +297,7 @@ class AgentActor(PooledActor):
         if self._undelivered:
             delivered = [(k, self._assignments[k].attempt) for k in self._undelivered]
             self._undelivered.clear()
-            self._deps.scheduler.mark_running.defer(record.agent_id, delivered)
+            self._mark_running(record.agent_id, delivered)
         record = self._record
         return {
             "agent_id": record.agent_id,
@@ -305,6 +306,25 @@ class AgentActor(PooledActor):
             "config_version": record.config.version,
             "heartbeat_interval_s": record.config.heartbeat_interval_s,
         }
+
+    def _mark_running(self, agent_id: str, delivered: list[tuple[str, int]]) -> None:
+        """Tell the Scheduler of a delivery, in this thread if it is idle (``ActorGate``).
+
+        Every heartbeat that hands over work sends this; queued, it woke the
+        Scheduler's thread once per task. The Scheduler never waits on an agent, so
+        running it here while holding this actor's gate cannot deadlock (both gates
+        are only ever tried, never waited for, by a thread holding the other).
+        """
+        gate = self._deps.scheduler_gate
+        if gate is not None:
+            try:
+                ran, _ = gate.try_call("mark_running", agent_id, delivered)
+            except Exception:  # a bug in the Scheduler: the delivery is made again later
+                logger.exception("marking tasks of %s running failed", agent_id)
+                return
+            if ran:
+                return
+        self._deps.scheduler.mark_running.defer(agent_id, delivered)
 
     def assign(self, assignment: Assignment) -> None:
         """Take a task from the Scheduler, or hand it back if no longer able to."""

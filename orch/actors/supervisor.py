@@ -76,7 +76,7 @@ class Supervisor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._pool.close()
 
-    def wire(self, scheduler: Any, lock_broker: Any) -> None:
+    def wire(self, scheduler: Any, lock_broker: Any, scheduler_gate: Any = None) -> None:
         """Give the Supervisor what its children need; called once by the Orchestrator."""
         self._deps = AgentDeps(
             store=self._store,
@@ -88,6 +88,7 @@ class Supervisor(pykka.ThreadingActor):
             lock_broker=lock_broker,
             supervisor=self.actor_ref.proxy(),
             pool=self._pool,
+            scheduler_gate=scheduler_gate,
         )
 
     # ------------------------------------------------------------ recovery

@@ -18,6 +18,7 @@ import pytest
 from orch import Agent, ManualClock, Orchestrator, Settings
 from orch.actors.agent import AgentProxy, Gate
 from orch.errors import Conflict, StoreError
+from orch.model import TaskState
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
 from tests.unit.test_durable_answers import FailingCommits
@@ -143,6 +144,25 @@ def test_a_busy_scheduler_is_asked_and_answers_in_turn(orch):
         gate.lock.release()
     reader.join(5)
     assert answer["status"] == "pending" and gate.direct_calls == before
+
+
+def test_a_delivering_heartbeat_marks_the_task_running_with_or_without_a_hand_off(orch):
+    orch.register_agent("a1", "implementation")
+    orch.start_agent("a1")
+    gate = orch._scheduler_gate
+    inbox = gate._actor.actor_inbox
+    orch.assign_task({}, task_id="direct", agent_id="a1")
+    wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
+    before = gate.direct_calls
+    orch.heartbeat("a1")
+    assert gate.direct_calls == before + 1  # marked in the heartbeat's own thread
+    assert orch._tasks.get("direct").state is TaskState.RUNNING
+    orch.complete_task("a1", "direct")
+    orch.assign_task({}, task_id="queued", agent_id="a1")
+    with gate.lock:  # the Scheduler is busy: the mark waits in its inbox
+        orch.heartbeat("a1")
+        assert orch._tasks.get("queued").state is TaskState.ASSIGNED
+    wait_until(lambda: orch._tasks.get("queued").state is TaskState.RUNNING, message="marked")
 
 
 def test_agent_proxy_sends_pykka_messages():
