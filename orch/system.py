@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -958,8 +958,13 @@ class Orchestrator:
         return self._ask(getattr(entry.actor, method)(*args))
 
     def _scheduler_call(self, method: str, *args: Any) -> Any:
-        """Run a Scheduler message here if it is idle (``ActorGate``), else ask it."""
-        ran, answer = self._scheduler_gate.try_call(method, *args)
+        """Run a Scheduler message here if it is idle (``ActorGate``), else ask it.
+
+        Run here, the message's own asks (the LockBroker's, for tasks with resources)
+        fail in this thread, so Pykka's failures are mapped as for an ask.
+        """
+        with self._actor_errors():
+            ran, answer = self._scheduler_gate.try_call(method, *args)
         if ran:
             return self._settle([answer])[0]
         return self._ask(getattr(self._scheduler, method)(*args))
@@ -969,14 +974,19 @@ class Orchestrator:
 
     def _ask_all(self, futures: list[pykka.Future[Any]]) -> list[Any]:
         """Wait for actor answers, mapping Pykka's failures to the domain's errors."""
+        with self._actor_errors():
+            answers = pykka.get_all(futures, timeout=self.settings.ask_timeout_s)
+        return self._settle(answers)
+
+    @contextlib.contextmanager
+    def _actor_errors(self) -> Iterator[None]:
         timeout = self.settings.ask_timeout_s
         try:
-            answers = pykka.get_all(futures, timeout=timeout)
+            yield
         except pykka.Timeout:
             raise Timeout(f"the orchestrator did not answer within {timeout}s") from None
         except pykka.ActorDeadError:
             raise Unavailable("the orchestrator is stopping or an actor has died") from None
-        return self._settle(answers)
 
     def _settle(self, answers: list[Any]) -> list[Any]:
         """The answers, once the writes of any ``Durable`` among them are committed."""

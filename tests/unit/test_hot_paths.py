@@ -17,7 +17,7 @@ import pytest
 
 from orch import Agent, ManualClock, Orchestrator, Settings
 from orch.actors.agent import AgentProxy, Gate
-from orch.errors import Conflict, StoreError
+from orch.errors import Conflict, StoreError, Timeout
 from orch.model import TaskState
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
@@ -163,6 +163,26 @@ def test_a_delivering_heartbeat_marks_the_task_running_with_or_without_a_hand_of
         orch.heartbeat("a1")
         assert orch._tasks.get("queued").state is TaskState.ASSIGNED
     wait_until(lambda: orch._tasks.get("queued").state is TaskState.RUNNING, message="marked")
+
+
+def test_a_direct_call_whose_own_ask_times_out_is_a_timeout_error(monkeypatch):
+    from orch.actors.lock_broker import LockBroker
+
+    stuck = threading.Event()
+    monkeypatch.setattr(LockBroker, "try_acquire_for_task", lambda *args: stuck.wait(5))
+    orch = Orchestrator(Settings(ask_timeout_s=0.2), clock=ManualClock(), auto_tick=False)
+    orch.start()
+    try:
+        orch.register_agent("a1", "implementation")
+        orch.start_agent("a1")
+        inbox = orch._scheduler_gate._actor.actor_inbox
+        wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
+        with pytest.raises(Timeout, match="0.2s"):  # not Pykka's own exception: a 503
+            orch.assign_task({}, task_id="t", agent_id="a1", resources=["repo"])
+        assert orch._scheduler_gate.direct_calls > 0 and orch.tasks() == []
+    finally:
+        stuck.set()
+        orch.stop()
 
 
 def test_agent_proxy_sends_pykka_messages():
