@@ -177,7 +177,7 @@ def test_a_direct_call_whose_own_ask_times_out_is_a_timeout_error(monkeypatch):
         orch.start_agent("a1")
         inbox = orch._scheduler_gate._actor.actor_inbox
         wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
-        with pytest.raises(Timeout, match="0.2s"):  # not Pykka's own exception: a 503
+        with pytest.raises(Timeout, match=r"0\.2s"):  # not Pykka's own exception: a 503
             orch.assign_task({}, task_id="t", agent_id="a1", resources=["repo"])
         assert orch._scheduler_gate.direct_calls > 0 and orch.tasks() == []
     finally:
