@@ -950,24 +950,25 @@ class Orchestrator:
 
     def _agent_call(self, entry: Entry, method: str, *args: Any) -> Any:
         """Run an AgentActor message here if its actor is idle (``Gate``), else ask it."""
-        gate = entry.gate
-        if gate is not None:
-            ran, answer = gate.try_call(method, *args)
-            if ran:
-                return answer.result() if isinstance(answer, Durable) else answer
-        return self._ask(getattr(entry.actor, method)(*args))
+        return self._gated_call(entry.gate, entry.actor, method, *args)
 
     def _scheduler_call(self, method: str, *args: Any) -> Any:
-        """Run a Scheduler message here if it is idle (``ActorGate``), else ask it.
+        """Run a Scheduler message here if it is idle (``ActorGate``), else ask it."""
+        return self._gated_call(self._scheduler_gate, self._scheduler, method, *args)
 
-        Run here, the message's own asks (the LockBroker's, for tasks with resources)
-        fail in this thread, so Pykka's failures are mapped as for an ask.
+    def _gated_call(self, gate: ActorGate | None, proxy: Any, method: str, *args: Any) -> Any:
+        """The message run through ``gate`` if it lets us, else asked through ``proxy``.
+
+        Run here, the message's own tells and asks (the LockBroker's, for tasks with
+        resources) fail in this thread, so Pykka's failures are mapped as for an ask,
+        and its writes are settled as an ask's answer is.
         """
-        with self._actor_errors():
-            ran, answer = self._scheduler_gate.try_call(method, *args)
-        if ran:
-            return self._settle([answer])[0]
-        return self._ask(getattr(self._scheduler, method)(*args))
+        if gate is not None:
+            with self._actor_errors():
+                ran, answer = gate.try_call(method, *args)
+            if ran:
+                return self._settle([answer])[0]
+        return self._ask(getattr(proxy, method)(*args))
 
     def _ask(self, future: pykka.Future[Any]) -> Any:
         return self._ask_all([future])[0]
