@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +24,13 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, message: st
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s: {message}")
         time.sleep(0.002)
+
+
+def reap(process: subprocess.Popen[Any]) -> None:
+    """Kill ``process`` if a test left it running (it failed before stopping it), and wait."""
+    if process.poll() is None:
+        process.kill()
+        process.wait(5)
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+from tests.conftest import reap
+
 LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 
 
@@ -80,9 +82,7 @@ def server_factory() -> Iterator[Callable[..., ServerProcess]]:
 
     yield factory
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(5)
+        reap(server.process)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 
 import requests
 
-from tests.conftest import wait_until
+from tests.conftest import reap, wait_until
 from tests.e2e.conftest import LISTENING, ServerProcess
 
 
@@ -209,6 +209,4 @@ def test_orch_serve_serves_an_embedded_orchestrator_until_sigterm():
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
+        reap(process)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from orch.client import OrchestratorClient
+from tests.conftest import reap
 from tests.e2e.conftest import ServerProcess, start_server
 
 ADMIN_TOKEN = "sdk-admin-token"
@@ -74,9 +75,7 @@ def server_factory() -> Iterator[Callable[..., ServerProcess]]:
 
     yield factory
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(5)
+        reap(server.process)
 
 
 class Line:

@@ -18,7 +18,7 @@ import pytest
 from orch import cli
 from orch.client import OrchestratorClient
 from orch.store.sqlite import SCHEMA_VERSION, SQLiteStore
-from tests.conftest import wait_until
+from tests.conftest import reap, wait_until
 from tests.sdk.conftest import ADMIN_TOKEN
 
 
@@ -259,9 +259,7 @@ def test_events_follow_streams_until_interrupted(
         follower.send_signal(signal.SIGINT)
         assert follower.wait(10) == 0
     finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait(5)
+        reap(follower)
 
 
 def test_events_follow_carries_on_when_the_numbering_restarted(
@@ -288,9 +286,7 @@ def test_events_follow_carries_on_when_the_numbering_restarted(
             "june-orchestrator: event numbering restarted; following it anew"
         ]
     finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait(5)
+        reap(follower)
 
 
 def test_python_m_orch_lists_every_command_and_keeps_config_working():

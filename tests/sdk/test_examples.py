@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orch.client import OrchestratorClient
-from tests.conftest import wait_until
+from tests.conftest import reap, wait_until
 from tests.sdk.conftest import ADMIN_TOKEN
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -86,9 +86,7 @@ def test_worker_and_submit_examples_end_to_end(url: str, admin: OrchestratorClie
             assert result == f'{{"echo": {{"msg": "hello {n}", "repo": "june"}}}}'
         assert worker.wait(20) == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(5)
+        reap(worker)
     assert worker.stdout is not None
     log = worker.stdout.read()
     assert "stopped after 3 task(s)" in log
@@ -127,9 +125,7 @@ def test_quick_start_worker_then_cli_submit_and_show(
         assert fields["result"] == '{"echo":{"msg":"hi"}}'
         assert worker.wait(20) == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(5)
+        reap(worker)
 
 
 def test_worker_example_stops_its_agent_on_sigterm(
@@ -149,9 +145,7 @@ def test_worker_example_stops_its_agent_on_sigterm(
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(20) == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(5)
+        reap(worker)
     reader.join(5)
     assert any("stopped after 0 task(s)" in line for line in log), log
     wait_until(

@@ -26,7 +26,7 @@ import requests
 from orch import Orchestrator, Settings
 from orch.http.serve import GuardedChannel, ProblemErrorTask, Server
 from orch.system import hash_token
-from tests.conftest import wait_until
+from tests.conftest import reap, wait_until
 from tests.e2e.conftest import ServerProcess, start_server
 
 ADMIN_TOKEN = "connections-admin-token-0123456789"
@@ -38,9 +38,7 @@ def servers() -> Iterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
     yield started
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait(5)
+        reap(server.process)
 
 
 def serve(servers: list[ServerProcess], **env: str) -> ServerProcess:
