@@ -16,6 +16,8 @@ from typing import Any
 
 #: Where the service keeps its state unless ``ORCH_DB`` says otherwise.
 SERVICE_DB = "orchestrator.db"
+#: The collector thresholds the service applies (orch/gc_tuning.py says why).
+SERVICE_GC_THRESHOLDS = (700, 10, 100)
 
 
 class ConfigError(ValueError):
@@ -39,6 +41,8 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
     http_threads: int = 8
     agent_threads: int = 8  # the pool every agent actor's messages run on (orch/actors/pool.py)
+    # gc.set_threshold while running; None leaves the interpreter's (embedded default).
+    gc_thresholds: tuple[int, int, int] | None = None
 
     # Limits that keep one client from exhausting the service (see SECURITY.md).
     # Remote agents keep their connection between heartbeats: room for a 10,000 fleet.
@@ -80,7 +84,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``); raise ``ConfigError``."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {"db": SERVICE_DB}
+        values: dict[str, Any] = {"db": SERVICE_DB, "gc_thresholds": SERVICE_GC_THRESHOLDS}
         for name, (attr, parse) in _ENV.items():
             raw = env.get(name)
             if raw is None:
@@ -178,6 +182,22 @@ def _flag(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _gc_thresholds(raw: str) -> tuple[int, int, int] | None:
+    value = raw.strip().lower()
+    if value in ("", "off", "default"):
+        return None  # the interpreter's own thresholds
+    try:
+        parts = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 1:
+        raise ValueError(
+            "must be three positive integers for gc.set_threshold, e.g. 700,10,100,"
+            " or 'off' for the interpreter's own"
+        )
+    return parts  # type: ignore[return-value]  # three ints, checked above
+
+
 def _optional_secret(raw: str) -> str | None:
     return raw or None
 
@@ -196,6 +216,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
     "ORCH_AGENT_THREADS": ("agent_threads", _positive_int),
+    "ORCH_GC_THRESHOLDS": ("gc_thresholds", _gc_thresholds),
     "ORCH_HTTP_CONNECTION_LIMIT": ("http_connection_limit", _positive_int),
     "ORCH_HTTP_IDLE_TIMEOUT_S": ("http_idle_timeout_s", _positive_int),
     "ORCH_HTTP_REQUEST_READ_TIMEOUT_S": ("http_request_read_timeout_s", _positive_float),

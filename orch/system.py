@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 import pykka
 
+from orch import gc_tuning
 from orch.actors.directory import Directory, Entry
 from orch.actors.gate import ActorGate
 from orch.actors.health import HealthMonitor
@@ -217,6 +218,8 @@ class Orchestrator:
             raise
         self._started = True
         self.started_at = self.clock.time()
+        if self.settings.gc_thresholds is not None:
+            gc_tuning.hold(self.settings.gc_thresholds)
         self.dependencies.start()
         if self._auto_tick:
             self._ticker = threading.Thread(target=self._tick_loop, name="orch-ticker", daemon=True)
@@ -301,6 +304,8 @@ class Orchestrator:
                 ref.stop(block=True, timeout=timeout_s)
         self._set_proxies(_NotRunning(STOPPED))
         self.store.close()
+        if self.settings.gc_thresholds is not None:
+            gc_tuning.release()
 
     def _set_proxies(self, stand_in: _NotRunning) -> None:
         """Put ``stand_in`` where the actor proxies go, so calls fail as ``Unavailable``."""

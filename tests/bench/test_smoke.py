@@ -16,8 +16,7 @@ SCENARIOS = {
     "http_task_cycle",
     "embedded_task_cycle",
     "fleet",
-    "scale_small",
-    "scale_large",
+    "scale",
     "locks_facade_1",
     "locks_facade_32",
     "locks_http_1",
@@ -45,3 +44,8 @@ def test_every_benchmark_scenario_runs_at_toy_size(tmp_path):
     assert fleet["active_agents"] == report["sizes"]["fleet_agents"]
     assert fleet["heartbeats_per_s"] > 0 and fleet["heartbeat_errors"] == 0
     assert all(row["figure"] for row in report["rows"])
+    scaled = report["results"]["scale"]
+    for size in ("small", "large"):
+        assert len(scaled[size]["assignments_per_s_by_round"]) == scaled[size]["rounds"] == 3
+        assert len(scaled[size]["full_gc_s_by_round"]) == 3
+    assert scaled["large"]["backlog"] == report["sizes"]["backlog"]
