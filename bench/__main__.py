@@ -189,7 +189,8 @@ def run(sizes: dict[str, Any], prefer_wrk: bool, only: set[str] | None) -> dict[
         ratio = durable["ratio"]["32"]
         rows.append(
             _row(
-                "SQLite (full sync) vs memory store, 32 callers",
+                "SQLite (full sync) vs memory store, 32 callers"
+                f" (median of {durability.ROUNDS} in turns)",
                 ", ".join(
                     f"{c}: {durable['sqlite_full'][c]:,.0f} vs {durable['memory'][c]:,.0f}/s"
                     for c in durable["memory"]

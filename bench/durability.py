@@ -4,20 +4,27 @@ Each caller owns one started remote agent and loops ``assign_task`` (named agent
 it is assigned at once) then ``complete_task`` — two acknowledged, stored changes per
 cycle through the facade. With group commit, concurrent callers share SQLite commits,
 so at 32 callers the SQLite store should keep at least half the memory store's rate.
+
+The two stores take turns, ``ROUNDS`` times at each concurrency, and the table shows
+the median of each: on a shared machine, one run of each, one after the other, swung
+the ratio at 32 callers by ten points between runs of the same code.
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from orch import Orchestrator, Settings
 from orch.store import MemoryStore, SQLiteStore, Store
 
 CALLERS = (1, 8, 32)
+ROUNDS = 3
 
 
 def cycle_rate(make_store: Callable[[], Store], callers: int, duration_s: float) -> float:
@@ -50,24 +57,34 @@ def cycle_rate(make_store: Callable[[], Store], callers: int, duration_s: float)
         return sum(counts) / (time.perf_counter() - started)
 
 
-def run(duration_s: float) -> dict[str, dict[str, float]]:
-    """``{"memory": {callers: rate}, "sqlite_full": {...}, "ratio": {...}}``."""
-    results: dict[str, dict[str, float]] = {"memory": {}, "sqlite_full": {}, "ratio": {}}
+def run(duration_s: float, rounds: int = ROUNDS) -> dict[str, dict[str, Any]]:
+    """``{"memory": {callers: median rate}, "sqlite_full": {...}, "ratio": {...},
+    "by_round": {callers: {"memory": [...], "sqlite_full": [...]}}}``."""
+    results: dict[str, dict[str, Any]] = {
+        "memory": {},
+        "sqlite_full": {},
+        "ratio": {},
+        "by_round": {},
+    }
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
         for callers in CALLERS:
-            path = Path(tmp) / f"bench-{callers}.db"
-            memory = cycle_rate(MemoryStore, callers, duration_s)
-            sqlite = cycle_rate(
-                lambda p=path: SQLiteStore(str(p), sync="full"), callers, duration_s
-            )
+            memory: list[float] = []
+            sqlite: list[float] = []
+            for round_no in range(rounds):
+                path = Path(tmp) / f"bench-{callers}-{round_no}.db"
+                memory.append(cycle_rate(MemoryStore, callers, duration_s))
+                sqlite.append(
+                    cycle_rate(lambda p=path: SQLiteStore(str(p), sync="full"), callers, duration_s)
+                )
             key = str(callers)
-            results["memory"][key] = memory
-            results["sqlite_full"][key] = sqlite
-            results["ratio"][key] = sqlite / memory
+            results["memory"][key] = statistics.median(memory)
+            results["sqlite_full"][key] = statistics.median(sqlite)
+            results["ratio"][key] = results["sqlite_full"][key] / results["memory"][key]
+            results["by_round"][key] = {"memory": memory, "sqlite_full": sqlite}
     return results
 
 
-def print_table(results: dict[str, dict[str, float]]) -> None:
+def print_table(results: dict[str, dict[str, Any]]) -> None:
     print(f"\n{'callers':>8} {'memory cycles/s':>16} {'sqlite full/s':>14} {'sqlite/memory':>14}")
     for key in results["memory"]:
         print(
