@@ -179,7 +179,8 @@ def run(sizes: dict[str, Any], prefer_wrk: bool, only: set[str] | None) -> dict[
             rows.append(
                 _row(
                     f"lock pairs, HTTP, {contenders} contender(s)",
-                    f"{http_pairs['pairs_per_s']:,.0f}/s",
+                    f"{http_pairs['pairs_per_s']:,.0f}/s "
+                    f"({http_pairs['answered_503']:,} acquires told to retry later)",
                     "-",
                     None,
                 )

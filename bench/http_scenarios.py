@@ -168,23 +168,35 @@ def task_cycle(agents: int, duration_s: float, prefer_wrk: bool) -> dict[str, An
 
 
 def http_locks(contenders: int, duration_s: float) -> dict[str, Any]:
-    """Acquire/release pairs over HTTP on one resource."""
+    """Acquire/release pairs over HTTP on one resource.
+
+    Contenders wait in line (``wait_s``) while the server has a waiting slot for
+    them (half its HTTP threads); the others are answered 503 with a Retry-After,
+    and pause that long before asking again, as a client should. Retrying at once
+    measured the server answering 503s: 35 pairs/s with 32 contenders.
+    """
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
         server = processes.orchestrator(str(Path(tmp) / "locks.db"))
         try:
             tokens = register_fleet(server.url, contenders, "lk")
             counts: list[int] = []
+            told_to_retry: list[int] = []
             stop = time.monotonic() + duration_s
 
             def loop(token: str) -> None:
                 client = load.Client(server.url)
                 auth = {"Authorization": f"Bearer {token}"}
-                pairs = 0
+                pairs = retries = 0
                 while time.monotonic() < stop:
                     status, grant = client.post(
                         "/locks/bench/acquire", {"ttl_s": 30, "wait_s": 25}, auth
                     )
-                    if status in (409, 503):  # wait ran out / no waiting slot
+                    if status == 503:  # no waiting slot: pause as the server asks
+                        retries += 1
+                        pause = client.retry_after_s or 1.0
+                        time.sleep(max(0.0, min(pause, stop - time.monotonic())))
+                        continue
+                    if status == 409:  # the wait ran out
                         continue
                     if status != 200:
                         raise RuntimeError(f"acquire answered {status}: {grant[:300]!r}")
@@ -193,6 +205,7 @@ def http_locks(contenders: int, duration_s: float) -> dict[str, Any]:
                     pairs += 1
                 client.close()
                 counts.append(pairs)
+                told_to_retry.append(retries)
 
             started = time.monotonic()
             threads = [threading.Thread(target=loop, args=(t,)) for t in tokens.values()]
@@ -203,6 +216,7 @@ def http_locks(contenders: int, duration_s: float) -> dict[str, Any]:
             return {
                 "contenders": contenders,
                 "pairs_per_s": sum(counts) / (time.monotonic() - started),
+                "answered_503": sum(told_to_retry),
             }
         finally:
             server.stop()

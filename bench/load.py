@@ -44,6 +44,7 @@ class Client:
     def __init__(self, url: str, timeout_s: float = 60.0) -> None:
         parts = urlsplit(url)
         self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+        self.retry_after_s: float | None = None  # the last answer's Retry-After, if any
 
     def post(
         self, path: str, body: object = None, headers: dict[str, str] | None = None
@@ -56,6 +57,8 @@ class Client:
             sent["Content-Type"] = "application/json"
         self._conn.request("POST", path, body=data, headers=sent)
         answer = self._conn.getresponse()
+        retry_after = answer.getheader("Retry-After")
+        self.retry_after_s = float(retry_after) if retry_after else None
         return answer.status, answer.read()
 
     def get(self, path: str) -> tuple[int, bytes]:
