@@ -9,7 +9,7 @@ tasks as fast as the Scheduler can set one off about every 1.2 s: 28% of the tim
 and a pause every heartbeat waits behind (bench/README.md). Collecting the whole heap
 ten times less often, ``(700, 10, 100)``, still reclaims every cycle, but amortises the
 traversal over ten times the work; young collections, which find nearly all garbage
-and cost microseconds, are left as they are.
+and look at a few hundred objects each, are left as they are.
 
 Thresholds belong to the process, not to one ``Orchestrator``. So the service sets
 them (``ORCH_GC_THRESHOLDS``, ``config.SERVICE_GC_THRESHOLDS`` by default) and an embedding
