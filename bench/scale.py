@@ -53,17 +53,20 @@ class _Fleet:
         self.slots = max(1, math.ceil(tasks / agents))
         settings = Settings(heartbeat_interval_s=3600, gc_thresholds=SERVICE_GC_THRESHOLDS)
         self.orch = Orchestrator(settings).start()
-        started = time.perf_counter()
-        for n in range(agents):
-            self.orch.register_agent(f"s{n}", "bench", ["bench"], max_concurrent_tasks=self.slots)
-            self.orch.start_agent(f"s{n}")
-        self.register_s = time.perf_counter() - started
-        for n in range(backlog):
-            self.orch.submit({}, task_id=f"parked-{n}", capabilities=["nobody-has-this"])
+        self.register_s = 0.0
         self.rates: list[float] = []
         self.cpu_us: list[float] = []
         self.gc_s: list[float] = []
         self._rounds = 0
+
+    def populate(self) -> None:
+        started = time.perf_counter()
+        for n in range(self.agents):
+            self.orch.register_agent(f"s{n}", "bench", ["bench"], max_concurrent_tasks=self.slots)
+            self.orch.start_agent(f"s{n}")
+        self.register_s = time.perf_counter() - started
+        for n in range(self.backlog):
+            self.orch.submit({}, task_id=f"parked-{n}", capabilities=["nobody-has-this"])
 
     def measure_round(self, collections: _FullCollections) -> None:
         orch, round_no = self.orch, self._rounds
@@ -110,8 +113,9 @@ def assignment_rates(
     collections = _FullCollections()
     fleets: list[_Fleet] = []
     try:
-        fleets.append(_Fleet(small_agents, 0, tasks))
-        fleets.append(_Fleet(large_agents, backlog, tasks))
+        for agents, parked in ((small_agents, 0), (large_agents, backlog)):
+            fleets.append(_Fleet(agents, parked, tasks))  # stopped below, whatever happens
+            fleets[-1].populate()
         gc.callbacks.append(collections)
         try:
             for _ in range(rounds):

@@ -291,6 +291,8 @@ class Orchestrator:
         if not self._started:
             return
         self._started = False
+        if self.settings.gc_thresholds is not None:
+            gc_tuning.release()  # first, so that a failure below cannot keep the hold
         self._stopping.set()
         self.dependencies.stop()
         if self._ticker is not None:
@@ -304,8 +306,6 @@ class Orchestrator:
                 ref.stop(block=True, timeout=timeout_s)
         self._set_proxies(_NotRunning(STOPPED))
         self.store.close()
-        if self.settings.gc_thresholds is not None:
-            gc_tuning.release()
 
     def _set_proxies(self, stand_in: _NotRunning) -> None:
         """Put ``stand_in`` where the actor proxies go, so calls fail as ``Unavailable``."""
