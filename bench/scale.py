@@ -1,5 +1,8 @@
 """Does the cost per assignment grow with the fleet or the queue? (embedded)
 
+With the memory store: through SQLite, one submitter waiting for each commit would
+time the disk's syncs, the same at any fleet size, and hide what this looks for.
+
 Two orchestrators side by side: a small fleet of started remote agents, and a large
 one with ``backlog`` tasks no agent can take parked in its queue (so the queue is
 deep). Then, ``rounds`` times and taking turns, each is given ``tasks`` tasks and
