@@ -40,6 +40,8 @@ class Settings:
     task_retention_s: float = 7 * 86_400.0
     admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
     http_threads: int = 8
+    # Hot POSTs answered on the event loop's thread, each held until stored (orch/http/inline.py).
+    http_inline: bool = True
     agent_threads: int = 8  # the pool every agent actor's messages run on (orch/actors/pool.py)
     # gc.set_threshold while running; None leaves the interpreter's (embedded default).
     gc_thresholds: tuple[int, int, int] | None = None
@@ -215,6 +217,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
+    "ORCH_HTTP_INLINE": ("http_inline", _flag),
     "ORCH_AGENT_THREADS": ("agent_threads", _positive_int),
     "ORCH_GC_THRESHOLDS": ("gc_thresholds", _gc_thresholds),
     "ORCH_HTTP_CONNECTION_LIMIT": ("http_connection_limit", _positive_int),

@@ -994,15 +994,24 @@ class Orchestrator:
         except pykka.ActorDeadError:
             raise Unavailable("the orchestrator is stopping or an actor has died") from None
 
+    def recover_from_failed_writes(self) -> None:
+        """Make the actors rebuild from the store: a write behind an answer failed.
+
+        The Scheduler and Supervisor apply a change before its commit; one that did
+        not commit must not stay in memory. ``_settle`` calls this when a write it
+        waited for failed, and so does whoever deferred the wait
+        (``orch.store.base.deferring_writes``).
+        """
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._scheduler.check_writes.defer()
+            self._supervisor.check_writes.defer()
+
     def _settle(self, answers: list[Any]) -> list[Any]:
         """The answers, once the writes of any ``Durable`` among them are committed."""
         try:
             return [a.result() if isinstance(a, Durable) else a for a in answers]
         except StoreError:
-            # Applied in the Scheduler but not stored: it must rebuild before going on.
-            with contextlib.suppress(pykka.ActorDeadError):
-                self._scheduler.check_writes.defer()
-                self._supervisor.check_writes.defer()
+            self.recover_from_failed_writes()
             raise
 
 

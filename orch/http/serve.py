@@ -43,6 +43,7 @@ from orch.config import Settings
 from orch.errors import Invalid, Unavailable
 from orch.http.app import create_app
 from orch.http.errors import PROBLEM_JSON, PROBLEM_TYPE, HeadersTooLarge, PayloadTooLarge
+from orch.http.inline import InlineAnswers
 from orch.http.loop import EpollLoop, WatchedMap
 from orch.system import Orchestrator
 
@@ -170,14 +171,32 @@ class GuardedChannel(HTTPChannel):
     task_class = OneSendTask
     #: While set (by ``OneSendTask``), writes are gathered here instead of sent.
     held_writes: list[bytes] | None = None
+    # For answers given on the loop's thread (``orch/http/inline.py``):
+    #: while true, the answer being written is buffered, not sent;
+    buffer_only = False
+    #: while set, the buffered answer waits for these store writes and nothing is sent;
+    awaiting: list[Any] | None = None
+    #: the answer's HTTP version, and whether a pipelined request waits behind it.
+    answer_version = "1.1"
+    follow_up = False
 
     def write_soon(self, data: bytes) -> int:
         if self.held_writes is not None:
             self.held_writes.append(bytes(data))
             return len(data)
+        if self.buffer_only and data:
+            if not self.connected:
+                raise ClientDisconnected
+            with self.outbuf_lock:
+                self.outbufs[-1].append(data)
+                self.current_outbuf_count += len(data)
+                self.total_outbufs_len += len(data)
+            return len(data)
         return int(super().write_soon(data))
 
     def writable(self) -> bool:
+        if self.awaiting is not None:
+            return False  # an answer not yet stored is never sent
         if (
             self.requests
             and not (self.will_close or self.close_when_flushed)
@@ -288,6 +307,11 @@ class Server:
             clear_untrusted_proxy_headers=True,
         )
         self._waitress.channel_class = GuardedChannel
+        self._inline = (
+            InlineAnswers(self._waitress, orchestrator, _problem_body)
+            if self.settings.http_inline
+            else None
+        )
         # epoll where there is one (Linux); elsewhere waitress's own loop, O(connections).
         self._loop = EpollLoop(socket_map, self._waitress) if hasattr(select, "epoll") else None
         self._next_sweep = 0.0
@@ -319,6 +343,8 @@ class Server:
         logger.info("June Orchestrator listening on http://%s:%d", self.host, self.port)
         server = self._waitress
         adj = server.adj
+        if self._inline is not None:
+            self._inline.start()
         try:
             while not self._stopping.is_set():
                 if self._loop is not None:
@@ -330,6 +356,8 @@ class Server:
                         use_poll=adj.asyncore_use_poll,
                         count=1,
                     )
+                if self._inline is not None:
+                    self._inline.run()
                 self._close_slow_requests()
         finally:
             self._shut_down(drain_timeout_s)
@@ -388,6 +416,8 @@ class Server:
         dispatcher = server.task_dispatcher
         if dispatcher.active_count or dispatcher.queue:
             return True
+        if self._inline is not None and self._inline.busy():
+            return True
         return any(
             channel.requests or channel.total_outbufs_len
             for channel in list(server.active_channels.values())
@@ -397,6 +427,8 @@ class Server:
         server = self._waitress
         while self._busy() and time.monotonic() < until:
             wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+            if self._inline is not None:
+                self._inline.run()
 
     def _shut_down(self, drain_timeout_s: float) -> None:
         server = self._waitress

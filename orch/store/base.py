@@ -7,7 +7,9 @@ was, because the calling actor applies a change in memory only after storing it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -45,10 +47,41 @@ class Durable(Generic[T]):
     writes: tuple[PendingWrite, ...] = ()
 
     def result(self) -> T:
-        """The answer, once every write behind it is durable; ``StoreError`` otherwise."""
+        """The answer, once every write behind it is durable; ``StoreError`` otherwise.
+
+        Inside ``deferring_writes`` (in this thread) writes still in flight are handed
+        to the deferrer instead of waited for; one already failed still raises.
+        """
+        deferred: list[PendingWrite] | None = getattr(_deferred, "writes", None)
         for write in self.writes:
-            write.wait()
+            if deferred is not None and not write.done():
+                deferred.append(write)
+            else:
+                write.wait()
         return self.value
+
+
+_deferred = threading.local()
+
+
+@contextlib.contextmanager
+def deferring_writes() -> Iterator[list[PendingWrite]]:
+    """Collect, instead of waiting for, the writes behind answers given in this block.
+
+    For a caller that can hold the answer back itself until the writes are durable
+    (the HTTP loop's inline answers, ``orch/http/inline.py``), so that the thread
+    giving the answer need not block on the commit. Whoever uses it takes over the
+    promise: nothing may leave the process before every collected write is done, and
+    a failed one must turn the answer into a refusal and make the actors rebuild
+    (``Orchestrator.recover_from_failed_writes``).
+    """
+    writes: list[PendingWrite] = []
+    outer = getattr(_deferred, "writes", None)
+    _deferred.writes = writes
+    try:
+        yield writes
+    finally:
+        _deferred.writes = outer
 
 
 class Store(Protocol):

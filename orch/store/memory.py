@@ -8,7 +8,7 @@ make it fail the way a full disk would.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from orch.errors import StoreError
@@ -44,6 +44,8 @@ class MemoryStore:
         self._defaults: dict[str, Any] = {}
         self._reservations: dict[str, dict[str, Any]] = {}
         self.fail_writes: str | None = None  # set to a reason to make every write fail
+        # Never called: a write here is durable before it returns (see SQLiteStore's).
+        self.on_commit: Callable[[], None] | None = None
         self.writes = 0
 
     def _write(self) -> None:

@@ -19,6 +19,7 @@ databases, which exist per connection, work for tests.
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -29,6 +30,8 @@ from typing import Any, TypeVar
 from orch.errors import StoreError
 from orch.model import TERMINAL_TASK_STATES, AgentRecord, LockGrant, Task, TaskState
 from orch.store import codec
+
+logger = logging.getLogger("orch.store")
 
 #: ``ORCH_DB_SYNC`` values and the ``PRAGMA synchronous`` level each selects. ``normal``
 #: survives a process crash (``kill -9``) but may lose the last commits on power loss.
@@ -200,6 +203,10 @@ class SQLiteStore:
         self.path = path
         self.sync = sync
         self.fail_writes: str | None = None
+        #: Called on the writer thread after each transaction, its writes' outcomes
+        #: set: lets whoever holds answers back for them (the HTTP loop) know to look.
+        #: Must be quick; an exception it raises is logged, never fatal to the writer.
+        self.on_commit: Callable[[], None] | None = None
         self.writes = 0
         self.commits = 0
         self._conn = _open(path, SYNC_MODES[sync], busy_timeout_s)
@@ -494,6 +501,12 @@ class SQLiteStore:
                 for write in batch:
                     if not write.done.is_set():
                         write.finish(_describe(exc))
+            listener = self.on_commit
+            if listener is not None:
+                try:
+                    listener()
+                except Exception:
+                    logger.exception("the store's commit listener failed")
             if stopping:
                 return
 

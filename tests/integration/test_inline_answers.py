@@ -1,0 +1,218 @@
+"""Answers given on the event loop's thread are held until their writes are stored.
+
+A real ``Server`` on a free port with a SQLite store, driven with ``requests`` and a
+raw socket. Commits are paused by holding the store's connection lock (the writer
+takes it for every transaction), so a test can see an answer that is ready but not
+yet stored, and what the server does with it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from orch import Orchestrator, Settings
+from orch.config import ConfigError
+from orch.http.serve import Server
+from orch.store import SQLiteStore
+from tests.conftest import wait_until
+
+
+@dataclass
+class Running:
+    server: Server
+    store: SQLiteStore
+    url: str
+
+    @property
+    def inline(self) -> Any:
+        return self.server._inline
+
+
+def start(tmp_path: Path, **overrides: Any) -> tuple[Server, SQLiteStore, threading.Thread]:
+    settings = Settings(heartbeat_interval_s=3600.0, **overrides)
+    store = SQLiteStore(str(tmp_path / "orch.db"))
+    orch = Orchestrator(settings, store=store)
+    server = Server(orch, settings, host="127.0.0.1", port=0)
+    orch.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, store, thread
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    server, store, thread = start(tmp_path)
+    try:
+        yield Running(server, store, f"http://127.0.0.1:{server.port}")
+    finally:
+        server.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def register(url: str, agent_id: str) -> str:
+    answer = requests.post(
+        f"{url}/agents/register", json={"agent_id": agent_id, "agent_type": "t"}, timeout=10
+    )
+    answer.raise_for_status()
+    requests.post(f"{url}/agents/{agent_id}/start", timeout=10).raise_for_status()
+    return str(answer.json()["token"])
+
+
+class InBackground:
+    """One request on its own thread, so the test can look while it is unanswered."""
+
+    def __init__(self, method: str, url: str, **kwargs: Any) -> None:
+        self.answer: requests.Response | None = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(method, url), kwargs=kwargs)
+        self._thread.start()
+
+    def _run(self, method: str, url: str, **kwargs: Any) -> None:
+        try:
+            self.answer = requests.request(method, url, timeout=10, **kwargs)
+        finally:
+            self.done.set()
+
+    def result(self) -> requests.Response:
+        self._thread.join(10)
+        assert self.answer is not None
+        return self.answer
+
+
+def test_an_inline_answer_is_sent_only_once_stored_and_the_loop_serves_others_meanwhile(
+    running: Running,
+) -> None:
+    register(running.url, "a1")
+    token = register(running.url, "a2")
+    answered_before = running.inline.answered
+    writes_before = running.store.writes
+    with running.store._conn_lock:  # no commit can happen now
+        assign = InBackground(
+            "POST", f"{running.url}/tasks/assign", json={"task_id": "t1", "agent_id": "a1"}
+        )
+        wait_until(lambda: running.inline.busy(), message="the answer is held for its commit")
+        # The loop is not blocked: a heartbeat that writes nothing is answered in place
+        # (it runs on the loop too) while the assignment's answer waits.
+        beat = requests.post(
+            f"{running.url}/agents/a2/heartbeat",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert beat.status_code == 200, beat.text
+        assert running.inline.answered == answered_before + 2
+        assert not assign.done.is_set(), "answered before its write was stored"
+        assert running.store.writes == writes_before  # and indeed nothing was stored
+    answer = assign.result()
+    assert answer.status_code == 200, answer.text
+    assert [(t.key, t.state.value) for t in running.store.load_tasks()] == [("t1", "assigned")]
+    assert not running.inline.busy()
+
+
+def test_a_commit_failing_after_the_answer_was_held_answers_503_and_changes_nothing(
+    running: Running,
+) -> None:
+    register(running.url, "a1")
+    with running.store._conn_lock:
+        assign = InBackground(
+            "POST", f"{running.url}/tasks/assign", json={"task_id": "t2", "agent_id": "a1"}
+        )
+        wait_until(lambda: running.inline.busy(), message="the answer is held for its commit")
+        attempt = running.store._attempt
+        running.store._attempt = lambda pending: (None, "database or disk is full (SQLITE_FULL)")  # type: ignore[method-assign]
+    try:
+        answer = assign.result()
+    finally:
+        running.store._attempt = attempt  # type: ignore[method-assign]
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert answer.headers["Connection"] == "close"
+    assert answer.json()["code"] == "store_unavailable"
+    assert running.inline.refused == 1
+    # The Scheduler had applied the assignment; it rebuilds from the store, which
+    # never got it, so the task is unknown and the agent holds nothing.
+    wait_until(
+        lambda: requests.get(f"{running.url}/tasks/t2", timeout=10).status_code == 404,
+        message="the Scheduler forgot what was not stored",
+    )
+    assert requests.get(f"{running.url}/agents/a1/tasks", timeout=10).json()["tasks"] == []
+    assert running.store.load_tasks() == []
+    # And the store works again: the same request now succeeds.
+    again = requests.post(
+        f"{running.url}/tasks/assign", json={"task_id": "t2", "agent_id": "a1"}, timeout=10
+    )
+    assert again.status_code == 200, again.text
+
+
+def read_answers(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` whole HTTP answers (each with a Content-Length) from ``sock``."""
+    data = b""
+    answers: list[bytes] = []
+    while len(answers) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            if len(rest) >= length:
+                answers.append(head + sep + rest[:length])
+                data = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(answers)} answers"
+        data += chunk
+    return answers
+
+
+def test_pipelined_requests_are_answered_in_order_behind_a_held_answer(
+    running: Running,
+) -> None:
+    register(running.url, "a1")
+    body = b'{"task_id":"t3","agent_id":"a1"}'
+    port = running.server.port
+    pipelined = (
+        b"POST /tasks/assign HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s"
+        b"GET /tasks/t3 HTTP/1.1\r\nHost: x\r\n\r\n" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with running.store._conn_lock:
+            sock.sendall(pipelined)
+            wait_until(lambda: running.inline.busy(), message="the first answer is held")
+        first, second = read_answers(sock, 2)
+    assert first.startswith(b"HTTP/1.1 200 "), first
+    assert second.startswith(b"HTTP/1.1 200 "), second
+    assert b'"task_id":"t3"' in second and b'"status":"assigned"' in second
+
+
+def test_inline_answers_can_be_turned_off(tmp_path: Path) -> None:
+    assert Settings.from_env({}).http_inline is True
+    assert Settings.from_env({"ORCH_HTTP_INLINE": "false"}).http_inline is False
+    with pytest.raises(ConfigError, match="ORCH_HTTP_INLINE"):
+        Settings.from_env({"ORCH_HTTP_INLINE": "sometimes"})
+    server, store, thread = start(tmp_path, http_inline=False)
+    try:
+        assert server._inline is None
+        url = f"http://127.0.0.1:{server.port}"
+        register(url, "a1")
+        with store._conn_lock:
+            assign = InBackground(
+                "POST", f"{url}/tasks/assign", json={"task_id": "t4", "agent_id": "a1"}
+            )
+            # A worker thread waits for the commit; the answer still waits for it.
+            wait_until(lambda: server._waitress.task_dispatcher.active_count, message="a worker")
+            assert not assign.done.is_set()
+        assert assign.result().status_code == 200
+    finally:
+        server.stop()
+        thread.join(10)
