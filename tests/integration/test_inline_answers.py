@@ -216,3 +216,50 @@ def test_inline_answers_can_be_turned_off(tmp_path: Path) -> None:
     finally:
         server.stop()
         thread.join(10)
+
+
+def test_a_held_answer_is_still_given_when_the_server_shuts_down(tmp_path: Path) -> None:
+    server, store, thread = start(tmp_path)
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        register(url, "a1")
+        with store._conn_lock:
+            assign = InBackground(
+                "POST", f"{url}/tasks/assign", json={"task_id": "t5", "agent_id": "a1"}
+            )
+            wait_until(lambda: server._inline.busy(), message="the answer is held")
+            server.stop()  # shutdown begins with an answer still waiting for its commit
+        assert assign.result().status_code == 200
+    finally:
+        server.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    reopened = SQLiteStore(str(tmp_path / "orch.db"))
+    try:
+        assert [(t.key, t.state.value) for t in reopened.load_tasks()] == [("t5", "assigned")]
+    finally:
+        reopened.close()
+
+
+def test_a_client_gone_before_its_held_answer_leaves_the_change_stored_and_the_server_well(
+    running: Running,
+) -> None:
+    register(running.url, "a1")
+    body = b'{"task_id":"t6","agent_id":"a1"}'
+    request = (
+        b"POST /tasks/assign HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    port = running.server.port
+    with (
+        running.store._conn_lock,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(request)
+        wait_until(lambda: running.inline.busy(), message="the answer is held")
+    wait_until(lambda: not running.inline.busy(), message="the held answer is settled")
+    # The change was acknowledged to no one, but it was stored, and nothing broke.
+    task = requests.get(f"{running.url}/tasks/t6", timeout=10)
+    assert task.status_code == 200 and task.json()["status"] == "assigned"
+    assert [t.key for t in running.store.load_tasks()] == ["t6"]
+    assert running.inline.refused == 0
