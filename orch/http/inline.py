@@ -9,7 +9,8 @@ A heartbeat or a task submission, completion or failure never waits on anything
 but its store commit and the actors' gates, so those are run here, in the loop, by
 the very code waitress's workers run (``HTTPChannel.service``). Everything else
 (lock waits, event long-polls, registration, reads, admin calls) still goes to the
-workers, as does whatever arrives on a worker's thread.
+workers, as does whatever arrives on a worker's thread, and the heartbeat of an
+agent marked unhealthy (its recovery is a stored state change it waits for).
 
 An answer is stored before it is given (DESIGN.md "Durability"), but the loop must
 not sleep through a commit. So the app runs inside ``deferring_writes``: a commit
@@ -45,6 +46,7 @@ from waitress.channel import ClientDisconnected
 
 from orch.errors import StoreError
 from orch.http.errors import PROBLEM_JSON
+from orch.model import AgentState
 from orch.store.base import PendingWrite, deferring_writes
 from orch.system import Orchestrator
 
@@ -54,6 +56,7 @@ logger = logging.getLogger("orch.http")
 INLINE_ROUTES = re.compile(
     r"^/(?:agents/[^/]+/heartbeat|tasks|tasks/assign|tasks/[^/]+/(?:complete|fail))/?$"
 )
+_HEARTBEAT = re.compile(r"^/agents/([^/]+)/heartbeat/?$")
 
 
 class InlineAnswers:
@@ -94,16 +97,26 @@ class InlineAnswers:
         if channel is self._servicing:
             self._follow_up = True  # pipelined: decided once this answer is settled
             return
-        request = channel.requests[0]
-        if (
-            threading.get_ident() == self._loop_thread
-            and request.command == "POST"
-            and request.error is None
-            and INLINE_ROUTES.match(request.path)
-        ):
+        if threading.get_ident() == self._loop_thread and self._runs_here(channel.requests[0]):
             self._pending.append(channel)
         else:
             self._dispatch(channel)
+
+    def _runs_here(self, request: Any) -> bool:
+        if request.command != "POST" or request.error is not None:
+            return False
+        path = request.path
+        if not INLINE_ROUTES.match(path):
+            return False
+        beat = _HEARTBEAT.match(path)
+        if beat is not None:
+            entry = self._orchestrator.directory.get(beat.group(1))
+            # An unhealthy agent's heartbeat stores its recovery and waits for that
+            # commit (``AgentActor._transition``). Here a fleet coming back at once
+            # would commit one agent at a time; the workers commit them together.
+            if entry is not None and entry.record.state is AgentState.UNHEALTHY:
+                return False
+        return True
 
     def pull_trigger(self) -> None:
         """Waitress's ``pull_trigger``, which a request run here needs not: the loop is awake."""

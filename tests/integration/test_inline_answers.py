@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from orch import Orchestrator, Settings
+from orch import ManualClock, Orchestrator, Settings
 from orch.config import ConfigError
 from orch.http.serve import Server
 from orch.store import SQLiteStore
@@ -36,10 +36,12 @@ class Running:
         return self.server._inline
 
 
-def start(tmp_path: Path, **overrides: Any) -> tuple[Server, SQLiteStore, threading.Thread]:
+def start(
+    tmp_path: Path, clock: ManualClock | None = None, **overrides: Any
+) -> tuple[Server, SQLiteStore, threading.Thread]:
     settings = Settings(heartbeat_interval_s=3600.0, **overrides)
     store = SQLiteStore(str(tmp_path / "orch.db"))
-    orch = Orchestrator(settings, store=store)
+    orch = Orchestrator(settings, store=store, clock=clock)
     server = Server(orch, settings, host="127.0.0.1", port=0)
     orch.start()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -263,3 +265,30 @@ def test_a_client_gone_before_its_held_answer_leaves_the_change_stored_and_the_s
     assert task.status_code == 200 and task.json()["status"] == "assigned"
     assert [t.key for t in running.store.load_tasks()] == ["t6"]
     assert running.inline.refused == 0
+
+
+def test_an_unhealthy_agents_heartbeat_is_answered_by_a_worker(tmp_path: Path) -> None:
+    clock = ManualClock()
+    server, _store, thread = start(tmp_path, clock=clock)
+    url = f"http://127.0.0.1:{server.port}"
+    orch = server.orchestrator
+    try:
+        token = register(url, "a1")
+        auth = {"Authorization": f"Bearer {token}"}
+        clock.advance(3600.0 * 3.5)  # past 3 missed intervals: unhealthy
+        wait_until(
+            lambda: orch.tick() or orch.agent("a1")["status"] == "unhealthy",
+            message="the agent is unhealthy",
+        )
+        answered = server._inline.answered
+        beat = requests.post(f"{url}/agents/a1/heartbeat", headers=auth, timeout=10)
+        assert beat.status_code == 200, beat.text
+        assert beat.json()["status"] == "idle"
+        # Its recovery waited for a commit on a worker, not on the loop.
+        assert server._inline.answered == answered
+        again = requests.post(f"{url}/agents/a1/heartbeat", headers=auth, timeout=10)
+        assert again.status_code == 200
+        assert server._inline.answered == answered + 1  # healthy again: on the loop
+    finally:
+        server.stop()
+        thread.join(10)
