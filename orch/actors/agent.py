@@ -14,13 +14,14 @@ retry policy) and to the Supervisor (which restarts the actor with backoff).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -45,7 +46,7 @@ from orch.model import (
     Assignment,
     check_agent_transition,
 )
-from orch.store.base import PendingWrite, Store
+from orch.store.base import Durable, PendingWrite, Store
 
 logger = logging.getLogger("orch.agent")
 
@@ -67,6 +68,11 @@ class AgentDeps:
     supervisor: Any  # Supervisor proxy
     pool: ActorPool  # the threads every AgentActor's messages run on
     scheduler_gate: ActorGate | None = None  # for ``mark_running`` without a hand-off
+    #: (agent id, generation, write) of starts answered before their write committed;
+    #: the Supervisor watches them and has a failed one undone (``undo_start``).
+    unconfirmed_starts: collections.deque[tuple[str, int, PendingWrite]] = field(
+        default_factory=collections.deque
+    )
 
 
 class AgentProxy:
@@ -179,6 +185,8 @@ class AgentActor(PooledActor):
         # The registration write, until known durable: no write of ours may be
         # acknowledged for an agent whose registration was not stored.
         self._registered = registered
+        # A start answered before its write committed, and the record as stored before.
+        self._unconfirmed_start: tuple[PendingWrite, AgentRecord] | None = None
         self._record = record
         self._generation = generation
         self._deps = deps
@@ -237,8 +245,15 @@ class AgentActor(PooledActor):
         """The agent's current record."""
         return self._record
 
-    def start_agent(self) -> str:
-        """Admit the agent to scheduling; ``started`` or ``already_active``."""
+    def start_agent(self) -> str | Durable[str]:
+        """Admit the agent to scheduling; ``started`` or ``already_active``.
+
+        The new state's write is queued, not waited for, and the answer is
+        ``Durable``: whoever gives it waits for the commit (or holds the HTTP answer
+        for it, ``orch/http/inline.py``), so a start costs no commit inside this
+        message. Should the write fail after all, the caller is refused and the
+        Supervisor has the start undone (``undo_start``), as for a registration.
+        """
         state = self._record.state
         if state in ACTIVE_STATES:
             return "already_active"
@@ -247,10 +262,38 @@ class AgentActor(PooledActor):
                 f"agent {self._record.agent_id!r} was lost; register it again to start it"
             )
         now = self._deps.clock.monotonic()
-        self._transition(self._busy_or_idle(), last_heartbeat=now, last_error=None)
+        stored = self._record
+        write = self._transition(
+            self._busy_or_idle(), queue_write=True, last_heartbeat=now, last_error=None
+        )
         self._offer_to_scheduler()
         self._deps.events.emit("agent.started", agent_id=self._record.agent_id)
-        return "started"
+        if write is None or (write.done() and not write.failed()):
+            return "started"
+        self._unconfirmed_start = (write, stored)
+        self._deps.unconfirmed_starts.append((stored.agent_id, self._generation, write))
+        return Durable("started", (write,))
+
+    def undo_start(self, write: PendingWrite) -> None:
+        """Put the agent back as it is stored: the write of its start failed.
+
+        Sent by the Supervisor. Whatever the agent was given meanwhile goes back to
+        the queue without an attempt counted, as when it is stopped without draining.
+        Nothing is written: the store already holds the state restored here.
+        """
+        unconfirmed = self._unconfirmed_start
+        if unconfirmed is None or unconfirmed[0] is not write:
+            return  # a later change was stored since, and memory matches it
+        self._unconfirmed_start = None
+        stored = unconfirmed[1]
+        agent_id = stored.agent_id
+        self._deps.scheduler.agent_gone.defer(agent_id, self._generation, "released", None)
+        self._deps.lock_broker.release_agent.defer(agent_id)
+        self._assignments.clear()
+        self._undelivered.clear()
+        self._record = evolve(stored, last_heartbeat=self._record.last_heartbeat)
+        self._publish()
+        logger.error("the start of agent %s was not stored; undone", agent_id)
 
     def stop_agent(self, drain: bool = True) -> str:
         """Stop handing the agent work; with ``drain`` its running tasks may finish.
@@ -451,17 +494,34 @@ class AgentActor(PooledActor):
     def _busy_or_idle(self) -> AgentState:
         return AgentState.BUSY if self._assignments else AgentState.IDLE
 
-    def _transition(self, state: AgentState, **changes: Any) -> None:
-        """Store, then apply, then publish: nothing half-applied if the store fails."""
+    def _transition(
+        self, state: AgentState, *, queue_write: bool = False, **changes: Any
+    ) -> PendingWrite | None:
+        """Store, then apply, then publish: nothing half-applied if the store fails.
+
+        With ``queue_write`` the write is queued and returned instead of waited for
+        (``start_agent``), once the registration is known stored: an agent's record
+        must never be committed without the credential its registration wrote.
+        """
         check_agent_transition(self._record.agent_id, self._record.state, state)
         new = evolve(self._record, state=state, **changes)
+        write = None
         if self._stored_view(new) != self._stored_view(self._record):
-            if self._registered is not None:
-                self._registered.wait()  # StoreError if it failed: nothing applied
-                self._registered = None
-            self._deps.store.put_agent(evolve(new, task_keys=frozenset(), last_heartbeat=0.0))
+            record = evolve(new, task_keys=frozenset(), last_heartbeat=0.0)
+            registered = self._registered
+            if registered is not None and registered.done() and not registered.failed():
+                self._registered = registered = None
+            if queue_write and registered is None:
+                write = self._deps.store.put_agent_nowait(record)
+            else:
+                if registered is not None:
+                    registered.wait()  # StoreError if it failed: nothing applied
+                    self._registered = None
+                self._deps.store.put_agent(record)
+                self._unconfirmed_start = None  # a later state is stored: nothing to undo
         self._record = new
         self._publish()
+        return write
 
     @staticmethod
     def _stored_view(record: AgentRecord) -> AgentRecord:

@@ -188,16 +188,28 @@ class Supervisor(pykka.ThreadingActor):
         return Durable(record, (write,))
 
     def check_writes(self) -> int:
-        """Undo registrations whose write failed after the fact; returns how many.
+        """Undo registrations and starts whose write failed after the fact; returns how many.
 
         ``register`` does not wait for its commit (one sync per agent, serialised in
         this actor, was what bounded registration), so the agent's actor and entry
         exist before the write is durable. The caller's answer waits for it; if it
         fails, the caller got ``StoreError`` and the agent must not stay: its actor
-        is stopped and the entry it replaced (a lost agent's) put back. Called every
-        tick, and at once by the facade when an answer's write failed.
+        is stopped and the entry it replaced (a lost agent's) put back. A start
+        (``AgentActor.start_agent``) does not wait for its commit either; if that
+        fails, the agent's actor is told to put the agent back as stored. Called
+        every tick, and at once by the facade when an answer's write failed.
         """
         undone = 0
+        starts = self._deps.unconfirmed_starts if self._deps is not None else None
+        while starts and starts[0][2].done():
+            agent_id, generation, write = starts.popleft()
+            current = self._directory.get(agent_id)
+            if not write.failed() or current is None or current.generation != generation:
+                continue
+            if current.actor is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    current.actor.undo_start.defer(write)
+                undone += 1
         while self._unconfirmed and self._unconfirmed[0][3].done():
             agent_id, generation, previous, write = self._unconfirmed.popleft()
             current = self._directory.get(agent_id)
@@ -283,8 +295,9 @@ class Supervisor(pykka.ThreadingActor):
         self._events.emit("agent.crashed", agent_id=agent_id, error=error, restart_in_s=backoff_s)
 
     def tick(self) -> None:
-        """Restart children whose backoff has run out; settle unconfirmed registrations."""
-        if self._unconfirmed:
+        """Restart children whose backoff has run out; settle unconfirmed registrations
+        and starts."""
+        if self._unconfirmed or (self._deps is not None and self._deps.unconfirmed_starts):
             self.check_writes()
         now = self._clock.monotonic()
         for agent_id, due in list(self._due_restarts.items()):

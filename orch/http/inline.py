@@ -5,12 +5,13 @@ worker wakes the loop again when the answer is written. On a 2-core host every s
 hand-off is a cross-core wake-up plus a turn at the GIL, and together they cost more
 than the app itself: a bare Falcon app answered 3,500-4,100 requests/s through the
 worker pool and 8,500-11,000/s when the same loop ran it in place (bench/README.md).
-A heartbeat or a task submission, completion or failure never waits on anything
-but its store commit and the actors' gates, so those are run here, in the loop, by
-the very code waitress's workers run (``HTTPChannel.service``). Everything else
-(lock waits, event long-polls, registration, reads, admin calls) still goes to the
-workers, as does whatever arrives on a worker's thread, and the heartbeat of an
-agent marked unhealthy (its recovery is a stored state change it waits for).
+A heartbeat, an agent's start, and a task submission, completion or failure never
+wait on anything but their store commits and the actors' gates, so those are run
+here, in the loop, by the very code waitress's workers run (``HTTPChannel.service``).
+Everything else (lock waits, event long-polls, registration, reads, admin calls)
+still goes to the workers, as does whatever arrives on a worker's thread, the
+heartbeat of an agent marked unhealthy (its recovery is a stored state change it
+waits for) and the start of a failed agent (the Supervisor revives it).
 
 An answer is stored before it is given (DESIGN.md "Durability"), but the loop must
 not sleep through a commit. So the app runs inside ``deferring_writes``: a commit
@@ -54,9 +55,9 @@ logger = logging.getLogger("orch.http")
 
 #: POST routes that never wait on anything but commits and gates (see the module doc).
 INLINE_ROUTES = re.compile(
-    r"^/(?:agents/[^/]+/heartbeat|tasks|tasks/assign|tasks/[^/]+/(?:complete|fail))/?$"
+    r"^/(?:agents/[^/]+/(?:heartbeat|start)|tasks|tasks/assign|tasks/[^/]+/(?:complete|fail))/?$"
 )
-_HEARTBEAT = re.compile(r"^/agents/([^/]+)/heartbeat/?$")
+_AGENT_CALL = re.compile(r"^/agents/([^/]+)/(heartbeat|start)/?$")
 
 
 class InlineAnswers:
@@ -108,14 +109,18 @@ class InlineAnswers:
         path = request.path
         if not INLINE_ROUTES.match(path):
             return False
-        beat = _HEARTBEAT.match(path)
-        if beat is not None:
-            entry = self._orchestrator.directory.get(beat.group(1))
+        call = _AGENT_CALL.match(path)
+        if call is not None:
+            entry = self._orchestrator.directory.get(call.group(1))
+            if entry is None:
+                return True  # answered 404 at once
+            if call.group(2) == "start":
+                # A failed agent is revived by the Supervisor, which stores it first.
+                return entry.actor is not None
             # An unhealthy agent's heartbeat stores its recovery and waits for that
             # commit (``AgentActor._transition``). Here a fleet coming back at once
             # would commit one agent at a time; the workers commit them together.
-            if entry is not None and entry.record.state is AgentState.UNHEALTHY:
-                return False
+            return entry.record.state is not AgentState.UNHEALTHY
         return True
 
     def pull_trigger(self) -> None:

@@ -73,6 +73,10 @@ class MemoryStore:
             self._write()
             self._credentials[agent_id] = token_hash
 
+    def put_agent_nowait(self, record: AgentRecord) -> Done:
+        self.put_agent(record)
+        return DONE
+
     def register_agent_nowait(self, record: AgentRecord, token_hash: str) -> Done:
         with self._lock:
             self._write()

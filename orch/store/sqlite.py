@@ -226,6 +226,15 @@ class SQLiteStore:
         data = self._encode("agent", codec.agent_to_dict(record))
         self._submit(_PUT_AGENT, (record.agent_id, data))
 
+    def put_agent_nowait(self, record: AgentRecord) -> PendingTaskWrite:
+        """Queue the write of ``record``; the handle's ``wait`` returns once it is durable."""
+        data = self._encode("agent", codec.agent_to_dict(record))
+        if self.fail_writes is not None:
+            raise StoreError(f"store write failed: {self.fail_writes}")
+        write = _Write([(_PUT_AGENT, (record.agent_id, data))], counted=True)
+        self._enqueue(write)
+        return PendingTaskWrite(self, write)
+
     def register_agent_nowait(self, record: AgentRecord, token_hash: str) -> PendingTaskWrite:
         """Queue a new agent's record and credential as one write; see ``Store``."""
         data = self._encode("agent", codec.agent_to_dict(record))

@@ -229,3 +229,31 @@ def test_over_http_a_failing_store_answers_503_and_health_says_why() -> None:
         assert stored == {"refused": stored["refused"]} and stored["refused"] != "cancelled"
     finally:
         orch.stop()
+
+
+def test_a_start_whose_write_fails_after_the_fact_is_undone(
+    sqlite_orch: tuple[Orchestrator, DiskFull, ManualClock], db_path: str
+) -> None:
+    orch, disk, _clock = sqlite_orch
+    orch.register_agent("a1", "implementation")
+    disk.on = True  # the start is applied in memory, then its commit fails
+    with pytest.raises(StoreError, match="disk is full"):
+        orch.start_agent("a1")
+    disk.on = False
+    wait_until(
+        lambda: orch.tick() or orch.agent("a1")["status"] == "registered",
+        message="the start is undone",
+    )
+    # Not schedulable: a task for it is not assigned, it stays queued.
+    orch.assign_task({"n": 1}, task_id="t1", agent_type="implementation")
+    for _ in range(5):
+        orch.tick()
+    assert orch.task("t1")["status"] == "pending"
+    # The store never had it started; a start now works, is stored and gets the task.
+    assert [a.state.value for a in orch.store.load_agents()] == ["registered"]
+    assert orch.start_agent("a1")["status"] == "started"
+    wait_until(
+        lambda: orch.tick() or orch.task("t1")["status"] == "assigned",
+        message="the started agent is given the task",
+    )
+    assert [a.state.value for a in orch.store.load_agents()] in (["idle"], ["busy"])

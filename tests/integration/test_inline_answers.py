@@ -90,6 +90,21 @@ class InBackground:
         return self.answer
 
 
+def answer_after_failed_commit(
+    running: Running, method: str, url: str, error: str, **kwargs: Any
+) -> requests.Response:
+    """The answer to a request whose answer was held, then whose commit failed."""
+    with running.store._conn_lock:
+        request = InBackground(method, url, **kwargs)
+        wait_until(lambda: running.inline.busy(), message="the answer is held for its commit")
+        attempt = running.store._attempt
+        running.store._attempt = lambda pending: (None, error)  # type: ignore[method-assign]
+    try:
+        return request.result()
+    finally:
+        running.store._attempt = attempt  # type: ignore[method-assign]
+
+
 def test_an_inline_answer_is_sent_only_once_stored_and_the_loop_serves_others_meanwhile(
     running: Running,
 ) -> None:
@@ -123,17 +138,13 @@ def test_a_commit_failing_after_the_answer_was_held_answers_503_and_changes_noth
     running: Running,
 ) -> None:
     register(running.url, "a1")
-    with running.store._conn_lock:
-        assign = InBackground(
-            "POST", f"{running.url}/tasks/assign", json={"task_id": "t2", "agent_id": "a1"}
-        )
-        wait_until(lambda: running.inline.busy(), message="the answer is held for its commit")
-        attempt = running.store._attempt
-        running.store._attempt = lambda pending: (None, "database or disk is full (SQLITE_FULL)")  # type: ignore[method-assign]
-    try:
-        answer = assign.result()
-    finally:
-        running.store._attempt = attempt  # type: ignore[method-assign]
+    answer = answer_after_failed_commit(
+        running,
+        "POST",
+        f"{running.url}/tasks/assign",
+        "database or disk is full (SQLITE_FULL)",
+        json={"task_id": "t2", "agent_id": "a1"},
+    )
     assert answer.status_code == 503, answer.text
     assert answer.headers["Content-Type"] == "application/problem+json"
     assert answer.headers["Connection"] == "close"
@@ -292,3 +303,34 @@ def test_an_unhealthy_agents_heartbeat_is_answered_by_a_worker(tmp_path: Path) -
     finally:
         server.stop()
         thread.join(10)
+
+
+def test_a_start_is_answered_on_the_loop_once_stored_and_undone_if_its_commit_fails(
+    running: Running,
+) -> None:
+    url = running.url
+    for agent_id in ("a1", "a2"):
+        answer = requests.post(
+            f"{url}/agents/register", json={"agent_id": agent_id, "agent_type": "t"}, timeout=10
+        )
+        assert answer.status_code == 201, answer.text
+    answered = running.inline.answered
+    with running.store._conn_lock:
+        start = InBackground("POST", f"{url}/agents/a1/start")
+        wait_until(lambda: running.inline.busy(), message="the start's answer is held")
+        assert not start.done.is_set()
+    assert start.result().json()["status"] == "started"
+    assert running.inline.answered == answered + 1
+    assert {a.agent_id: a.state.value for a in running.store.load_agents()}["a1"] == "idle"
+
+    answer = answer_after_failed_commit(
+        running, "POST", f"{url}/agents/a2/start", "disk I/O error (SQLITE_IOERR)"
+    )
+    assert answer.status_code == 503 and answer.json()["code"] == "store_unavailable"
+    wait_until(
+        lambda: requests.get(f"{url}/agents/a2", timeout=10).json()["status"] == "registered",
+        message="the start that was not stored is undone",
+    )
+    assert {a.agent_id: a.state.value for a in running.store.load_agents()}["a2"] == "registered"
+    again = requests.post(f"{url}/agents/a2/start", timeout=10)
+    assert again.status_code == 200 and again.json()["status"] == "started"
