@@ -68,9 +68,11 @@ class AgentDeps:
     supervisor: Any  # Supervisor proxy
     pool: ActorPool  # the threads every AgentActor's messages run on
     scheduler_gate: ActorGate | None = None  # for ``mark_running`` without a hand-off
-    #: (agent id, generation, write) of starts answered before their write committed;
-    #: the Supervisor watches them and has a failed one undone (``undo_start``).
-    unconfirmed_starts: collections.deque[tuple[str, int, PendingWrite]] = field(
+    #: (agent id, generation, write, record as stored before) of starts answered
+    #: before their write committed; the Supervisor watches them and has a failed one
+    #: undone (``undo_start``). Kept here, not in each actor, so that nothing of a
+    #: confirmed start stays behind in 10,000 actors.
+    unconfirmed_starts: collections.deque[tuple[str, int, PendingWrite, AgentRecord]] = field(
         default_factory=collections.deque
     )
 
@@ -185,8 +187,8 @@ class AgentActor(PooledActor):
         # The registration write, until known durable: no write of ours may be
         # acknowledged for an agent whose registration was not stored.
         self._registered = registered
-        # A start answered before its write committed, and the record as stored before.
-        self._unconfirmed_start: tuple[PendingWrite, AgentRecord] | None = None
+        # The write of a start answered before it committed, until a later one is stored.
+        self._unconfirmed_start: PendingWrite | None = None
         self._record = record
         self._generation = generation
         self._deps = deps
@@ -270,22 +272,20 @@ class AgentActor(PooledActor):
         self._deps.events.emit("agent.started", agent_id=self._record.agent_id)
         if write is None or (write.done() and not write.failed()):
             return "started"
-        self._unconfirmed_start = (write, stored)
-        self._deps.unconfirmed_starts.append((stored.agent_id, self._generation, write))
+        self._unconfirmed_start = write
+        self._deps.unconfirmed_starts.append((stored.agent_id, self._generation, write, stored))
         return Durable("started", (write,))
 
-    def undo_start(self, write: PendingWrite) -> None:
-        """Put the agent back as it is stored: the write of its start failed.
+    def undo_start(self, write: PendingWrite, stored: AgentRecord) -> None:
+        """Put the agent back as it is stored (``stored``): the write of its start failed.
 
         Sent by the Supervisor. Whatever the agent was given meanwhile goes back to
         the queue without an attempt counted, as when it is stopped without draining.
         Nothing is written: the store already holds the state restored here.
         """
-        unconfirmed = self._unconfirmed_start
-        if unconfirmed is None or unconfirmed[0] is not write:
+        if self._unconfirmed_start is not write:
             return  # a later change was stored since, and memory matches it
         self._unconfirmed_start = None
-        stored = unconfirmed[1]
         agent_id = stored.agent_id
         self._deps.scheduler.agent_gone.defer(agent_id, self._generation, "released", None)
         self._deps.lock_broker.release_agent.defer(agent_id)

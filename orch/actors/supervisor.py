@@ -202,13 +202,13 @@ class Supervisor(pykka.ThreadingActor):
         undone = 0
         starts = self._deps.unconfirmed_starts if self._deps is not None else None
         while starts and starts[0][2].done():
-            agent_id, generation, write = starts.popleft()
+            agent_id, generation, write, stored = starts.popleft()
             current = self._directory.get(agent_id)
             if not write.failed() or current is None or current.generation != generation:
                 continue
             if current.actor is not None:
                 with contextlib.suppress(pykka.ActorDeadError):
-                    current.actor.undo_start.defer(write)
+                    current.actor.undo_start.defer(write, stored)
                 undone += 1
         while self._unconfirmed and self._unconfirmed[0][3].done():
             agent_id, generation, previous, write = self._unconfirmed.popleft()

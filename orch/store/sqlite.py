@@ -133,6 +133,9 @@ class _Write:
 
     def finish(self, error: str | None = None) -> None:
         self.error = error
+        # The rows are not needed once it ended; a handle may be kept long after
+        # (an agent's last start, until its next stored change).
+        self.statements = []
         self.done.set()
 
 
