@@ -124,6 +124,10 @@ def test_a_busy_actor_lets_others_have_a_turn():
     chatty, _ = start(pool, "chatty", log)
     quiet, _ = start(pool, "quiet", log)
     try:
+        # Each actor's start-up runs on the pool thread too; once all three have
+        # answered, none is still setting up while the messages below arrive.
+        for ref in (blocker, chatty, quiet):
+            ref.proxy().history().get(timeout=5)
         gate = threading.Event()
         blocker.proxy().wait_for.defer(gate)  # holds the only pool thread
         for n in range(SLICE * 3):
