@@ -131,6 +131,12 @@ class Metrics:
             "Lock requests refused (held, or the wait ran out).",
             registry=reg,
         )
+        self.answers_withdrawn = Counter(
+            "orchestrator_http_answers_withdrawn",
+            "Answers made on the event loop whose store write then failed, sent as 503"
+            " instead (orchestrator_http_requests still counts the app's status).",
+            registry=reg,
+        )
         self.intake_polls = Counter(
             "orchestrator_intake_polls", "Polls of the TODO service.", registry=reg
         )

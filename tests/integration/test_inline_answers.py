@@ -150,6 +150,8 @@ def test_a_commit_failing_after_the_answer_was_held_answers_503_and_changes_noth
     assert answer.headers["Connection"] == "close"
     assert answer.json()["code"] == "store_unavailable"
     assert running.inline.refused == 1
+    scrape = requests.get(f"{running.url}/metrics", timeout=10).text
+    assert "orchestrator_http_answers_withdrawn_total 1.0" in scrape
     # The Scheduler had applied the assignment; it rebuilds from the store, which
     # never got it, so the task is unknown and the agent holds nothing.
     wait_until(
