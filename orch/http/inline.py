@@ -30,7 +30,7 @@ Deviation from waitress's model, and its bound: the loop itself runs these reque
 so while one runs no other connection is served. That is a few tens of microseconds,
 except when an actor's gate is taken and the request asks the actor instead
 (``Orchestrator._gated_call``): the loop then waits for that actor, at most the ask
-timeout (``Settings.ask_timeout_s``, 5 s), as a worker would. ``ORCH_HTTP_INLINE=false``
+timeout (``ORCH_ASK_TIMEOUT_S``, 5 s by default), as a worker would. ``ORCH_HTTP_INLINE=false``
 sends every request to the workers, as waitress alone does.
 """
 
