@@ -117,6 +117,13 @@ class StoreError(Unavailable):
     title = "Store unavailable"
 
 
+class BackupError(StoreError):
+    """A backup of the store could not be made; nothing was left at its destination."""
+
+    code = "backup_failed"
+    title = "Backup failed"
+
+
 class TaskFailed(OrchestratorError):
     """A task ended ``dead``: it failed and has no attempts left."""
 
