@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         " its name. Exit status: 0 done, 1 the backup failed, 2 bad configuration.",
     )
     backup.add_argument("dest", metavar="DEST", help="path of the backup file to create")
+    backup.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the summary as JSON"
+    )
     cli.add_commands(commands)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import sqlite3
@@ -185,8 +186,9 @@ def test_the_backup_command(tmp_path, monkeypatch, capsys):
     assert err.startswith("june-orchestrator: ") and "already exists" in err
     assert err.count("\n") == 1
 
-    assert main(["--json", "backup", str(tmp_path / "again.db")]) == 0
-    assert '"tasks": 0' in capsys.readouterr().out
+    for n, argv in enumerate((["--json", "backup"], ["backup", "--json"])):
+        assert main([*argv, str(tmp_path / f"again{n}.db")]) == 0
+        assert json.loads(capsys.readouterr().out)["tasks"] == 0
 
     monkeypatch.setenv("ORCH_DB_SYNC", "sometimes")
     assert main(["backup", str(tmp_path / "third.db")]) == 2
