@@ -22,8 +22,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from orch.events import Event, Events
 
@@ -112,12 +118,70 @@ class StateCollector(Collector):
         )
 
 
+class StoreCollector(Collector):
+    """The store's own counters (``Store.stats``), read at scrape time.
+
+    Why not counters updated by the writer: its thread is the one every acknowledged
+    write waits for, so it keeps plain integers and this reads them only when asked.
+    ``writes / commits`` is the group-commit size; the commit histogram is how long
+    each transaction took, syncs included, which is what every answer waits behind.
+    """
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield CounterMetricFamily(
+            "orchestrator_store_writes", "Writes the store made durable.", value=stats["writes"]
+        )
+        yield CounterMetricFamily(
+            "orchestrator_store_write_failures",
+            "Writes the store refused or failed (each answered with StoreError / 503).",
+            value=stats["failed_writes"],
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_store_queued_writes",
+            "Writes waiting for the store's writer.",
+            value=stats["queued_writes"],
+        )
+        if "commits" in stats:
+            yield CounterMetricFamily(
+                "orchestrator_store_commits",
+                "Transactions committed, health probes included (writes_total / commits_total"
+                " is about the group-commit size).",
+                value=stats["commits"],
+            )
+        if "commit_seconds" in stats:
+            timing = stats["commit_seconds"]
+            buckets = [(floatToGoString(bound), count) for bound, count in timing["buckets"]]
+            yield HistogramMetricFamily(
+                "orchestrator_store_commit_seconds",
+                "Time each transaction took in the writer, sync included.",
+                buckets=[*buckets, ("+Inf", timing["count"])],
+                sum_value=timing["sum"],
+            )
+        if "bytes" in stats:
+            yield GaugeMetricFamily(
+                "orchestrator_store_bytes",
+                "Size of the database on disk, write-ahead log included.",
+                value=stats["bytes"],
+            )
+
+
 class Metrics:
     """The collectors of one Orchestrator; ``registry`` is what ``/metrics`` exposes."""
 
-    def __init__(self, events: Events, stats: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        events: Events,
+        stats: Callable[[], dict[str, Any]],
+        store_stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StateCollector(stats))
+        if store_stats is not None:
+            self.registry.register(StoreCollector(store_stats))
         reg = self.registry
         self._by_event = {
             event_type: Counter(f"orchestrator_{name}", help_text, registry=reg)

@@ -175,7 +175,7 @@ class Orchestrator:
         self.directory = Directory()
         self._tasks = TaskView()
         self._scheduler_gate = ActorGate()
-        self.metrics = Metrics(self.events_log, self.stats)
+        self.metrics = Metrics(self.events_log, self.stats, lambda: self.store.stats())
         self.events_log.subscribe(log_event)
         self.dependencies = DependencyChecks(
             self.settings.dependency_check_interval_s, wall=self.clock.time

@@ -149,4 +149,11 @@ class Store(Protocol):
         """Raise ``StoreError`` if the store cannot currently accept writes."""
         ...
 
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/metrics``, read at scrape time: ``writes``, ``failed_writes``
+        and ``queued_writes`` always; ``commits``, ``commit_seconds`` (cumulative
+        ``buckets`` as ``(bound, count)``, ``count``, ``sum``) and ``bytes`` where the
+        store has them."""
+        ...
+
     def close(self) -> None: ...

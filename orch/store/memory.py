@@ -47,11 +47,17 @@ class MemoryStore:
         # Never called: a write here is durable before it returns (see SQLiteStore's).
         self.on_commit: Callable[[], None] | None = None
         self.writes = 0
+        self.failed_writes = 0
 
     def _write(self) -> None:
         if self.fail_writes is not None:
+            self.failed_writes += 1
             raise StoreError(f"store write failed: {self.fail_writes}")
         self.writes += 1
+
+    def stats(self) -> dict[str, Any]:
+        """What ``/metrics`` shows of a store that has no commits, queue or file."""
+        return {"writes": self.writes, "failed_writes": self.failed_writes, "queued_writes": 0}
 
     def put_agent(self, record: AgentRecord) -> None:
         with self._lock:

@@ -18,8 +18,10 @@ databases, which exist per connection, work for tests.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -40,6 +42,8 @@ SYNC_MODES = {"full": "FULL", "normal": "NORMAL"}
 MAX_BATCH_WRITES = 512
 #: Rows ``prune_tasks`` deletes per transaction, so pruning never stalls writers.
 PRUNE_BATCH_ROWS = 500
+#: Upper bounds (seconds) of the commit-duration histogram ``stats`` reports.
+COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 #: Forward migrations: entry ``n`` takes the schema from version ``n`` to ``n + 1``.
 #: Append only; a released entry never changes. The version is ``PRAGMA user_version``.
@@ -212,6 +216,10 @@ class SQLiteStore:
         self.on_commit: Callable[[], None] | None = None
         self.writes = 0
         self.commits = 0
+        self.failed_writes = 0
+        # Commit durations by COMMIT_BUCKETS_S (the last slot: longer), and their sum.
+        self._commit_counts = [0] * (len(COMMIT_BUCKETS_S) + 1)
+        self._commit_seconds = 0.0
         self._conn = _open(path, SYNC_MODES[sync], busy_timeout_s)
         self._conn_lock = threading.Lock()  # held by the writer per transaction, by reads
         self._closing_lock = threading.Lock()  # makes "not closed, so enqueue" atomic
@@ -232,8 +240,7 @@ class SQLiteStore:
     def put_agent_nowait(self, record: AgentRecord) -> PendingTaskWrite:
         """Queue the write of ``record``; the handle's ``wait`` returns once it is durable."""
         data = self._encode("agent", codec.agent_to_dict(record))
-        if self.fail_writes is not None:
-            raise StoreError(f"store write failed: {self.fail_writes}")
+        self._refuse_if_failing()
         write = _Write([(_PUT_AGENT, (record.agent_id, data))], counted=True)
         self._enqueue(write)
         return PendingTaskWrite(self, write)
@@ -241,8 +248,7 @@ class SQLiteStore:
     def register_agent_nowait(self, record: AgentRecord, token_hash: str) -> PendingTaskWrite:
         """Queue a new agent's record and credential as one write; see ``Store``."""
         data = self._encode("agent", codec.agent_to_dict(record))
-        if self.fail_writes is not None:
-            raise StoreError(f"store write failed: {self.fail_writes}")
+        self._refuse_if_failing()
         write = _Write(
             [
                 (_PUT_CREDENTIAL, (record.agent_id, token_hash)),
@@ -290,8 +296,7 @@ class SQLiteStore:
         """Queue the write of ``task``; the handle's ``wait`` returns once it is durable."""
         data = self._encode("task", codec.task_to_dict(task))
         updated_at = task.finished_at if task.finished_at is not None else time.time()
-        if self.fail_writes is not None:
-            raise StoreError(f"store write failed: {self.fail_writes}")
+        self._refuse_if_failing()
         write = _Write(
             [(_PUT_TASK, (task.key, task.seq, task.state.value, updated_at, data))], counted=True
         )
@@ -437,6 +442,31 @@ class SQLiteStore:
         )
         self._wait_for(_Write([(probe, (time.time(),))], counted=False))
 
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``/metrics``: writes, commits (so group size), failures, commit
+        durations, the queue, and the database's size on disk (file and WAL)."""
+        cumulative, total = [], 0
+        for bound, count in zip(COMMIT_BUCKETS_S, self._commit_counts, strict=False):
+            total += count
+            cumulative.append((bound, total))
+        size = 0
+        if self.path != ":memory:":
+            for suffix in ("", "-wal"):
+                with contextlib.suppress(OSError):
+                    size += os.path.getsize(self.path + suffix)
+        return {
+            "writes": self.writes,
+            "commits": self.commits,
+            "failed_writes": self.failed_writes,
+            "queued_writes": self._queue.qsize(),
+            "commit_seconds": {
+                "buckets": cumulative,
+                "count": total + self._commit_counts[-1],
+                "sum": self._commit_seconds,
+            },
+            "bytes": size,
+        }
+
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the database. Idempotent.
 
@@ -462,13 +492,17 @@ class SQLiteStore:
         except (TypeError, ValueError, OverflowError) as exc:
             raise StoreError(f"store write failed: the {what} cannot be stored: {exc}") from exc
 
+    def _refuse_if_failing(self) -> None:
+        if self.fail_writes is not None:
+            self.failed_writes += 1
+            raise StoreError(f"store write failed: {self.fail_writes}")
+
     def _submit(self, sql: str, params: tuple[Any, ...]) -> int:
         return self._submit_all([(sql, params)])
 
     def _submit_all(self, statements: list[Statement]) -> int:
         """Run ``statements`` as one write; return the last one's row count once durable."""
-        if self.fail_writes is not None:
-            raise StoreError(f"store write failed: {self.fail_writes}")
+        self._refuse_if_failing()
         return self._wait_for(_Write(statements, counted=True))
 
     def _wait_for(self, write: _Write) -> int:
@@ -507,12 +541,16 @@ class SQLiteStore:
                     stopping = True
                     break
                 batch.append(item)
+            started = time.perf_counter()
             try:
                 self._commit(batch)
             except Exception as exc:  # a bug here must neither kill the writer nor hang callers
                 for write in batch:
                     if not write.done.is_set():
-                        write.finish(_describe(exc))
+                        self._fail(write, _describe(exc))
+            took = time.perf_counter() - started
+            self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS_S, took)] += 1
+            self._commit_seconds += took
             listener = self.on_commit
             if listener is not None:
                 try:
@@ -538,10 +576,14 @@ class SQLiteStore:
                 # BEGIN or COMMIT failed (locked, disk full, I/O): nobody's fault in
                 # particular, and nothing was written, so every write in it fails.
                 for write in pending:
-                    write.finish(error)
+                    self._fail(write, error)
                 return
-            culprit.finish(error)
+            self._fail(culprit, error)
             pending = [write for write in pending if write is not culprit]
+
+    def _fail(self, write: _Write, error: str) -> None:
+        self.failed_writes += write.counted
+        write.finish(error)
 
     def _attempt(self, pending: list[_Write]) -> tuple[_Write | None, str | None]:
         """One transaction over ``pending``: ``(None, None)`` if it committed, else who

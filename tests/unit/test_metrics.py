@@ -7,6 +7,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orch import Agent, Conflict, Orchestrator, Settings, TaskFailed
+from orch.errors import StoreError
+from orch.store import SQLiteStore
 from tests.conftest import wait_until
 
 
@@ -170,3 +172,58 @@ def test_repeated_requests_add_up_in_their_own_series(orch):
     assert value(samples, counted, route=route, method="POST", status="2xx") == 1
     latency = "orchestrator_http_request_duration_seconds_count"
     assert value(samples, latency, route=route, method="GET") == 4
+
+
+def test_the_sqlite_store_reports_writes_commits_failures_and_size(tmp_path):
+    store = SQLiteStore(str(tmp_path / "orch.db"))
+    with Orchestrator(Settings(), store=store) as orch:
+        orch.register_agent("a1", "implementation")  # one write: record and credential
+        for n in range(5):
+            orch.assign_task({}, task_id=n, capabilities=["nobody-has-this"])
+        on_disk = sum(p.stat().st_size for p in tmp_path.iterdir() if not p.name.endswith("shm"))
+
+        def settled() -> dict | None:
+            # The health check's probe may be mid-commit: counted once it has finished.
+            samples = scrape(orch)
+            commits = value(samples, "orchestrator_store_commits_total")
+            timed = value(samples, "orchestrator_store_commit_seconds_count")
+            return samples if commits == timed else None
+
+        samples = wait_until(settled)
+        commits = value(samples, "orchestrator_store_commits_total")
+        assert value(samples, "orchestrator_store_writes_total") == 6
+        assert value(samples, "orchestrator_store_write_failures_total") == 0
+        assert value(samples, "orchestrator_store_queued_writes") == 0
+        assert commits >= 1
+        assert value(samples, "orchestrator_store_commit_seconds_bucket", le="+Inf") == commits
+        assert value(samples, "orchestrator_store_commit_seconds_sum") > 0
+        assert value(samples, "orchestrator_store_bytes") >= on_disk > 0  # files only grow
+
+        attempt = store._attempt
+        store._attempt = lambda pending: (None, "disk I/O error")  # type: ignore[method-assign]
+        try:
+            with pytest.raises(StoreError, match="disk I/O error"):
+                orch.assign_task({}, task_id="lost", capabilities=["nobody-has-this"])
+        finally:
+            store._attempt = attempt  # type: ignore[method-assign]
+        store.fail_writes = "disk full"
+        with pytest.raises(StoreError, match="disk full"):
+            orch.assign_task({}, task_id="refused", capabilities=["nobody-has-this"])
+        store.fail_writes = None
+        samples = scrape(orch)
+        assert value(samples, "orchestrator_store_write_failures_total") == 2
+        assert value(samples, "orchestrator_store_writes_total") == 6
+
+
+def test_the_memory_store_reports_writes_and_failures_only(orch):
+    orch.register_agent("a1", "implementation")
+    orch.store.fail_writes = "disk full"
+    with pytest.raises(StoreError):
+        orch.assign_task({}, task_id=1)
+    orch.store.fail_writes = None
+    samples = scrape(orch)
+    assert value(samples, "orchestrator_store_writes_total") == orch.store.writes > 0
+    assert value(samples, "orchestrator_store_write_failures_total") == 1
+    names = {name for name, _ in samples}
+    assert "orchestrator_store_commits_total" not in names
+    assert "orchestrator_store_bytes" not in names
