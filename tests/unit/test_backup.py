@@ -72,13 +72,18 @@ def test_a_backup_of_a_running_store_opens_with_everything_acknowledged(tmp_path
 def test_a_backup_under_write_load_holds_everything_acknowledged_before_it(tmp_path):
     live = open_orch(tmp_path / "live.db")
     acknowledged: list[str] = []
+    refused: list[BaseException] = []
     stop = threading.Event()
 
     def submit(k: int) -> None:
         n = 0
         while not stop.is_set():
             task_id = f"w{k}-{n}"
-            live.assign_task({"n": n}, task_id=task_id, capabilities=["nobody-has-this"])
+            try:
+                live.assign_task({"n": n}, task_id=task_id, capabilities=["nobody-has-this"])
+            except Exception as exc:  # reported below, on the test's thread
+                refused.append(exc)
+                return
             acknowledged.append(task_id)
             n += 1
 
@@ -97,6 +102,7 @@ def test_a_backup_under_write_load_holds_everything_acknowledged_before_it(tmp_p
             writer.join()
         live.stop()
 
+    assert refused == []
     store = SQLiteStore(str(tmp_path / "copy.db"))
     try:
         stored = {task.spec.task_id for task in store.load_tasks()}
