@@ -47,8 +47,8 @@ class BackupSummary:
         """One line: ``backed up A to B: schema 2, 3 agents, 10 tasks (4 unfinished), ...``."""
         return (
             f"backed up {self.source} to {self.dest}: schema {self.schema_version},"
-            f" {self.agents} agents, {self.tasks} tasks ({self.unfinished_tasks} unfinished),"
-            f" {self.lock_grants} lock grants, {self.bytes:,} bytes"
+            f" {self.agents:,} agents, {self.tasks:,} tasks ({self.unfinished_tasks:,} unfinished),"
+            f" {self.lock_grants:,} lock grants, {self.bytes:,} bytes"
         )
 
 
