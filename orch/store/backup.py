@@ -25,9 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orch.errors import BackupError
+from orch.errors import BackupError, StoreError
 from orch.model import TERMINAL_TASK_STATES
-from orch.store.sqlite import SCHEMA_VERSION
+from orch.store.sqlite import _refuse_newer
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ def backup_database(source: str, dest: str) -> BackupSummary:
         raise BackupError("ORCH_DB is ':memory:': that store keeps nothing to back up")
     target = Path(dest)
     if target.exists():
-        raise BackupError(f"{dest!r} already exists; a backup never overwrites a file")
+        raise _taken(target)
     if not target.parent.is_dir():
         raise BackupError(f"the directory of {dest!r} does not exist")
     src = _open_source(source)
@@ -118,13 +118,10 @@ def _check_source(src: sqlite3.Connection, source: str) -> int:
         raise BackupError(f"cannot read {source!r}: {exc}") from exc
     if version == 0 or has_tasks is None:
         raise BackupError(f"{source!r} is not an orchestrator database")
-    if version > SCHEMA_VERSION:
-        raise BackupError(
-            f"{source!r} was written by a newer version of the orchestrator (schema"
-            f" version {version}; this version knows up to {SCHEMA_VERSION}); back it up"
-            " with that version"
-        )
-    return version
+    try:
+        return _refuse_newer(src, source)  # the server's own refusal, word for word
+    except StoreError as exc:
+        raise BackupError(str(exc)) from None
 
 
 def _copy(
@@ -173,18 +170,18 @@ def _publish(partial: str, target: Path) -> None:
     try:
         os.link(partial, target)  # fails if ``target`` exists, unlike a rename
     except FileExistsError:
-        raise BackupError(
-            f"{str(target)!r} already exists; a backup never overwrites a file"
-        ) from None
+        raise _taken(target) from None
     except OSError:
         # A filesystem without hard links: rename, after checking once more.
         if target.exists():
-            raise BackupError(
-                f"{str(target)!r} already exists; a backup never overwrites a file"
-            ) from None
+            raise _taken(target) from None
         os.rename(partial, target)
         return
     os.unlink(partial)
+
+
+def _taken(target: Path) -> BackupError:
+    return BackupError(f"{str(target)!r} already exists; a backup never overwrites a file")
 
 
 def _sync_file(path: str) -> None:

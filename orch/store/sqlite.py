@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -445,10 +446,8 @@ class SQLiteStore:
     def stats(self) -> dict[str, Any]:
         """Counters for ``/metrics``: writes, commits (so group size), failures, commit
         durations, the queue, and the database's size on disk (file and WAL)."""
-        cumulative, total = [], 0
-        for bound, count in zip(COMMIT_BUCKETS_S, self._commit_counts, strict=False):
-            total += count
-            cumulative.append((bound, total))
+        counts = list(self._commit_counts)  # one reading, so buckets and count agree
+        cumulative = list(zip(COMMIT_BUCKETS_S, itertools.accumulate(counts), strict=False))
         size = 0
         if self.path != ":memory:":
             for suffix in ("", "-wal"):
@@ -461,7 +460,7 @@ class SQLiteStore:
             "queued_writes": self._queue.qsize(),
             "commit_seconds": {
                 "buckets": cumulative,
-                "count": total + self._commit_counts[-1],
+                "count": sum(counts),
                 "sum": self._commit_seconds,
             },
             "bytes": size,
