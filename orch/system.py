@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -44,7 +44,6 @@ from orch.errors import (
     Forbidden,
     Invalid,
     NotFound,
-    StoreError,
     TaskCancelled,
     TaskFailed,
     Timeout,
@@ -74,8 +73,8 @@ from orch.model import (
     validate_positive,
     validate_task_id,
 )
+from orch.runtime import ActorHandle, Calls
 from orch.store import Store, open_store
-from orch.store.base import Durable
 
 logger = logging.getLogger("orch")
 
@@ -175,6 +174,7 @@ class Orchestrator:
         self.directory = Directory()
         self._tasks = TaskView()
         self._scheduler_gate = ActorGate()
+        self._calls = Calls(self.settings.ask_timeout_s, self.recover_from_failed_writes)
         self.metrics = Metrics(self.events_log, self.stats, lambda: self.store.stats())
         self.events_log.subscribe(log_event)
         self.dependencies = DependencyChecks(
@@ -955,44 +955,17 @@ class Orchestrator:
 
     def _agent_call(self, entry: Entry, method: str, *args: Any) -> Any:
         """Run an AgentActor message here if its actor is idle (``Gate``), else ask it."""
-        return self._gated_call(entry.gate, entry.actor, method, *args)
+        return self._calls.call(ActorHandle(entry.actor, entry.gate), method, *args)
 
     def _scheduler_call(self, method: str, *args: Any) -> Any:
         """Run a Scheduler message here if it is idle (``ActorGate``), else ask it."""
-        return self._gated_call(self._scheduler_gate, self._scheduler, method, *args)
-
-    def _gated_call(self, gate: ActorGate | None, proxy: Any, method: str, *args: Any) -> Any:
-        """The message run through ``gate`` if it lets us, else asked through ``proxy``.
-
-        Run here, the message's own tells and asks (the LockBroker's, for tasks with
-        resources) fail in this thread, so Pykka's failures are mapped as for an ask,
-        and its writes are settled as an ask's answer is.
-        """
-        if gate is not None:
-            with self._actor_errors():
-                ran, answer = gate.try_call(method, *args)
-            if ran:
-                return self._settle([answer])[0]
-        return self._ask(getattr(proxy, method)(*args))
+        return self._calls.call(ActorHandle(self._scheduler, self._scheduler_gate), method, *args)
 
     def _ask(self, future: pykka.Future[Any]) -> Any:
-        return self._ask_all([future])[0]
+        return self._calls.ask(future)
 
     def _ask_all(self, futures: list[pykka.Future[Any]]) -> list[Any]:
-        """Wait for actor answers, mapping Pykka's failures to the domain's errors."""
-        with self._actor_errors():
-            answers = pykka.get_all(futures, timeout=self.settings.ask_timeout_s)
-        return self._settle(answers)
-
-    @contextlib.contextmanager
-    def _actor_errors(self) -> Iterator[None]:
-        timeout = self.settings.ask_timeout_s
-        try:
-            yield
-        except pykka.Timeout:
-            raise Timeout(f"the orchestrator did not answer within {timeout}s") from None
-        except pykka.ActorDeadError:
-            raise Unavailable("the orchestrator is stopping or an actor has died") from None
+        return self._calls.ask_all(futures)
 
     def recover_from_failed_writes(self) -> None:
         """Make the actors rebuild from the store: a write behind an answer failed.
@@ -1007,12 +980,7 @@ class Orchestrator:
             self._supervisor.check_writes.defer()
 
     def _settle(self, answers: list[Any]) -> list[Any]:
-        """The answers, once the writes of any ``Durable`` among them are committed."""
-        try:
-            return [a.result() if isinstance(a, Durable) else a for a in answers]
-        except StoreError:
-            self.recover_from_failed_writes()
-            raise
+        return self._calls.settle(answers)
 
 
 def _done(future: pykka.Future[Any]) -> bool:
