@@ -19,6 +19,7 @@ from orch.clock import Clock
 logger = logging.getLogger("orch.events")
 
 Listener = Callable[["Event"], None]
+SignalListener = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +46,29 @@ class Events:
         self._closed = False
         self._waiting = 0
         self._listeners: list[Listener] = []
+        self._signal_listeners: list[SignalListener] = []
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener`` for every future event (in the emitting actor's thread)."""
         self._listeners.append(listener)
+
+    def subscribe_signals(self, listener: SignalListener) -> None:
+        """Call ``listener(signal_type, data)`` for every future ``signal``."""
+        self._signal_listeners.append(listener)
+
+    def signal(self, signal_type: str, **data: Any) -> None:
+        """Tell the listeners (metrics) of something too frequent for the ring.
+
+        A heartbeat, an HTTP request, a lock wait: thousands a second, and not news a
+        reader of ``GET /events`` wants. They go through the same seam as events, so
+        nothing outside the listeners touches a metric, but they are neither numbered
+        nor kept. Runs in the caller's thread; listeners' errors are logged, not raised.
+        """
+        for listener in self._signal_listeners:
+            try:
+                listener(signal_type, data)
+            except Exception:
+                logger.exception("signal listener failed on %s", signal_type)
 
     def emit(self, event_type: str, **data: Any) -> Event:
         """Record an event and wake long-pollers; listeners' errors are logged, not raised."""

@@ -6,8 +6,9 @@ Three sources, none of them on an actor's hot path:
   (``StateCollector``), so nothing updates a gauge per request;
 * counters and the queue-wait and run-time histograms follow the event feed
   (``Events.subscribe``), the one seam every actor reports through;
-* the facade and the HTTP layer observe what only they see: heartbeats, lock waits
-  and refusals, request latency.
+* what only the facade and the HTTP layer see (heartbeats, lock waits and refusals,
+  request latency, answers withdrawn) comes as ``Events.signal``, on the same seam
+  but kept out of the ring; nothing outside this module touches a metric.
 
 No label ever takes an agent id, task id or resource name: labels are states,
 outcomes, route templates and methods, all from small fixed sets. The seed's names
@@ -246,6 +247,7 @@ class Metrics:
         # ~45 us). Routes are templates and methods a fixed set: this stays small.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         events.subscribe(self.on_event)
+        events.subscribe_signals(self.on_signal)
 
     def on_event(self, event: Event) -> None:
         """Count the event; observe the durations it carries."""
@@ -256,6 +258,23 @@ class Metrics:
             self.queue_wait.observe(event.data["queue_wait_s"])
         elif event.type == "task.completed" and event.data.get("run_s") is not None:
             self.run_time.observe(event.data["run_s"])
+
+    def on_signal(self, signal_type: str, data: dict[str, Any]) -> None:
+        """Count or observe one ``Events.signal`` (see ``SIGNALS`` for the types)."""
+        if signal_type == "http.request":
+            self.observe_request(data["route"], data["method"], data["status"], data["seconds"])
+        elif signal_type == "heartbeat":
+            self.heartbeats.inc()
+        elif signal_type == "lock.waited":
+            self.lock_wait.observe(data["seconds"])
+        elif signal_type == "lock.refused":
+            self.lock_refusals.inc()
+        elif signal_type == "http.answer_withdrawn":
+            self.answers_withdrawn.inc()
+        elif signal_type == "intake.polled":
+            self.intake_polls.inc()
+        elif signal_type == "intake.error":
+            self.intake_errors.inc()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered HTTP request; ``route`` is the template, never the raw path."""

@@ -269,7 +269,6 @@ class Orchestrator:
             self.events_log,
             self.directory,
             s,
-            self.metrics,
         )
         self._refs.append(intake_ref)
         self._intake = intake_ref.proxy()
@@ -551,7 +550,7 @@ class Orchestrator:
     def heartbeat(self, agent_id: str) -> dict[str, Any]:
         """Prove liveness; returns state, current assignments and config version."""
         answer = self._agent_call(self._live_entry(agent_id), "heartbeat")
-        self.metrics.heartbeats.inc()
+        self.events_log.signal("heartbeat")
         return answer
 
     def agent(self, agent_id: str) -> dict[str, Any]:
@@ -801,9 +800,9 @@ class Orchestrator:
             self._broker.cancel_wait.defer(reply)
             raise Timeout(f"lock broker did not answer within {wait_s}s + margin") from None
         except Conflict:
-            self.metrics.lock_refusals.inc()
+            self.events_log.signal("lock.refused")
             raise
-        self.metrics.lock_wait.observe(time.perf_counter() - started)
+        self.events_log.signal("lock.waited", seconds=time.perf_counter() - started)
         return [g.to_dict() for g in grants]
 
     def renew_lock(

@@ -70,7 +70,6 @@ class Intake(pykka.ThreadingActor):
         events: Events,
         directory: Directory,
         settings: Settings,
-        metrics: Any,
     ) -> None:
         super().__init__()
         self._client = client
@@ -79,7 +78,6 @@ class Intake(pykka.ThreadingActor):
         self._events = events
         self._directory = directory
         self._settings = settings
-        self._metrics = metrics
         self._scheduler: Any = None
         self._reservations: dict[str, dict[str, Any]] = {}
         self._next_poll = 0.0
@@ -126,7 +124,7 @@ class Intake(pykka.ThreadingActor):
 
     def _outage(self, now: float, exc: Exception) -> None:
         self._failures += 1
-        self._metrics.intake_errors.inc()
+        self._events.signal("intake.error")
         if self._failures == 1:
             logger.warning("TODO service unavailable, backing off: %s", exc)
         backoff_s = min(MAX_BACKOFF_S, self._settings.todo_poll_s * 2 ** (self._failures - 1))
@@ -174,7 +172,7 @@ class Intake(pykka.ThreadingActor):
                 capacity[record.agent_type][record.agent_id] = record.free_slots
         if not capacity:
             return False
-        self._metrics.intake_polls.inc()
+        self._events.signal("intake.polled")
         for agent_type, free in sorted(capacity.items()):
             tasks = self._client.list_available_tasks(agent_type, sum(free.values()))
             for todo_task in tasks:

@@ -12,6 +12,7 @@ import falcon.media
 import msgspec
 
 from orch.config import Settings
+from orch.events import Events
 from orch.http import errors
 from orch.http.auth import AuthMiddleware, FailedTokenThrottle
 from orch.http.guards import RequestGuard
@@ -19,7 +20,6 @@ from orch.http.media import BodyLimit
 from orch.http.openapi import build_document
 from orch.http.resources import agents, config, events, locks, monitoring, tasks
 from orch.http.resources.base import Resource
-from orch.metrics import Metrics
 from orch.system import Orchestrator
 
 ROUTES: list[tuple[str, type[Resource]]] = [
@@ -61,8 +61,8 @@ class RequestMetrics:
     With ``ORCH_ACCESS_LOG`` it also logs one line per request on ``orch.access``.
     """
 
-    def __init__(self, metrics: Metrics, access_log: bool = False) -> None:
-        self._metrics = metrics
+    def __init__(self, events: Events, access_log: bool = False) -> None:
+        self._events = events
         self._access_log = access_log
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -75,8 +75,12 @@ class RequestMetrics:
         if started is None:
             return
         elapsed_s = time.perf_counter() - started
-        self._metrics.observe_request(
-            req.uri_template or "unmatched", req.method, resp.status_code, elapsed_s
+        self._events.signal(
+            "http.request",
+            route=req.uri_template or "unmatched",
+            method=req.method,
+            status=resp.status_code,
+            seconds=elapsed_s,
         )
         if self._access_log:
             access_logger.info(
@@ -96,7 +100,7 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
     settings = settings or orchestrator.settings
     app = falcon.App(
         middleware=[
-            RequestMetrics(orchestrator.metrics, settings.access_log),
+            RequestMetrics(orchestrator.events_log, settings.access_log),
             RequestGuard(settings.http_max_header_bytes),
             BodyLimit(settings.http_max_body_bytes),
             AuthMiddleware(

@@ -182,7 +182,7 @@ class InlineAnswers:
     def _refuse(self, channel: Any) -> None:
         """Replace a held answer whose write failed by a 503, and close the connection."""
         self.refused += 1
-        self._orchestrator.metrics.answers_withdrawn.inc()
+        self._orchestrator.events_log.signal("http.answer_withdrawn")
         self._orchestrator.recover_from_failed_writes()
         logger.warning(
             "a store write behind an answer failed after it was applied; answered 503 instead"
