@@ -12,10 +12,11 @@ import itertools
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from orch.client import OrchestratorClient
+from orch.client import AgentClient, OrchestratorClient
 from tests.conftest import reap
 from tests.e2e.conftest import ServerProcess, start_server
 
@@ -59,6 +60,18 @@ def name() -> Callable[[str], str]:
     """Unique ids per test, so tests sharing the server never take each other's work."""
     number = next(_names)
     return lambda prefix: f"{prefix}-{number}"
+
+
+def agent_client(url: str, agent_id: str, *capabilities: str, **options: Any) -> AgentClient:
+    """An ``AgentClient`` that registers with the admin token the shared server wants."""
+    return AgentClient(
+        url,
+        agent_id=agent_id,
+        agent_type="implementation",
+        capabilities=capabilities,
+        admin_token=ADMIN_TOKEN,
+        **options,
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``OrchestratorClient`` against the real server: every endpoint, errors as domain errors."""
+"""``OrchestratorClient`` (orch/client/endpoint.py) against the real server: every endpoint."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import socket
 from collections.abc import Callable
 
 import pytest
-import requests
 
 from orch.client import (
     Heartbeat,
@@ -14,15 +13,12 @@ from orch.client import (
     OrchestratorClient,
     Registration,
     Unreachable,
-    error_from_response,
 )
 from orch.errors import (
     Conflict,
     Forbidden,
     Invalid,
     NotFound,
-    OrchestratorError,
-    StoreError,
     Timeout,
     Unauthorized,
     Unavailable,
@@ -199,47 +195,6 @@ def test_unreachable_server_is_one_clear_error():
         client.health()
     assert isinstance(unreachable.value, Unavailable)
     assert unreachable.value.message == f"cannot connect to {dead_url} (connection refused)"
-
-
-def _answer(status: int, body: bytes, content_type: str, **headers: str) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response._content = body
-    response.headers.update({"Content-Type": content_type, **headers})
-    response.reason = "Reason"
-    return response
-
-
-@pytest.mark.parametrize(
-    ("status", "code", "expected"),
-    [
-        (413, "payload_too_large", Invalid),
-        (415, "unsupported_media_type", Invalid),
-        (503, "unavailable", Unavailable),
-        (503, "timeout", Timeout),
-        (503, "store_unavailable", StoreError),
-        (412, "precondition_failed", VersionMismatch),
-    ],
-)
-def test_every_problem_code_maps_to_its_class(status: int, code: str, expected: type):
-    body = (
-        f'{{"type":"t","title":"T","status":{status},"detail":"went wrong","code":"{code}"}}'
-    ).encode()
-    error = error_from_response(
-        _answer(status, body, "application/problem+json", **{"Retry-After": "1"})
-    )
-    assert type(error) is expected
-    assert error.details["retry_after_s"] == 1.0
-
-
-def test_answers_that_are_not_problem_json_are_judged_by_status():
-    error = error_from_response(_answer(502, b"<html>bad gateway</html>", "text/html"))
-    assert isinstance(error, Unavailable) and error.message == "Reason"
-    odd = error_from_response(
-        _answer(405, b'{"code":"method_not_allowed","detail":"no"}', "application/problem+json")
-    )
-    assert type(odd) is OrchestratorError and odd.code == "method_not_allowed"
-    assert odd.status == 405
 
 
 def test_client_is_not_confused_by_the_admin_token_on_public_routes(url: str):
