@@ -26,6 +26,7 @@ class FakeTodoService:
         self.tasks: dict[int, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.calls: list[str] = []
+        self.bodies: list[tuple[str, dict[str, Any]]] = []  # (path, JSON body) of each call
         # Ids another consumer reserves right after they are listed to us (a race).
         self.stolen_on_list: set[int] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -116,6 +117,7 @@ class FakeTodoService:
     def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls.append(path)
+            self.bodies.append((path, body))
             if path == "/mcp/list_available_tasks":
                 kinds = TYPES_FOR_AGENT.get(body.get("agent_type"), set())
                 found = [
