@@ -138,7 +138,8 @@ def test_clean_shutdown_leaves_the_agent_stopped(
         task = agent.next_task(timeout=5)
         assert task is not None
         agent.complete(task, result=1)
-        beater = agent._beater
+        # The heartbeat thread, found by the name it shows in thread dumps.
+        beater = next(t for t in threading.enumerate() if t.name == f"heartbeat-{agent_id}")
     assert status_of(admin, agent_id) == "stopped"
     assert agent.status == "stopped"
     assert beater is not None and not beater.is_alive()
