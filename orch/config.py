@@ -40,7 +40,8 @@ class Settings:
     task_retention_s: float = 7 * 86_400.0
     admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
     http_threads: int = 8
-    # Hot POSTs answered on the event loop's thread, each held until stored (orch/http/inline.py).
+    # Hot POSTs answered on the event loop's thread, each held until stored
+    # (InlineAnswers in orch/http/waitress_adapter.py).
     http_inline: bool = True
     agent_threads: int = 8  # the pool every agent actor's messages run on (orch/actors/pool.py)
     # gc.set_threshold while running; None leaves the interpreter's (embedded default).

@@ -33,7 +33,7 @@ class Running:
 
     @property
     def inline(self) -> Any:
-        return self.server._inline
+        return self.server.waitress.inline
 
 
 def start(
@@ -218,7 +218,7 @@ def test_inline_answers_can_be_turned_off(tmp_path: Path) -> None:
         Settings.from_env({"ORCH_HTTP_INLINE": "sometimes"})
     server, store, thread = start(tmp_path, http_inline=False)
     try:
-        assert server._inline is None
+        assert server.waitress.inline is None
         url = f"http://127.0.0.1:{server.port}"
         register(url, "a1")
         with store._conn_lock:
@@ -226,7 +226,9 @@ def test_inline_answers_can_be_turned_off(tmp_path: Path) -> None:
                 "POST", f"{url}/tasks/assign", json={"task_id": "t4", "agent_id": "a1"}
             )
             # A worker thread waits for the commit; the answer still waits for it.
-            wait_until(lambda: server._waitress.task_dispatcher.active_count, message="a worker")
+            wait_until(
+                lambda: server.waitress.listener.task_dispatcher.active_count, message="a worker"
+            )
             assert not assign.done.is_set()
         assert assign.result().status_code == 200
     finally:
@@ -243,7 +245,7 @@ def test_a_held_answer_is_still_given_when_the_server_shuts_down(tmp_path: Path)
             assign = InBackground(
                 "POST", f"{url}/tasks/assign", json={"task_id": "t5", "agent_id": "a1"}
             )
-            wait_until(lambda: server._inline.busy(), message="the answer is held")
+            wait_until(lambda: server.waitress.inline.busy(), message="the answer is held")
             server.stop()  # shutdown begins with an answer still waiting for its commit
         assert assign.result().status_code == 200
     finally:
@@ -294,15 +296,15 @@ def test_an_unhealthy_agents_heartbeat_is_answered_by_a_worker(tmp_path: Path) -
             lambda: orch.tick() or orch.agent("a1")["status"] == "unhealthy",
             message="the agent is unhealthy",
         )
-        answered = server._inline.answered
+        answered = server.waitress.inline.answered
         beat = requests.post(f"{url}/agents/a1/heartbeat", headers=auth, timeout=10)
         assert beat.status_code == 200, beat.text
         assert beat.json()["status"] == "idle"
         # Its recovery waited for a commit on a worker, not on the loop.
-        assert server._inline.answered == answered
+        assert server.waitress.inline.answered == answered
         again = requests.post(f"{url}/agents/a1/heartbeat", headers=auth, timeout=10)
         assert again.status_code == 200
-        assert server._inline.answered == answered + 1  # healthy again: on the loop
+        assert server.waitress.inline.answered == answered + 1  # healthy again: on the loop
     finally:
         server.stop()
         thread.join(10)

@@ -24,7 +24,8 @@ import pytest
 import requests
 
 from orch import Orchestrator, Settings
-from orch.http.serve import GuardedChannel, ProblemErrorTask, Server
+from orch.http.serve import Server
+from orch.http.waitress_adapter import GuardedChannel, ProblemErrorTask
 from orch.system import hash_token
 from tests.conftest import reap, wait_until
 from tests.e2e.conftest import ServerProcess, start_server
@@ -383,8 +384,9 @@ def test_the_server_gives_waitress_its_limits() -> None:
         http_max_body_bytes=8192,
     )
     server = Server(Orchestrator(settings), settings)
+    listener = server.waitress.listener
     try:
-        adj = server._waitress.adj
+        adj = listener.adj
         assert adj.connection_limit == 42
         assert adj.channel_timeout == 7 and adj.cleanup_interval <= 7
         # Headers: a backstop at twice the app's limit, which answers first with its
@@ -393,10 +395,10 @@ def test_the_server_gives_waitress_its_limits() -> None:
         assert adj.max_request_header_size == 2 * 4096
         assert adj.max_request_body_size == 8192 + 1
         assert adj.clear_untrusted_proxy_headers is True
-        assert server._waitress.channel_class is GuardedChannel
+        assert listener.channel_class is GuardedChannel
         assert GuardedChannel.error_task_class is ProblemErrorTask
     finally:
-        server._waitress.close()
+        server.waitress.close()
 
 
 def test_a_short_admin_token_is_warned_about_at_start_up(servers: list[ServerProcess]) -> None:

@@ -1,4 +1,4 @@
-"""Fixtures for the unit tests of the HTTP server (orch/http/serve.py, orch/http/loop.py)."""
+"""Fixtures for the unit tests of the HTTP server (orch/http/serve.py and its waitress adapter)."""
 
 from __future__ import annotations
 

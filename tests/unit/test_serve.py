@@ -1,84 +1,57 @@
-"""The waitress channel of ``orch/http/serve.py``: when the event loop polls it for writing."""
+"""``orch/http/serve.py``: the server's start-up warnings and its orderly stop.
+
+What it does to waitress itself is tested in test_waitress_adapter.py.
+"""
 
 from __future__ import annotations
 
-import socket
-import types
-from collections.abc import Iterator
+import logging
+import threading
 
 import pytest
-from waitress.adjustments import Adjustments
-from waitress.channel import HTTPChannel
+import requests
 
-from orch.http.serve import GuardedChannel
-from tests.conftest import wait_until
-
-
-@pytest.fixture
-def sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, peer = socket.socketpair()
-    yield ours, peer
-    ours.close()
-    peer.close()
+from orch import Orchestrator, Settings
+from orch.errors import Unavailable
+from orch.http.serve import Server, _is_loopback
 
 
-def channel_with_answer_buffered(cls: type[HTTPChannel], sock: socket.socket) -> HTTPChannel:
-    """A channel a worker is answering: its request in service, a few bytes buffered."""
-    server = types.SimpleNamespace(active_channels={})  # all a channel's constructor needs
-    channel = cls(server, sock, ("127.0.0.1", 1), Adjustments(), map={})
-    channel.requests = [object()]  # type: ignore[list-item]
-    channel.outbufs[-1].append(b"HTTP/1.1 200 OK\r\n")
-    channel.total_outbufs_len = len(b"HTTP/1.1 200 OK\r\n")
-    return channel
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("localhost", True), ("127.0.0.1", True), ("::1", True), ("0.0.0.0", False), ("a.b", False)],
+)
+def test_loopback_hosts_are_told_apart(host: str, loopback: bool) -> None:
+    assert _is_loopback(host) is loopback
 
 
-def test_waitress_itself_polls_a_channel_whose_worker_is_still_writing(sockets) -> None:
-    # The behaviour GuardedChannel exists to change: with this, the loop spins.
-    assert channel_with_answer_buffered(HTTPChannel, sockets[0]).writable()
+def serve_once(settings: Settings, host: str) -> Server:
+    """Start a server on ``host``, answer one request, and stop it (the actors with it)."""
+    orch = Orchestrator(settings).start()
+    server = Server(orch, settings, host=host, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert requests.get(f"http://127.0.0.1:{server.port}/health", timeout=5).ok
+    finally:
+        server.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    return server
 
 
-def test_a_channel_being_answered_is_not_polled_for_writing(sockets) -> None:
-    channel = channel_with_answer_buffered(GuardedChannel, sockets[0])
-    assert not channel.writable()
+def test_an_open_api_beyond_loopback_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(todo_service_url="", gateway_url="", port=0)
+    caplog.set_level(logging.WARNING, logger="orch.http")
+    serve_once(settings, "127.0.0.1")
+    assert "ORCH_ADMIN_TOKEN is not set" not in caplog.text
+    serve_once(settings, "0.0.0.0")
+    assert "ORCH_ADMIN_TOKEN is not set and the API listens on 0.0.0.0" in caplog.text
 
 
-def test_the_loop_flushes_once_the_worker_is_done(sockets) -> None:
-    channel = channel_with_answer_buffered(GuardedChannel, sockets[0])
-    channel.requests = []
-    assert channel.writable()
-
-
-@pytest.mark.parametrize("flag", ["will_close", "close_when_flushed"])
-def test_a_closing_channel_is_polled_for_writing(sockets, flag: str) -> None:
-    channel = channel_with_answer_buffered(GuardedChannel, sockets[0])
-    setattr(channel, flag, True)
-    assert channel.writable()
-
-
-def test_a_buffer_past_the_high_watermark_is_flushed_by_the_loop(sockets) -> None:
-    # A worker past the watermark waits for the loop to drain it; the loop must look.
-    channel = channel_with_answer_buffered(GuardedChannel, sockets[0])
-    channel.total_outbufs_len = channel.adj.outbuf_high_watermark + 1
-    assert channel.writable()
-
-
-def test_an_answer_leaves_in_one_send(server, monkeypatch) -> None:
-    sends: list[int] = []
-    real_send = GuardedChannel.send
-
-    def counting_send(self, data, do_close=True):
-        sent = real_send(self, data, do_close)
-        sends.append(sent)
-        return sent
-
-    monkeypatch.setattr(GuardedChannel, "send", counting_send)
-    with socket.create_connection((server.host, server.port), timeout=5) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = b""
-        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-            answer += sock.recv(65536)
-    assert answer.startswith(b"HTTP/1.1 200 OK")
-    # The loop thread records the send after the bytes are on the wire, so the
-    # answer can reach us first.
-    wait_until(lambda: sends, message="the loop recorded its send")
-    assert len(sends) == 1 and sends[0] == len(answer)  # head and body together
+def test_stop_stops_the_actors_and_closes_every_socket() -> None:
+    settings = Settings(todo_service_url="", gateway_url="", port=0)
+    server = serve_once(settings, "127.0.0.1")
+    assert not server.waitress.busy()
+    assert not server.waitress.listener._map  # listener, trigger and connections closed
+    with pytest.raises(Unavailable):  # the actors are stopped
+        server.orchestrator.tick()
