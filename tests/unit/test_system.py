@@ -304,6 +304,6 @@ def test_a_start_that_fails_stops_what_it_started():
     orch = Orchestrator(store=UnreadableStore())
     with pytest.raises(StoreError):
         orch.start()
-    assert orch._refs and not any(ref.is_alive() for ref in orch._refs)
+    assert orch.actors.refs and not any(ref.is_alive() for ref in orch.actors.refs)
     with pytest.raises(Unavailable, match="stopped"):
         orch.submit({})
