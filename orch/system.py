@@ -121,7 +121,7 @@ class Orchestrator:
             locks=LocksController(self.actors, self.settings, self.events_log),
             config=ConfigController(self.actors),
             observation=ObservationController(
-                self.actors, self.events_log, self.dependencies, self.clock
+                self.actors, self.settings, self.events_log, self.dependencies, self.clock
             ),
             tokens=Tokens(self.directory),
         )
@@ -228,7 +228,7 @@ class Orchestrator:
             self.directory, self.clock, s, check_interval_s=min(1.0, s.heartbeat_interval_s / 2)
         )
         actors.refs = [supervisor_ref, scheduler_ref, broker_ref, health_ref]
-        actors.run(
+        actors.connect(
             supervisor=supervisor_ref.proxy(),
             scheduler=scheduler_ref.proxy(),
             scheduler_gate=scheduler_gate,

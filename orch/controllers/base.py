@@ -54,7 +54,7 @@ class Actors:
         self.started_at = 0.0
         self.stand_in(NOT_STARTED)
 
-    def run(
+    def connect(
         self,
         *,
         supervisor: Any,

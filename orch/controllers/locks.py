@@ -79,7 +79,7 @@ class LocksController:
         started = time.perf_counter()
         self._calls.ask(broker.acquire(agent_id, wanted, ttl_s, wait_s, reply))
         try:
-            grants = reply.get(timeout=wait_s + self._calls.ask_timeout_s)
+            grants = reply.get(timeout=wait_s + self._settings.ask_timeout_s)
         except pykka.Timeout:
             broker.cancel_wait.defer(reply)
             raise Timeout(f"lock broker did not answer within {wait_s}s + margin") from None

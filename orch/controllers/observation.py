@@ -14,6 +14,7 @@ from typing import Any
 import pykka
 
 from orch.clock import Clock
+from orch.config import Settings
 from orch.controllers.base import Actors
 from orch.dependencies import DependencyChecks
 from orch.events import Events
@@ -30,10 +31,16 @@ class ObservationController:
     """The read-only side of the embedded API: ``stats``, ``events`` and ``health``."""
 
     def __init__(
-        self, actors: Actors, events: Events, dependencies: DependencyChecks, clock: Clock
+        self,
+        actors: Actors,
+        settings: Settings,
+        events: Events,
+        dependencies: DependencyChecks,
+        clock: Clock,
     ) -> None:
         self._actors = actors
         self._calls = actors.calls
+        self._settings = settings
         self._events = events
         self._dependencies = dependencies
         self._clock = clock
@@ -69,8 +76,9 @@ class ObservationController:
         intake = self._actors.intake
         if intake is None:
             return None
+        # Not through ``Calls``: a busy Intake is an answer here ("busy"), not an error.
         try:
-            wait_s = min(INTAKE_STATUS_WAIT_S, self._calls.ask_timeout_s)
+            wait_s = min(INTAKE_STATUS_WAIT_S, self._settings.ask_timeout_s)
             return intake.status().get(timeout=wait_s)
         except (pykka.Timeout, pykka.ActorDeadError):
             return {"status": "busy"}  # polling a slow service; counts come next time
