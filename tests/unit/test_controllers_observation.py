@@ -37,7 +37,8 @@ def test_events_page_and_check_their_arguments(orch, observation):
 
 def test_health_names_a_dead_actor_and_reads_no_dead_actor(orch, observation):
     assert observation.health()["status"] == "healthy"
-    orch.actors.refs[-1].stop()  # the HealthMonitor
+    [monitor] = [r for r in orch.actors.refs if r.actor_class.__name__ == "HealthMonitor"]
+    monitor.stop()
     health = observation.health()
     assert health["status"] == "unhealthy"
     assert health["checks"]["actors"] == {"status": "failing", "dead": ["HealthMonitor"]}

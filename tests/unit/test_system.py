@@ -342,6 +342,18 @@ EMBEDDED_API = {
 }
 
 
+def test_the_readmes_embedded_api_is_the_one_bound_here():
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Embedded API", 1)[1].split("\n## ", 1)[0]
+    methods = section.split("have the same operations as methods:", 1)[1].split("event ring")[0]
+    documented = {"attach", "submit", *re.findall(r"`(\w+)", methods)}
+    bound = {name for names in EMBEDDED_API.values() for name in names}
+    assert documented <= bound, documented - bound
+
+
 def test_every_embedded_api_method_is_its_controllers_own(orch):
     for field, names in EMBEDDED_API.items():
         controller = getattr(orch.controllers, field)
