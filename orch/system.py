@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import pykka
 
@@ -63,25 +63,37 @@ INTAKE_EVENTS = frozenset(
 
 __all__ = ["Orchestrator", "TaskHandle"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-class _ControllerMethod:
+
+class _ControllerMethod(Generic[P, R]):
     """An embedded-API name for one controller's own method, never a second implementation.
 
     Read on the class, it is the controller's function itself, so
     ``help(Orchestrator.submit)`` shows its signature and docstring. Read on an
     Orchestrator, it is that Orchestrator's controller's bound method, kept in the
-    instance on first use, so a call costs what any method call costs.
+    instance on first use, so a call costs what any method call costs. Type checkers
+    see the controller method's own signature.
     """
 
     __slots__ = ("_controller", "_function", "_name")
 
-    def __init__(self, controller: str, function: Callable[..., Any]) -> None:
+    def __init__(self, controller: str, function: Callable[Concatenate[Any, P], R]) -> None:
         self._controller = controller  # a field of ``Controllers``
         self._function = function
         self._name = function.__name__
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
+
+    @overload
+    def __get__(
+        self, instance: None, owner: type | None = None
+    ) -> Callable[Concatenate[Any, P], R]: ...
+
+    @overload
+    def __get__(self, instance: Orchestrator, owner: type | None = None) -> Callable[P, R]: ...
 
     def __get__(self, instance: Orchestrator | None, owner: type | None = None) -> Any:
         if instance is None:
