@@ -41,6 +41,16 @@ class NotRunning:
 class Actors:
     """The actors' proxies, their published views, and the one call path to them."""
 
+    # Proxies, or ``NotRunning`` stand-ins while no actors run.
+    supervisor: Any
+    scheduler: Any
+    broker: Any
+    health: Any
+    #: The Intake actor, when serving with the TODO service connected; else None.
+    intake: Any
+    #: The Scheduler's gate (callers run its messages while it is idle); None when stopped.
+    scheduler_gate: Any
+
     def __init__(self, calls: Calls, directory: Directory, task_view: TaskView) -> None:
         self.calls = calls
         #: The agents as the Supervisor publishes them, read without an ask.
@@ -75,13 +85,12 @@ class Actors:
     def stand_in(self, message: str) -> None:
         """Put ``NotRunning(message)`` where the proxies go: calls fail as ``Unavailable``."""
         not_running = NotRunning(message)
-        self.supervisor: Any = not_running
-        self.scheduler: Any = not_running
-        self.scheduler_gate: Any = None
-        self.broker: Any = not_running
-        self.health: Any = not_running
-        #: The Intake actor, when serving with the TODO service connected; else None.
-        self.intake: Any = None
+        self.supervisor = not_running
+        self.scheduler = not_running
+        self.scheduler_gate = None
+        self.broker = not_running
+        self.health = not_running
+        self.intake = None
         self._scheduler_handle = ActorHandle(not_running)
 
     def check_running(self) -> None:
