@@ -7,6 +7,7 @@ The embedded API is ``Orchestrator`` (the facade both transports use) and ``Agen
 from orch.agent import Agent
 from orch.clock import ManualClock
 from orch.config import Settings
+from orch.controllers.tasks import TaskHandle
 from orch.errors import (
     Conflict,
     Forbidden,
@@ -20,7 +21,7 @@ from orch.errors import (
     Unavailable,
 )
 from orch.model import Assignment
-from orch.system import Orchestrator, TaskHandle
+from orch.system import Orchestrator
 
 
 def serve(

@@ -7,18 +7,16 @@ name their agent in the path or body, so the responder resolves it with
 another agent's, and the admin token never acts as an agent: a write made in an
 agent's name is always made by that agent.
 
-Secrets are compared as SHA-256 digests with ``hmac.compare_digest``: equal-length
-inputs, constant time, so neither the admin token's characters nor its length leak
-through timing. Guessing is slowed by ``FailedTokenThrottle``: an address that
-presents too many unknown tokens is refused (429) for a cool-down.
+Secrets are compared as SHA-256 digests in constant time (``orch.tokens``), so
+neither the admin token's characters nor its length leak through timing. Guessing is
+slowed by ``FailedTokenThrottle``: an address that presents too many unknown tokens is
+refused (429) for a cool-down.
 """
 
 from __future__ import annotations
 
 import collections
 import enum
-import hashlib
-import hmac
 import logging
 import math
 import threading
@@ -28,7 +26,8 @@ import falcon
 
 from orch.clock import Clock, SystemClock
 from orch.errors import Forbidden, TooManyRequests, Unauthorized
-from orch.system import Orchestrator, hash_token
+from orch.system import Orchestrator
+from orch.tokens import digest, same_secret
 
 logger = logging.getLogger("orch.http.auth")
 
@@ -52,10 +51,6 @@ def bearer_token(req: falcon.Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
     return token.strip()
-
-
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
 class _Failures:
@@ -110,13 +105,13 @@ class FailedTokenThrottle:
     def record_failure(self, address: str, token: str) -> bool:
         """Count ``token``, unknown, from ``address``; True if this locks the address out."""
         now = self._clock.monotonic()
-        digest = _digest(token)  # only digests are kept, never the token itself
+        token_digest = digest(token)  # only digests are kept, never the token itself
         with self._lock:
             failures = self._by_address.pop(address, None) or _Failures()
             self._by_address[address] = failures  # most recently failing last
             cutoff = now - self.window_s
             failures.tokens = {d: t for d, t in failures.tokens.items() if t > cutoff}
-            failures.tokens[digest] = now
+            failures.tokens[token_digest] = now
             locked = len(failures.tokens) >= self.max_failures
             if locked:
                 failures.locked_until = now + self.lockout_s
@@ -155,14 +150,14 @@ class AuthMiddleware:
     def __init__(
         self, admin_token: str | None, throttle: FailedTokenThrottle | None = None
     ) -> None:
-        self._admin_digest = None if admin_token is None else _digest(admin_token)
+        self._admin_digest = None if admin_token is None else digest(admin_token)
         self._throttle = throttle or FailedTokenThrottle()
 
     def is_admin(self, token: str | None) -> bool:
         """Whether ``token`` is the admin token, compared in constant time as digests."""
         if self._admin_digest is None or token is None:
             return False
-        return hmac.compare_digest(_digest(token), self._admin_digest)
+        return same_secret(token, self._admin_digest)
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]
@@ -189,7 +184,7 @@ class AuthMiddleware:
             return
         if token is None:
             raise Unauthorized("this call needs the admin token: Authorization: Bearer <token>")
-        if resource.orch.directory.agent_with_token_hash(hash_token(token)) is None:
+        if resource.orch.controllers.tokens.owner(token) is None:
             raise Unauthorized("the token is neither the admin token nor any agent's")
         raise Forbidden("this call needs the admin token; an agent's token does not allow it")
 

@@ -4,7 +4,7 @@ import pytest
 
 from orch.http.app import ROUTES
 from orch.http.auth import Scope
-from orch.system import hash_token
+from orch.tokens import hash_token
 from tests.api.conftest import ADMIN_TOKEN, assert_problem, bearer, register, snapshot
 
 ADMIN = bearer(ADMIN_TOKEN)

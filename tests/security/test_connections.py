@@ -26,7 +26,7 @@ import requests
 from orch import Orchestrator, Settings
 from orch.http.serve import Server
 from orch.http.waitress_adapter import GuardedChannel, ProblemErrorTask
-from orch.system import hash_token
+from orch.tokens import hash_token
 from tests.conftest import reap, wait_until
 from tests.e2e.conftest import ServerProcess, start_server
 

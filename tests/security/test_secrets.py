@@ -18,7 +18,7 @@ import pytest
 from orch import Orchestrator
 from orch.config import Settings
 from orch.logs import JsonFormatter, TextFormatter
-from orch.system import hash_token
+from orch.tokens import hash_token
 from tests.api.conftest import bearer, register
 from tests.security.conftest import ADMIN_TOKEN, AppFactory
 

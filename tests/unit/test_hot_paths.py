@@ -111,7 +111,7 @@ def test_a_heartbeat_waits_behind_mail_the_actor_has_not_handled():
 def test_submit_and_complete_skip_the_schedulers_inbox_when_it_is_idle(orch):
     orch.register_agent("a1", "implementation")
     orch.start_agent("a1")
-    gate = orch._scheduler_gate
+    gate = orch.actors.scheduler_gate
     inbox = gate._actor.actor_inbox
 
     def when_idle() -> int:  # the agent tells the Scheduler things too; let it finish
@@ -131,7 +131,7 @@ def test_submit_and_complete_skip_the_schedulers_inbox_when_it_is_idle(orch):
 
 def test_a_busy_scheduler_is_asked_and_answers_in_turn(orch):
     orch.assign_task({}, task_id="queued")
-    gate = orch._scheduler_gate
+    gate = orch.actors.scheduler_gate
     before = gate.direct_calls
     answer: dict[str, Any] = {}
     gate.lock.acquire()  # the Scheduler is handling a message
@@ -149,20 +149,22 @@ def test_a_busy_scheduler_is_asked_and_answers_in_turn(orch):
 def test_a_delivering_heartbeat_marks_the_task_running_with_or_without_a_hand_off(orch):
     orch.register_agent("a1", "implementation")
     orch.start_agent("a1")
-    gate = orch._scheduler_gate
+    gate = orch.actors.scheduler_gate
     inbox = gate._actor.actor_inbox
     orch.assign_task({}, task_id="direct", agent_id="a1")
     wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
     before = gate.direct_calls
     orch.heartbeat("a1")
     assert gate.direct_calls == before + 1  # marked in the heartbeat's own thread
-    assert orch._tasks.get("direct").state is TaskState.RUNNING
+    assert orch.actors.task_view.get("direct").state is TaskState.RUNNING
     orch.complete_task("a1", "direct")
     orch.assign_task({}, task_id="queued", agent_id="a1")
     with gate.lock:  # the Scheduler is busy: the mark waits in its inbox
         orch.heartbeat("a1")
-        assert orch._tasks.get("queued").state is TaskState.ASSIGNED
-    wait_until(lambda: orch._tasks.get("queued").state is TaskState.RUNNING, message="marked")
+        assert orch.actors.task_view.get("queued").state is TaskState.ASSIGNED
+    wait_until(
+        lambda: orch.actors.task_view.get("queued").state is TaskState.RUNNING, message="marked"
+    )
 
 
 def test_a_direct_call_whose_own_ask_times_out_is_a_timeout_error(monkeypatch):
@@ -175,11 +177,11 @@ def test_a_direct_call_whose_own_ask_times_out_is_a_timeout_error(monkeypatch):
     try:
         orch.register_agent("a1", "implementation")
         orch.start_agent("a1")
-        inbox = orch._scheduler_gate._actor.actor_inbox
+        inbox = orch.actors.scheduler_gate._actor.actor_inbox
         wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
         with pytest.raises(Timeout, match=r"0\.2s"):  # not Pykka's own exception: a 503
             orch.assign_task({}, task_id="t", agent_id="a1", resources=["repo"])
-        assert orch._scheduler_gate.direct_calls > 0 and orch.tasks() == []
+        assert orch.actors.scheduler_gate.direct_calls > 0 and orch.tasks() == []
     finally:
         stuck.set()
         orch.stop()
@@ -248,12 +250,12 @@ def test_in_process_work_is_leased_running_and_results_need_no_ask():
         assert orch.stats()["tasks"]["total_tasks_assigned"] == 20
         # Ended tasks are answered from the published view, without a Scheduler ask.
         asked: list[str] = []
-        scheduler = orch._scheduler
-        orch._scheduler = _Spy(scheduler, asked)
+        scheduler = orch.actors.scheduler
+        orch.actors.scheduler = _Spy(scheduler, asked)
         try:
             assert handles[0].result(timeout=1) == {"n": 0}
         finally:
-            orch._scheduler = scheduler
+            orch.actors.scheduler = scheduler
         assert asked == []
 
 

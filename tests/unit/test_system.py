@@ -304,6 +304,112 @@ def test_a_start_that_fails_stops_what_it_started():
     orch = Orchestrator(store=UnreadableStore())
     with pytest.raises(StoreError):
         orch.start()
-    assert orch._refs and not any(ref.is_alive() for ref in orch._refs)
+    assert orch.actors.refs and not any(ref.is_alive() for ref in orch.actors.refs)
     with pytest.raises(Unavailable, match="stopped"):
         orch.submit({})
+
+
+# ------------------------------------------------- one implementation per method
+
+#: The embedded API as README.md lists it, with the controller each method is from.
+EMBEDDED_API = {
+    "agents": [
+        "attach",
+        "register_agent",
+        "start_agent",
+        "stop_agent",
+        "deregister_agent",
+        "heartbeat",
+        "agent",
+        "agents",
+        "agent_tasks",
+    ],
+    "tasks": [
+        "submit",
+        "assign_task",
+        "wait_for_task",
+        "complete_task",
+        "fail_task",
+        "cancel_task",
+        "task",
+        "tasks",
+        "pending_tasks",
+    ],
+    "locks": ["acquire_lock", "acquire_locks", "renew_lock", "release_lock", "locks"],
+    "config": ["agent_config", "update_agent_config", "config_defaults", "set_config_defaults"],
+    "observation": ["stats", "events", "health"],
+    "tokens": ["identify", "authenticate"],
+}
+
+
+def test_the_readmes_embedded_api_is_the_one_bound_here():
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Embedded API", 1)[1].split("\n## ", 1)[0]
+    methods = section.split("have the same operations as methods:", 1)[1].split("event ring")[0]
+    documented = {"attach", "submit", *re.findall(r"`(\w+)", methods)}
+    bound = {name for names in EMBEDDED_API.values() for name in names}
+    assert documented <= bound, documented - bound
+
+
+def test_every_embedded_api_method_is_its_controllers_own(orch):
+    for field, names in EMBEDDED_API.items():
+        controller = getattr(orch.controllers, field)
+        for name in names:
+            function = getattr(type(controller), name)
+            # On the class: the controller's function itself, so help() shows its docs.
+            assert getattr(Orchestrator, name) is function, name
+            # On an instance: bound to this Orchestrator's controller, and kept, so a call
+            # allocates nothing a plain method call would not.
+            method = getattr(orch, name)
+            assert method.__func__ is function and method.__self__ is controller, name
+            assert getattr(orch, name) is method, name
+
+
+def test_no_operation_is_defined_twice():
+    import inspect
+
+    from orch import controllers
+
+    # The Orchestrator defines no embedded-API function of its own ...
+    own = {n for n, v in vars(Orchestrator).items() if inspect.isfunction(v)}
+    api = {name for names in EMBEDDED_API.values() for name in names}
+    assert not own & api
+    # ... binds every name in the class body to a controller, each function once ...
+    bound = [getattr(Orchestrator, n) for n in vars(Orchestrator) if n in api]
+    assert len(bound) == len(api) == len(set(bound))
+    # ... and no two controllers offer the same public operation.
+    classes = [
+        controllers.AgentsController,
+        controllers.TasksController,
+        controllers.LocksController,
+        controllers.ConfigController,
+        controllers.ObservationController,
+        controllers.Tokens,
+    ]
+    public = [n for c in classes for n, v in vars(c).items() if inspect.isfunction(v)]
+    public = [n for n in public if not n.startswith("_")]
+    assert len(public) == len(set(public))
+
+
+def test_help_shows_the_controllers_docstring_and_signature():
+    import inspect
+    import pydoc
+
+    from orch.controllers import LocksController, TasksController
+
+    assert Orchestrator.submit.__doc__ == TasksController.submit.__doc__
+    assert "payload" in inspect.signature(Orchestrator.submit).parameters
+    page = pydoc.render_doc(Orchestrator, renderer=pydoc.plaintext)
+    assert "Lease one resource" in page and "Queue a task for the best eligible agent" in page
+    assert inspect.getdoc(Orchestrator.acquire_lock) == inspect.getdoc(LocksController.acquire_lock)
+
+
+def test_a_task_handle_reads_through_the_tasks_controller(orch):
+    from orch.controllers import TaskHandle
+
+    handle = orch.submit({"n": 1}, task_id=7)
+    assert isinstance(handle, TaskHandle) and handle.status == "pending"
+    assert TaskHandle(orch, 7).status == "pending"  # built on an Orchestrator, as before

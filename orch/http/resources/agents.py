@@ -6,8 +6,9 @@ import falcon
 
 from orch.http.auth import Scope, acting_agent
 from orch.http.media import read_body, send
-from orch.http.resources.base import AGENT_STATE, ID, LIMIT, MAX_LIMIT, Resource
+from orch.http.resources.base import AGENT_STATE, ID, LIMIT, MAX_LIMIT, Resource, status_param
 from orch.http.schemas import RegisterAgent, StopAgent
+from orch.model import AgentState
 
 
 class AgentRegistration(Resource):
@@ -46,7 +47,7 @@ class AgentCollection(Resource):
         send(
             resp,
             self.orch.agents(
-                state=req.get_param("status"),
+                state=status_param(req, AgentState),
                 agent_type=req.get_param("agent_type"),
                 capability=req.get_param("capability"),
                 limit=req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT) or 1000,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from enum import Enum
+from typing import Any, ClassVar, TypeVar
 
+import falcon
 import msgspec
 
 from orch.http.auth import Scope
 from orch.http.schemas import Id
 from orch.model import AgentState, TaskState
 from orch.system import Orchestrator
+from orch.validation import parse_enum
 
 #: Listings return at most this many rows in one answer.
 MAX_LIMIT = 100_000
@@ -17,6 +20,18 @@ LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
 ID = msgspec.json.schema(Id)
 AGENT_STATE = {"type": "string", "enum": [state.value for state in AgentState]}
 TASK_STATE = {"type": "string", "enum": [state.value for state in TaskState]}
+
+S = TypeVar("S", bound=Enum)
+
+
+def status_param(req: falcon.Request, states: type[S]) -> S | None:
+    """The ``status`` query parameter as a state; ``Invalid`` names ``status``, as sent.
+
+    The controllers call this filter ``state`` and would name that field; a client of
+    the REST API sent ``status``.
+    """
+    value = req.get_param("status")
+    return None if value is None else parse_enum(states, "status", value)
 
 
 class Resource:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import falcon
 
+from orch.controllers.config import MAX_CONFIG_VERSION
 from orch.errors import Invalid
 from orch.http.auth import Scope
 from orch.http.media import read_body, send
 from orch.http.resources.base import Resource
 from orch.http.schemas import ConfigChange
+from orch.model import validate_int
 
 
 def _etag(config: dict) -> str:
@@ -23,7 +25,7 @@ def _expected_version(req: falcon.Request) -> int | None:
     value = header.strip().removeprefix("W/").strip('"')
     if not (value.isascii() and value.isdigit()):
         raise Invalid("If-Match", f"must be a version ETag such as '\"3\"', got {header!r}")
-    return int(value)
+    return validate_int("If-Match", int(value), 1, MAX_CONFIG_VERSION)
 
 
 class AgentConfigResource(Resource):

@@ -6,8 +6,9 @@ import falcon
 
 from orch.http.auth import Scope, acting_agent
 from orch.http.media import read_body, send
-from orch.http.resources.base import ID, LIMIT, MAX_LIMIT, TASK_STATE, Resource
+from orch.http.resources.base import ID, LIMIT, MAX_LIMIT, TASK_STATE, Resource, status_param
 from orch.http.schemas import AssignTask, CompleteTask, FailTask
+from orch.model import TaskState
 
 
 def _limit(req: falcon.Request, default: int = 100) -> int:
@@ -46,7 +47,9 @@ class TaskCollection(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Tasks oldest first: ``{tasks, count}``; filters status and agent_id."""
         found = self.orch.tasks(
-            state=req.get_param("status"), agent_id=req.get_param("agent_id"), limit=_limit(req)
+            state=status_param(req, TaskState),
+            agent_id=req.get_param("agent_id"),
+            limit=_limit(req),
         )
         send(resp, {"tasks": found, "count": len(found)})
 

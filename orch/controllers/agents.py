@@ -1,0 +1,197 @@
+"""``AgentsController``: registering agents, their lifecycle, heartbeats and listings.
+
+In-process agents (``attach``) and remote ones (``register_agent``) are registered the
+same way and both become supervised AgentActors; only a remote agent gets a token.
+Reads come from the Supervisor's published ``Directory``, without an ask; a
+heartbeat is one call to the agent's own actor, run through its gate when it is idle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from orch.agent import Agent
+from orch.config import Settings
+from orch.controllers.base import Actors
+from orch.errors import Invalid
+from orch.events import Events
+from orch.model import (
+    MAX_CAPABILITIES,
+    AgentState,
+    validate_id,
+    validate_int,
+    validate_names,
+)
+from orch.tokens import hash_token, new_token
+from orch.validation import json_copy, parse_enum, validate_bool
+
+
+class AgentsController:
+    """The agents' side of the embedded API (``Orchestrator.register_agent`` and kin)."""
+
+    def __init__(self, actors: Actors, settings: Settings, events: Events) -> None:
+        self._actors = actors
+        self._calls = actors.calls
+        self._settings = settings
+        self._events = events
+
+    def attach(self, agent: Agent | Callable[[], Agent], *, start: bool = True) -> dict[str, Any]:
+        """Run an in-process agent as a supervised actor (started unless ``start=False``).
+
+        ``agent`` is an ``Agent`` instance (rebuilt on restart from its constructor
+        arguments) or a zero-argument factory returning one.
+        """
+        if isinstance(agent, Agent):
+            factory, sample = agent.factory(), agent
+        elif callable(agent):
+            factory, sample = agent, agent()
+            if not isinstance(sample, Agent):
+                raise Invalid("agent", "the factory must return an orch.Agent")
+        else:
+            raise Invalid("agent", "must be an orch.Agent or a factory returning one")
+        self._register(
+            agent_id=sample.agent_id,
+            agent_type=sample.agent_type,
+            capabilities=sample.capabilities,
+            metadata=sample.metadata,
+            project_id=None,
+            max_concurrent_tasks=sample.max_concurrent_tasks,
+            factory=factory,
+        )
+        if start:
+            self.start_agent(sample.agent_id)
+        return self.agent(sample.agent_id)
+
+    def register_agent(
+        self,
+        agent_id: str,
+        agent_type: str,
+        capabilities: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        project_id: str | None = None,
+        max_concurrent_tasks: int | None = None,
+    ) -> dict[str, Any]:
+        """Register a remote agent: ``{agent_id, status: "registered", token}``.
+
+        The token is shown once, here; only its hash is kept. A live agent's id is a
+        ``Conflict``; a lost or deregistered agent's id may be registered again.
+        """
+        token = self._register(
+            agent_id=agent_id,
+            agent_type=agent_type,
+            capabilities=capabilities,
+            metadata=metadata,
+            project_id=project_id,
+            max_concurrent_tasks=max_concurrent_tasks,
+            factory=None,
+        )
+        return {"agent_id": agent_id, "status": "registered", "token": token}
+
+    def _register(
+        self,
+        *,
+        agent_id: str,
+        agent_type: str,
+        capabilities: Iterable[str],
+        metadata: Mapping[str, Any] | None,
+        project_id: str | None,
+        max_concurrent_tasks: int | None,
+        factory: Callable[[], Agent] | None,
+    ) -> str:
+        validate_id("agent_id", agent_id)
+        validate_id("agent_type", agent_type)
+        caps = validate_names("capabilities", capabilities, MAX_CAPABILITIES)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise Invalid("metadata", "must be an object")
+        metadata = json_copy("metadata", dict(metadata or {}), self._settings.max_metadata_bytes)
+        if project_id is not None:
+            validate_id("project_id", project_id)
+        overrides = {}
+        if max_concurrent_tasks is not None:
+            overrides["max_concurrent_tasks"] = validate_int(
+                "max_concurrent_tasks", max_concurrent_tasks, 1, 1024
+            )
+        token = new_token()
+        self._calls.ask(
+            self._actors.supervisor.register(
+                agent_id=agent_id,
+                agent_type=agent_type,
+                capabilities=caps,
+                token_hash=hash_token(token),
+                metadata=metadata,
+                project_id=project_id,
+                config_overrides=overrides,
+                factory=factory,
+            )
+        )
+        return token
+
+    def start_agent(self, agent_id: str) -> dict[str, Any]:
+        """Admit an agent to scheduling: status ``started`` or ``already_active``."""
+        entry = self._actors.entry(agent_id)
+        if entry.actor is None:
+            status = self._calls.ask(self._actors.supervisor.revive(agent_id))
+        else:
+            status = self._actors.agent_call(entry, "start_agent")
+        return {"agent_id": agent_id, "status": status}
+
+    def stop_agent(self, agent_id: str, drain: bool = True) -> dict[str, Any]:
+        """Stop an agent: ``stopping`` while it drains, then ``stopped``."""
+        validate_bool("drain", drain)
+        status = self._calls.ask(self._actors.live_entry(agent_id).actor.stop_agent(drain))
+        return {"agent_id": agent_id, "status": status}
+
+    def deregister_agent(self, agent_id: str) -> dict[str, Any]:
+        """Remove an agent; its tasks are requeued and its locks released."""
+        validate_id("agent_id", agent_id)
+        self._calls.ask(self._actors.supervisor.deregister(agent_id))
+        return {"agent_id": agent_id, "status": "deregistered"}
+
+    def heartbeat(self, agent_id: str) -> dict[str, Any]:
+        """Prove liveness; returns state, current assignments and config version."""
+        answer = self._actors.agent_call(self._actors.live_entry(agent_id), "heartbeat")
+        self._events.signal("heartbeat")
+        return answer
+
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        """One agent as plain data (never its token)."""
+        return self._actors.entry(agent_id).record.to_dict(self._actors.task_id_of)
+
+    def agents(
+        self,
+        *,
+        state: str | None = None,
+        agent_type: str | None = None,
+        capability: str | None = None,
+        limit: int = 1000,
+    ) -> dict[str, Any]:
+        """``{agents, total, active}``: filtered listing, at most ``limit`` agents."""
+        self._actors.check_running()  # not started, the Directory is not recovered: empty
+        wanted_state = None if state is None else parse_enum(AgentState, "state", state)
+        if agent_type is not None:
+            validate_id("agent_type", agent_type)
+        if capability is not None:
+            validate_id("capability", capability)
+        limit = validate_int("limit", limit, 1, 100_000)
+        records = [e.record for e in self._actors.directory.entries()]
+        active = sum(1 for r in records if r.state in (AgentState.IDLE, AgentState.BUSY))
+        selected = [
+            r
+            for r in records
+            if (wanted_state is None or r.state is wanted_state)
+            and (agent_type is None or r.agent_type == agent_type)
+            and (capability is None or capability in r.capabilities)
+        ]
+        selected.sort(key=lambda r: r.agent_id)
+        return {
+            "agents": [r.to_dict(self._actors.task_id_of) for r in selected[:limit]],
+            "total": len(records),
+            "active": active,
+        }
+
+    def agent_tasks(self, agent_id: str) -> dict[str, Any]:
+        """``{agent_id, tasks}``: the tasks an agent holds now."""
+        self._actors.entry(agent_id)
+        tasks = self._calls.ask(self._actors.scheduler.tasks_of(agent_id))
+        return {"agent_id": agent_id, "tasks": [t.to_dict() for t in tasks]}
