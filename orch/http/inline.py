@@ -83,7 +83,7 @@ class InlineAnswers:
         self.refused = 0
         server.add_task = self.add_task
         server.pull_trigger = self.pull_trigger
-        orchestrator.store.on_commit = self._commit_done
+        orchestrator.store.add_commit_listener(self._commit_done)
 
     def start(self) -> None:
         """Bind to the calling thread: the one that runs the loop from now on."""
