@@ -619,7 +619,11 @@ class InlineAnswers:
 
     def _listen_for_commits(self) -> None:
         """The Store seam for commit notices: the store's writer calls back after each."""
-        self._orchestrator.store.on_commit = self._commit_done
+        self._orchestrator.store.add_commit_listener(self._commit_done)
+
+    def close(self) -> None:
+        """Stop hearing of commits: the server is gone, its held answers with it."""
+        self._orchestrator.store.remove_commit_listener(self._commit_done)
 
     @staticmethod
     def _service_collecting_writes(channel: Any) -> list[PendingWrite]:
@@ -860,6 +864,8 @@ class WaitressServer:
         finally:
             if self.epoll is not None:
                 self.epoll.close()
+            if self.inline is not None:
+                self.inline.close()
 
     def _close_slow_requests(self) -> None:
         """Answer 408 and close connections whose request is taking too long to arrive.

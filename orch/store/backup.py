@@ -11,6 +11,9 @@ The copy is checked (``PRAGMA integrity_check``), made a single self-contained f
 (rollback journal, no ``-wal`` beside it), synced, and only then given its name, so a
 file at ``dest`` is always a complete backup. ``dest`` is never overwritten.
 
+``SQLiteStore.backup`` (the ``Store`` protocol's) and ``june-orchestrator backup``
+(which works on the file, from another process) both come here.
+
 Restoring is a file operation with the server stopped: put the backup where
 ``ORCH_DB`` points and remove that file's old ``-wal`` and ``-shm`` (README,
 "Backups").
@@ -22,34 +25,14 @@ import contextlib
 import os
 import sqlite3
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from orch.errors import BackupError, StoreError
 from orch.model import TERMINAL_TASK_STATES
-from orch.store.sqlite import _refuse_newer
+from orch.store.base import BackupSummary
+from orch.store.sqlite_file import refuse_newer
 
-
-@dataclass(frozen=True, slots=True)
-class BackupSummary:
-    """What a backup holds, for the operator to check it against what they expect."""
-
-    source: str
-    dest: str
-    schema_version: int
-    agents: int
-    tasks: int
-    unfinished_tasks: int
-    lock_grants: int
-    bytes: int
-
-    def describe(self) -> str:
-        """One line: ``backed up A to B: schema 2, 3 agents, 10 tasks (4 unfinished), ...``."""
-        return (
-            f"backed up {self.source} to {self.dest}: schema {self.schema_version},"
-            f" {self.agents:,} agents, {self.tasks:,} tasks ({self.unfinished_tasks:,} unfinished),"
-            f" {self.lock_grants:,} lock grants, {self.bytes:,} bytes"
-        )
+__all__ = ["BackupSummary", "backup_connection", "backup_database"]
 
 
 def backup_database(source: str, dest: str) -> BackupSummary:
@@ -61,33 +44,48 @@ def backup_database(source: str, dest: str) -> BackupSummary:
     """
     if source == ":memory:":
         raise BackupError("ORCH_DB is ':memory:': that store keeps nothing to back up")
+    target = _target(dest)
+    src = _open_source(source)
+    try:
+        return _backup(src, source, dest, target)
+    finally:
+        src.close()
+
+
+def backup_connection(src: sqlite3.Connection, source: str, dest: str) -> BackupSummary:
+    """``backup_database`` through an open connection, for a database only it can see
+    (SQLite's ``:memory:``); the caller keeps other users of ``src`` out meanwhile."""
+    return _backup(src, source, dest, _target(dest))
+
+
+def _target(dest: str) -> Path:
     target = Path(dest)
     if target.exists():
         raise _taken(target)
     if not target.parent.is_dir():
         raise BackupError(f"the directory of {dest!r} does not exist")
-    src = _open_source(source)
+    return target
+
+
+def _backup(src: sqlite3.Connection, source: str, dest: str, target: Path) -> BackupSummary:
+    schema = _check_source(src, source)
     try:
-        schema = _check_source(src, source)
-        try:
-            fd, partial = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
-            )
-        except OSError as exc:
-            raise BackupError(f"cannot write in the directory of {dest!r}: {exc}") from exc
-        os.close(fd)
-        try:
-            summary = _copy(src, partial, source, dest, schema)
-            _sync_file(partial)
-            _publish(partial, target)
-        except (sqlite3.Error, OSError) as exc:  # disk full, I/O error
-            _discard(partial)
-            raise BackupError(f"the backup of {source!r} to {dest!r} failed: {exc}") from exc
-        except BaseException:
-            _discard(partial)
-            raise
-    finally:
-        src.close()
+        fd, partial = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+        )
+    except OSError as exc:
+        raise BackupError(f"cannot write in the directory of {dest!r}: {exc}") from exc
+    os.close(fd)
+    try:
+        summary = _copy(src, partial, source, dest, schema)
+        _sync_file(partial)
+        _publish(partial, target)
+    except (sqlite3.Error, OSError) as exc:  # disk full, I/O error
+        _discard(partial)
+        raise BackupError(f"the backup of {source!r} to {dest!r} failed: {exc}") from exc
+    except BaseException:
+        _discard(partial)
+        raise
     _sync_dir(target.parent)
     return summary
 
@@ -119,7 +117,7 @@ def _check_source(src: sqlite3.Connection, source: str) -> int:
     if version == 0 or has_tasks is None:
         raise BackupError(f"{source!r} is not an orchestrator database")
     try:
-        return _refuse_newer(src, source)  # the server's own refusal, word for word
+        return refuse_newer(src, source)  # the server's own refusal, word for word
     except StoreError as exc:
         raise BackupError(str(exc)) from None
 

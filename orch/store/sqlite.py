@@ -14,6 +14,13 @@ write alone, and commits the rest.
 Reads are for start-up only (actors rebuild from them once), so they share the one
 connection under a lock rather than paying for a second; that also lets ``:memory:``
 databases, which exist per connection, work for tests.
+
+The file's schema and migrations live in ``orch/store/sqlite_file.py``. This module
+is longer than the house's ~500 lines because the writer (queue, batches, the
+culprit retry, counters) and the table methods share one connection, lock and set
+of counters; the seam to cut along when a second store needs group commit is
+``_attempt``/``_attempt_merged``/``_rollback`` (SQLite's) against the rest (any
+store's).
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
-import logging
 import os
 import queue
 import sqlite3
@@ -30,11 +36,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from orch.errors import StoreError
+from orch.errors import BackupError, StoreError
 from orch.model import TERMINAL_TASK_STATES, AgentRecord, LockGrant, Task, TaskState
 from orch.store import codec
-
-logger = logging.getLogger("orch.store")
+from orch.store.backup import backup_connection, backup_database
+from orch.store.base import BackupSummary, CommitListeners, StoreStats
+from orch.store.sqlite_file import SCHEMA_VERSION, connect, describe
 
 #: ``ORCH_DB_SYNC`` values and the ``PRAGMA synchronous`` level each selects. ``normal``
 #: survives a process crash (``kill -9``) but may lose the last commits on power loss.
@@ -46,45 +53,11 @@ PRUNE_BATCH_ROWS = 500
 #: Upper bounds (seconds) of the commit-duration histogram ``stats`` reports.
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-#: Forward migrations: entry ``n`` takes the schema from version ``n`` to ``n + 1``.
-#: Append only; a released entry never changes. The version is ``PRAGMA user_version``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE agents (agent_id TEXT PRIMARY KEY, data TEXT NOT NULL)",
-        "CREATE TABLE credentials (agent_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL)",
-        "CREATE TABLE tasks ("
-        " key TEXT PRIMARY KEY, seq INTEGER NOT NULL, state TEXT NOT NULL,"
-        " updated_at REAL NOT NULL, data TEXT NOT NULL)",
-        # Retention pruning looks for old tasks in terminal states.
-        "CREATE INDEX tasks_by_state_and_age ON tasks (state, updated_at)",
-        # task_key '' stands for "no task": real task keys are never empty, and NULL
-        # would not be unique in a primary key.
-        "CREATE TABLE grants ("
-        " resource TEXT NOT NULL, agent_id TEXT NOT NULL, task_key TEXT NOT NULL,"
-        " data TEXT NOT NULL, PRIMARY KEY (resource, agent_id, task_key))",
-        "CREATE TABLE fencing (resource TEXT PRIMARY KEY, counter INTEGER NOT NULL)",
-        "CREATE TABLE config_defaults ( id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL)",
-        # check() writes here to prove that a write can still commit.
-        "CREATE TABLE store_probe ("
-        " id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL)",
-    ),
-    # 1 -> 2: TODO-service reservations the Intake holds (issue: intake).
-    ("CREATE TABLE intake_reservations (todo_id TEXT PRIMARY KEY, data TEXT NOT NULL)",),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
 Statement = tuple[str, tuple[Any, ...]]
-Record = TypeVar("Record")
+Value = TypeVar("Value")
 
 _STOP = object()  # queued by close(): the writer finishes what is ahead of it, then exits
 _WRITER_LIVENESS_CHECK_S = 1.0
-
-
-def _describe(exc: BaseException) -> str:
-    """The cause as an operator reads it: ``database is locked (SQLITE_BUSY)``."""
-    text = str(exc) or type(exc).__name__
-    name = getattr(exc, "sqlite_errorname", None)
-    return f"{text} ({name})" if name else text
 
 
 class _Done:
@@ -211,17 +184,15 @@ class SQLiteStore:
         self.path = path
         self.sync = sync
         self.fail_writes: str | None = None
-        #: Called on the writer thread after each transaction, its writes' outcomes
-        #: set: lets whoever holds answers back for them (the HTTP loop) know to look.
-        #: Must be quick; an exception it raises is logged, never fatal to the writer.
-        self.on_commit: Callable[[], None] | None = None
+        self._listeners = CommitListeners()
         self.writes = 0
         self.commits = 0
         self.failed_writes = 0
         # Commit durations by COMMIT_BUCKETS_S (the last slot: longer), and their sum.
         self._commit_counts = [0] * (len(COMMIT_BUCKETS_S) + 1)
         self._commit_seconds = 0.0
-        self._conn = _open(path, SYNC_MODES[sync], busy_timeout_s)
+        self._conn = connect(path, SYNC_MODES[sync], busy_timeout_s)
+        self.schema_version = SCHEMA_VERSION
         self._conn_lock = threading.Lock()  # held by the writer per transaction, by reads
         self._closing_lock = threading.Lock()  # makes "not closed, so enqueue" atomic
         self._closed = False
@@ -235,12 +206,12 @@ class SQLiteStore:
 
     def put_agent(self, record: AgentRecord) -> None:
         """Store ``record`` under its id, replacing any earlier version."""
-        data = self._encode("agent", codec.agent_to_dict(record))
+        data = self._encode("agent", codec.encode_agent, record)
         self._submit(_PUT_AGENT, (record.agent_id, data))
 
     def put_agent_nowait(self, record: AgentRecord) -> PendingTaskWrite:
         """Queue the write of ``record``; the handle's ``wait`` returns once it is durable."""
-        data = self._encode("agent", codec.agent_to_dict(record))
+        data = self._encode("agent", codec.encode_agent, record)
         self._refuse_if_failing()
         write = _Write([(_PUT_AGENT, (record.agent_id, data))], counted=True)
         self._enqueue(write)
@@ -248,7 +219,7 @@ class SQLiteStore:
 
     def register_agent_nowait(self, record: AgentRecord, token_hash: str) -> PendingTaskWrite:
         """Queue a new agent's record and credential as one write; see ``Store``."""
-        data = self._encode("agent", codec.agent_to_dict(record))
+        data = self._encode("agent", codec.encode_agent, record)
         self._refuse_if_failing()
         write = _Write(
             [
@@ -272,7 +243,7 @@ class SQLiteStore:
     def load_agents(self) -> list[AgentRecord]:
         """Every stored agent, in the order they were first stored."""
         rows = self._read("SELECT agent_id, data FROM agents ORDER BY rowid")
-        return self._decode_rows("agents", rows, codec.agent_from_dict)
+        return self._decode_rows("agents", rows, codec.decode_agent)
 
     def put_credential(self, agent_id: str, token_hash: str) -> None:
         """Store the hash of an agent's token, replacing any earlier one."""
@@ -295,7 +266,7 @@ class SQLiteStore:
 
     def put_task_nowait(self, task: Task) -> PendingTaskWrite:
         """Queue the write of ``task``; the handle's ``wait`` returns once it is durable."""
-        data = self._encode("task", codec.task_to_dict(task))
+        data = self._encode("task", codec.encode_task, task)
         updated_at = task.finished_at if task.finished_at is not None else time.time()
         self._refuse_if_failing()
         write = _Write(
@@ -311,7 +282,7 @@ class SQLiteStore:
     def load_tasks(self) -> list[Task]:
         """Every stored task in submission order (``seq``)."""
         rows = self._read("SELECT key, data FROM tasks ORDER BY seq, rowid")
-        return self._decode_rows("tasks", rows, codec.task_from_dict)
+        return self._decode_rows("tasks", rows, codec.decode_task)
 
     def prune_tasks(
         self, older_than_wall: float, states: Iterable[str] = TERMINAL_TASK_STATES
@@ -350,7 +321,7 @@ class SQLiteStore:
         The counter never goes down, so tokens keep increasing across restarts even
         when an older grant is stored again (a renewal racing a newer grant).
         """
-        data = self._encode("lock grant", codec.grant_to_dict(grant))
+        data = self._encode("lock grant", codec.encode_grant, grant)
         token = grant.fencing_token
         self._submit_all(
             [
@@ -380,7 +351,7 @@ class SQLiteStore:
     def load_grants(self) -> list[LockGrant]:
         """Every stored grant, in the order they were first stored."""
         rows = self._read("SELECT resource, data FROM grants ORDER BY rowid")
-        return self._decode_rows("grants", rows, codec.grant_from_dict)
+        return self._decode_rows("grants", rows, codec.decode_grant)
 
     def load_fencing_counters(self) -> dict[str, int]:
         """The highest fencing token ever stored, by resource."""
@@ -390,7 +361,7 @@ class SQLiteStore:
 
     def put_config_defaults(self, defaults: Mapping[str, Any]) -> None:
         """Replace the stored configuration defaults."""
-        data = self._encode("config defaults", dict(defaults))
+        data = self._encode("config defaults", codec.encode, dict(defaults))
         self._submit(
             "INSERT INTO config_defaults (id, data) VALUES (1, ?)"
             " ON CONFLICT (id) DO UPDATE SET data = excluded.data",
@@ -400,14 +371,14 @@ class SQLiteStore:
     def load_config_defaults(self) -> dict[str, Any]:
         """The stored configuration defaults (empty if none were ever stored)."""
         rows = self._read("SELECT 'defaults', data FROM config_defaults WHERE id = 1")
-        found = self._decode_rows("config_defaults", rows, dict)
+        found = self._decode_rows("config_defaults", rows, _decode_mapping)
         return found[0] if found else {}
 
     # ------------------------------------------------------------------ intake
 
     def put_reservation(self, todo_id: str, data: Mapping[str, Any]) -> None:
         """Store (or replace) the Intake's record of one TODO-service reservation."""
-        encoded = self._encode("reservation", dict(data))
+        encoded = self._encode("reservation", codec.encode, dict(data))
         self._submit(
             "INSERT INTO intake_reservations (todo_id, data) VALUES (?, ?)"
             " ON CONFLICT (todo_id) DO UPDATE SET data = excluded.data",
@@ -443,7 +414,32 @@ class SQLiteStore:
         )
         self._wait_for(_Write([(probe, (time.time(),))], counted=False))
 
-    def stats(self) -> dict[str, Any]:
+    def add_commit_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the writer thread after each transaction; see ``Store``."""
+        self._listeners.add(callback)
+
+    def remove_commit_listener(self, callback: Callable[[], None]) -> None:
+        """Stop calling ``callback``; see ``Store``."""
+        self._listeners.remove(callback)
+
+    def backup(self, dest: str) -> BackupSummary:
+        """SQLite's online backup of this store to the new file ``dest``; see ``Store``.
+
+        A file is read through a connection of its own, exactly as
+        ``june-orchestrator backup`` reads it from another process, so the writer
+        goes on committing meanwhile. A ``:memory:`` database exists only in this
+        store's connection: it is copied from there, holding the writer for as long.
+        """
+        if self._closed:
+            raise BackupError("store is closed")
+        if self.path != ":memory:":
+            return backup_database(self.path, dest)
+        with self._conn_lock:
+            if self._closed:
+                raise BackupError("store is closed")
+            return backup_connection(self._conn, self.path, dest)
+
+    def stats(self) -> StoreStats:
         """Counters for ``/metrics``: writes, commits (so group size), failures, commit
         durations, the queue, and the database's size on disk (file and WAL)."""
         counts = list(self._commit_counts)  # one reading, so buckets and count agree
@@ -483,11 +479,11 @@ class SQLiteStore:
 
     # ---------------------------------------------------------------- internals
 
-    def _encode(self, what: str, data: dict[str, Any]) -> str:
+    def _encode(self, what: str, encode: Callable[[Value], bytes], value: Value) -> str:
         # Encoding runs in the caller's thread, so a value JSON cannot hold fails
         # that caller alone, before anything reaches the database.
         try:
-            return codec.encode(data).decode()
+            return encode(value).decode()
         except (TypeError, ValueError, OverflowError) as exc:
             raise StoreError(f"store write failed: the {what} cannot be stored: {exc}") from exc
 
@@ -546,16 +542,11 @@ class SQLiteStore:
             except Exception as exc:  # a bug here must neither kill the writer nor hang callers
                 for write in batch:
                     if not write.done.is_set():
-                        self._fail(write, _describe(exc))
+                        self._fail(write, describe(exc))
             took = time.perf_counter() - started
             self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS_S, took)] += 1
             self._commit_seconds += took
-            listener = self.on_commit
-            if listener is not None:
-                try:
-                    listener()
-                except Exception:
-                    logger.exception("the store's commit listener failed")
+            self._listeners.notify()
             if stopping:
                 return
 
@@ -595,7 +586,7 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            return None, _describe(exc)
+            return None, describe(exc)
         current: _Write | None = None
         try:
             for current in pending:
@@ -604,7 +595,7 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except Exception as exc:  # sqlite3.Error, or OverflowError/ValueError binding a value
             self._rollback()
-            return current, _describe(exc)
+            return current, describe(exc)
         return None, None
 
     def _attempt_merged(self, pending: list[_Write]) -> bool:
@@ -668,15 +659,15 @@ class SQLiteStore:
             try:
                 return self._conn.execute(sql).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"store read failed: {_describe(exc)}") from exc
+                raise StoreError(f"store read failed: {describe(exc)}") from exc
 
     def _decode_rows(
-        self, table: str, rows: list[Any], from_dict: Callable[[Any], Record]
-    ) -> list[Record]:
+        self, table: str, rows: list[Any], decode: Callable[[str], Value]
+    ) -> list[Value]:
         records = []
         for key, data in rows:
             try:
-                records.append(from_dict(codec.decode(data)))
+                records.append(decode(data))
             except (KeyError, TypeError, ValueError) as exc:  # msgspec.DecodeError included
                 raise StoreError(
                     f"store read failed: {table} row {key!r} in {self.path!r} is not"
@@ -685,53 +676,8 @@ class SQLiteStore:
         return records
 
 
-def _open(path: str, synchronous: str, busy_timeout_s: float) -> sqlite3.Connection:
-    """Connect, refuse a newer schema, set WAL and sync level, migrate to the current schema."""
-    try:
-        conn = sqlite3.connect(
-            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"cannot open store {path!r}: {_describe(exc)}") from exc
-    try:
-        _refuse_newer(conn, path)  # before WAL: do not change a file we cannot read
-        if path != ":memory:":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-        _migrate(conn, path)
-    except StoreError:
-        conn.close()
-        raise
-    except (sqlite3.Error, OSError) as exc:
-        conn.close()
-        raise StoreError(f"cannot open store {path!r}: {_describe(exc)}") from exc
-    return conn
-
-
-def _refuse_newer(conn: sqlite3.Connection, path: str) -> int:
-    found: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if found > SCHEMA_VERSION:
-        raise StoreError(
-            f"the database {path!r} was written by a newer version of the orchestrator"
-            f" (schema version {found}; this version knows up to {SCHEMA_VERSION});"
-            " upgrade the orchestrator or point ORCH_DB at another file"
-        )
+def _decode_mapping(raw: str) -> dict[str, Any]:
+    found = codec.decode(raw)
+    if not isinstance(found, dict):
+        raise TypeError(f"expected an object, found {type(found).__name__}")
     return found
-
-
-def _migrate(conn: sqlite3.Connection, path: str) -> None:
-    """Apply the migrations the file lacks, in one transaction with the version bump."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        # Read again under the write lock: another process may have migrated meanwhile.
-        found = _refuse_newer(conn, path)
-        for version in range(found, SCHEMA_VERSION):
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
-        if found != SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise

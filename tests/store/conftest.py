@@ -1,0 +1,127 @@
+"""Every store implementation, described once, so that the contract suite runs on each.
+
+A new store joins by adding one ``Backend`` to ``BACKENDS``: how to open it in a test's
+directory, whether it persists, how to make its writes fail, and whether it backs up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch.store import MemoryStore, SQLiteStore, Store
+
+#: How long the SQLite store waits for a lock another connection holds before failing
+#: the write: short, so that tests of real commit failures take milliseconds.
+SQLITE_BUSY_TIMEOUT_S = 0.02
+
+Failure = Callable[[Any], AbstractContextManager[None]]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What the contract tests need to know about one store implementation."""
+
+    name: str
+    #: Open the store kept under ``where`` (a fresh directory per test); called again
+    #: on the same directory to reopen it, as a restart does.
+    open: Callable[[Path], Store]
+    #: True if what was stored is there again after close and reopen.
+    persists: bool
+    #: Ways to make every write fail while the context is held, the store left healthy
+    #: after; a real failure (a lock held elsewhere, SQLITE_BUSY) where one exists.
+    failures: tuple[Failure, ...]
+    #: Opens a backup the store wrote to ``dest``, as a store; None if it refuses backups.
+    open_backup: Callable[[str], Store] | None
+
+
+@contextlib.contextmanager
+def fail_writes(store: Any) -> Iterator[None]:
+    """The test hook of the memory and SQLite stores: refuse every write up front."""
+    store.fail_writes = "disk full"
+    try:
+        yield
+    finally:
+        store.fail_writes = None
+
+
+@contextlib.contextmanager
+def sqlite_locked_elsewhere(store: SQLiteStore) -> Iterator[None]:
+    """Another connection holds the write lock: every commit fails with SQLITE_BUSY."""
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+BACKENDS = [
+    Backend(
+        name="memory",
+        open=lambda where: MemoryStore(),
+        persists=False,
+        failures=(fail_writes,),
+        open_backup=None,
+    ),
+    Backend(
+        name="sqlite",
+        open=lambda where: SQLiteStore(
+            str(where / "orch.db"), sync="normal", busy_timeout_s=SQLITE_BUSY_TIMEOUT_S
+        ),
+        persists=True,
+        failures=(fail_writes, sqlite_locked_elsewhere),
+        open_backup=SQLiteStore,
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS, ids=[backend.name for backend in BACKENDS])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.param
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    where = tmp_path / "store"
+    where.mkdir()
+    return where
+
+
+@pytest.fixture
+def opened(backend: Backend, store_dir: Path) -> Iterator[list[Store]]:
+    """Every store a test opened in ``store_dir``, closed when it ends."""
+    stores: list[Store] = [backend.open(store_dir)]
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            store.close()
+
+
+@pytest.fixture
+def store(opened: list[Store]) -> Store:
+    """The store under test, fresh and empty."""
+    return opened[0]
+
+
+@pytest.fixture
+def reopen(backend: Backend, store_dir: Path, opened: list[Store]) -> Callable[[], Store]:
+    """Close the latest store and open its data again, as a restart does."""
+
+    def again() -> Store:
+        if not backend.persists:
+            pytest.skip(f"the {backend.name} store keeps nothing across a reopen")
+        opened[-1].close()
+        opened.append(backend.open(store_dir))
+        return opened[-1]
+
+    return again
