@@ -22,14 +22,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import pykka
 
 from orch import gc_tuning
 from orch.actors.directory import Directory, Entry
-from orch.actors.gate import ActorGate
 from orch.actors.health import HealthMonitor
 from orch.actors.intake import Intake, todo_task_id
 from orch.actors.lock_broker import LockBroker
@@ -73,8 +72,17 @@ from orch.model import (
     validate_positive,
     validate_task_id,
 )
-from orch.runtime import ActorHandle, Calls
+from orch.runtime import ActorGate, ActorHandle, Calls
 from orch.store import Store, open_store
+
+if TYPE_CHECKING:
+    from orch.actors.proxies import (
+        HealthMonitorProxy,
+        IntakeProxy,
+        LockBrokerProxy,
+        SchedulerProxy,
+        SupervisorProxy,
+    )
 
 logger = logging.getLogger("orch")
 
@@ -242,10 +250,10 @@ class Orchestrator:
             self.directory, self.clock, s, check_interval_s=min(1.0, s.heartbeat_interval_s / 2)
         )
         self._refs = [supervisor_ref, scheduler_ref, broker_ref, health_ref]
-        self._broker = broker_ref.proxy()
-        self._scheduler = scheduler_ref.proxy()
-        self._supervisor = supervisor_ref.proxy()
-        self._health = health_ref.proxy()
+        self._broker = cast("LockBrokerProxy", broker_ref.proxy())
+        self._scheduler = cast("SchedulerProxy", scheduler_ref.proxy())
+        self._supervisor = cast("SupervisorProxy", supervisor_ref.proxy())
+        self._health = cast("HealthMonitorProxy", health_ref.proxy())
         pykka.get_all(
             [
                 self._scheduler.set_lock_broker(self._broker),
@@ -271,7 +279,7 @@ class Orchestrator:
             s,
         )
         self._refs.append(intake_ref)
-        self._intake = intake_ref.proxy()
+        self._intake = cast("IntakeProxy", intake_ref.proxy())
         self._intake.set_scheduler(self._scheduler).get(timeout=s.ask_timeout_s)
         self._intake.recover().get(timeout=s.ask_timeout_s)
         intake = self._intake
