@@ -12,7 +12,7 @@ from orch.runtime.actor import GatedActor
 from orch.runtime.calls import ActorHandle, Calls
 from orch.runtime.gate import ActorGate, gate_safe, gate_safe_messages
 from orch.runtime.pool import ActorPool, PooledActor
-from orch.runtime.proxy import LightProxy, messages_of
+from orch.runtime.proxy import LightProxy, message, messages_of
 
 __all__ = [
     "ActorGate",
@@ -24,5 +24,6 @@ __all__ = [
     "PooledActor",
     "gate_safe",
     "gate_safe_messages",
+    "message",
     "messages_of",
 ]

@@ -8,16 +8,45 @@ attribute of the actor, which cost more than the rest of an agent's registration
 messages (``messages_of``) can be named, ``AttributeError`` otherwise, as with a proxy.
 
 Type checkers see a light proxy through the actor's typed proxy class (``pykka.typing``,
-``orch/actors/proxies.py``), as they see a Pykka proxy.
+``orch/actors/proxies.py``), as they see a Pykka proxy; ``message`` types each message
+there.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
 
 import pykka
 from pykka.messages import ProxyCall
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class MessageCall(Protocol, Generic[P, T]):
+    """A message as a proxy offers it: called, it asks; ``defer`` tells."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> pykka.Future[T]: ...
+
+    def defer(self, *args: P.args, **kwargs: P.kwargs) -> None: ...
+
+
+class Message(Protocol, Generic[P, T]):
+    """A message on a typed proxy class: read from a proxy, a ``MessageCall``."""
+
+    def __get__(self, instance: Any, owner: type | None = None) -> MessageCall[P, T]: ...
+
+
+def message(method: Callable[Concatenate[Any, P], T]) -> Message[P, T]:
+    """Type an actor's message on its typed proxy class.
+
+    ``pykka.typing.proxy_method`` types the ask only, and our actors tell each other
+    (``defer``) as much as they ask; this types both. Only for type checkers: the
+    method itself is returned.
+    """
+    return cast("Message[P, T]", method)
 
 
 @functools.cache

@@ -34,6 +34,6 @@ def test_a_typed_proxy_declares_every_message_of_its_actor(typed, actor_name):
         for name, value in vars(typed).items()
         if not name.startswith("_") and inspect.isfunction(value)
     }
-    assert set(declared) == messages_of(actor), "declare each message with proxy_method"
+    assert set(declared) == messages_of(actor), "declare each message with message()"
     for name, value in declared.items():
         assert value is getattr(actor, name), f"{typed.__name__}.{name} is not {actor_name}'s"
