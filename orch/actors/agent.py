@@ -79,7 +79,7 @@ class AgentActor(GatedActor, PooledActor):
     (``orch/runtime/gate.py``): the facade's ``heartbeat`` and ``start_agent``, the
     Scheduler's ``assign``, ``release`` and ``sync_assignments``, and the worker
     threads' ``task_done``. None of them asks the Scheduler (or anyone who calls them
-    through a gate) back, and the one write they may make, a start's, is queued.
+    through a gate) back, and a start queues its write (see ``gate_safe``).
     """
 
     def __init__(

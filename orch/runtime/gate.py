@@ -47,13 +47,15 @@ def gate_safe(method: Method) -> Method:
     actor's gate. So a gate-safe message promises:
 
     * it never waits without a bound: its own asks use the ask timeout, and it
-      queues its store writes (``*_nowait``, the answer ``Durable``) rather than
-      waiting for a commit; the caller waits for the commit, as after an ask;
+      waits on nothing else but the store's commits. It queues the writes of its
+      common case (``*_nowait``, the answer ``Durable``), so that the caller waits
+      for the commit, as after an ask; a rare transition may still store in place
+      (an unhealthy agent's heartbeat, the end of a drain);
     * it never asks, nor waits on, the actor of whoever may call it through a gate
       (the Scheduler never asks an agent; an agent never asks the Scheduler back),
       so two gates held by two threads cannot wait on each other;
-    * it raises only what an ask would return to the caller; a one-way message
-      (``ActorGate.tell``) that raises crashes the actor as a tell would.
+    * what it raises reaches the caller as an ask's error would, and a one-way
+      message (``ActorGate.tell``) that raises crashes the actor as a tell would.
 
     A registration is not gate-safe: a store that blocks in ``register_agent_nowait``
     must still give a 503.
