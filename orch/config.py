@@ -43,7 +43,7 @@ class Settings:
     # Hot POSTs answered on the event loop's thread, each held until stored
     # (InlineAnswers in orch/http/waitress_adapter.py).
     http_inline: bool = True
-    agent_threads: int = 8  # the pool every agent actor's messages run on (orch/actors/pool.py)
+    agent_threads: int = 8  # the pool every agent actor's messages run on (orch/runtime/pool.py)
     # gc.set_threshold while running; None leaves the interpreter's (embedded default).
     gc_thresholds: tuple[int, int, int] | None = None
 

@@ -19,13 +19,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 import pykka
 
 from orch import gc_tuning
 from orch.actors.directory import Directory
-from orch.actors.gate import ActorGate
 from orch.actors.health import HealthMonitor
 from orch.actors.intake import Intake, todo_task_id
 from orch.actors.lock_broker import LockBroker
@@ -51,8 +50,17 @@ from orch.events import Event, Events
 from orch.integrations.todo import TodoClient
 from orch.logs import log_event
 from orch.metrics import Metrics
-from orch.runtime import Calls
+from orch.runtime import ActorGate, Calls
 from orch.store import Store, open_store
+
+if TYPE_CHECKING:
+    from orch.actors.proxies import (
+        HealthMonitorProxy,
+        IntakeProxy,
+        LockBrokerProxy,
+        SchedulerProxy,
+        SupervisorProxy,
+    )
 
 logger = logging.getLogger("orch")
 
@@ -241,11 +249,11 @@ class Orchestrator:
         )
         actors.refs = [supervisor_ref, scheduler_ref, broker_ref, health_ref]
         actors.connect(
-            supervisor=supervisor_ref.proxy(),
-            scheduler=scheduler_ref.proxy(),
+            supervisor=cast("SupervisorProxy", supervisor_ref.proxy()),
+            scheduler=cast("SchedulerProxy", scheduler_ref.proxy()),
             scheduler_gate=scheduler_gate,
-            broker=broker_ref.proxy(),
-            health=health_ref.proxy(),
+            broker=cast("LockBrokerProxy", broker_ref.proxy()),
+            health=cast("HealthMonitorProxy", health_ref.proxy()),
         )
         pykka.get_all(
             [
@@ -272,7 +280,7 @@ class Orchestrator:
             s,
         )
         self.actors.refs.append(intake_ref)
-        intake = self.actors.intake = intake_ref.proxy()
+        intake = self.actors.intake = cast("IntakeProxy", intake_ref.proxy())
         intake.set_scheduler(self.actors.scheduler).get(timeout=s.ask_timeout_s)
         intake.recover().get(timeout=s.ask_timeout_s)
 

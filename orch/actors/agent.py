@@ -14,24 +14,19 @@ retry policy) and to the Supervisor (which restarts the actor with backoff).
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import functools
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import pykka
-from pykka.messages import ProxyCall
 
 from orch.actors.directory import Directory
-from orch.actors.gate import ActorGate
 from orch.actors.matching import AgentSlot
-from orch.actors.pool import ActorPool, PooledActor
 from orch.actors.records import evolve
 from orch.agent import Agent
 from orch.clock import Clock
@@ -46,7 +41,11 @@ from orch.model import (
     Assignment,
     check_agent_transition,
 )
+from orch.runtime import ActorGate, ActorPool, GatedActor, LightProxy, PooledActor, gate_safe
 from orch.store.base import Durable, PendingWrite, Store
+
+if TYPE_CHECKING:
+    from orch.actors.proxies import AgentProxy, LockBrokerProxy, SchedulerProxy, SupervisorProxy
 
 logger = logging.getLogger("orch.agent")
 
@@ -63,111 +62,24 @@ class AgentDeps:
     events: Events
     directory: Directory
     settings: Settings
-    scheduler: Any  # Scheduler proxy
-    lock_broker: Any  # LockBroker proxy
-    supervisor: Any  # Supervisor proxy
+    scheduler: SchedulerProxy
+    lock_broker: LockBrokerProxy
+    supervisor: SupervisorProxy
     pool: ActorPool  # the threads every AgentActor's messages run on
     scheduler_gate: ActorGate | None = None  # for ``mark_running`` without a hand-off
-    #: (agent id, generation, write, record as stored before) of starts answered
-    #: before their write committed; the Supervisor watches them and has a failed one
-    #: undone (``undo_start``). Kept here, not in each actor, so that nothing of a
-    #: confirmed start stays behind in 10,000 actors.
-    unconfirmed_starts: collections.deque[tuple[str, int, PendingWrite, AgentRecord]] = field(
-        default_factory=collections.deque
-    )
 
 
-class AgentProxy:
-    """What a Pykka proxy offers for an AgentActor — ``proxy.method(...)`` asks and
-    returns a future, ``proxy.method.defer(...)`` tells — at a fraction of the cost.
-
-    Pykka builds each ``ActorProxy`` by introspecting every attribute of the actor,
-    about 0.4 ms of CPU (more than the rest of a registration, bench/README.md), and
-    every agent needs one. The messages sent are Pykka's own ``ProxyCall``, so the
-    actor handles them exactly as a proxy's; only AgentActor's public methods can be
-    named (``AttributeError`` otherwise, as with a proxy).
-    """
-
-    __slots__ = ("actor_ref",)
-
-    def __init__(self, actor_ref: pykka.ActorRef[Any]) -> None:
-        self.actor_ref = actor_ref
-
-    def __getattr__(self, name: str) -> _ProxyMethod:
-        if name not in _agent_messages():
-            raise AttributeError(f"AgentActor has no message {name!r}")
-        return _ProxyMethod(self.actor_ref, (name,))
-
-    def __repr__(self) -> str:
-        return f"AgentProxy({self.actor_ref!r})"
-
-
-class _ProxyMethod:
-    __slots__ = ("_path", "_ref")
-
-    def __init__(self, ref: pykka.ActorRef[Any], path: tuple[str]) -> None:
-        self._ref = ref
-        self._path = path
-
-    def __call__(self, *args: Any, **kwargs: Any) -> pykka.Future[Any]:
-        return self._ref.ask(ProxyCall(attr_path=self._path, args=args, kwargs=kwargs), block=False)
-
-    def defer(self, *args: Any, **kwargs: Any) -> None:
-        self._ref.tell(ProxyCall(attr_path=self._path, args=args, kwargs=kwargs))
-
-
-@functools.cache
-def _agent_messages() -> frozenset[str]:
-    return frozenset(
-        name
-        for name in dir(AgentActor)
-        if not name.startswith("_")
-        and callable(getattr(AgentActor, name))
-        and name not in dir(PooledActor)
-    )
-
-
-class Gate(ActorGate):
-    """An AgentActor's ``ActorGate`` (see ``orch/actors/gate.py``), with one-way messages.
-
-    A heartbeat is the hottest call; the Scheduler's assignments and the worker
-    threads' reports go through here too. The actor is reached through its one
-    ``AgentProxy``, kept here so the Supervisor shares it.
-    """
-
-    __slots__ = ("proxy",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proxy: Any = None  # the actor's one ``AgentProxy``
-
-    def tell(self, proxy: Any, method: str, *args: Any) -> None:
-        """Send a one-way message: run here if the actor is idle, else queue it (``defer``).
-
-        For senders that must not wait on the agent (the Scheduler, worker threads).
-        A message that raises when run here is what would have crashed the actor, so
-        the actor is made to crash (and be supervised) the same way. Raises
-        ``pykka.ActorDeadError`` like ``defer`` when the actor is gone.
-        """
-        try:
-            ran, _ = self.try_call(method, *args)
-        except Exception as exc:
-            logger.exception("agent message %s failed", method)
-            proxy.task_crashed.defer("", 0, f"{type(exc).__name__}: {exc}")
-            return
-        if not ran:
-            getattr(proxy, method).defer(*args)
-
-
-class AgentActor(PooledActor):
+class AgentActor(GatedActor, PooledActor):
     """Owns one agent's state; its public methods are the messages it accepts.
 
     Its messages run on the Supervisor's ``ActorPool``, not a thread of its own, so a
-    fleet of 10,000 agents is not 10,000 threads (see ``orch/actors/pool.py``).
+    fleet of 10,000 agents is not 10,000 threads (``orch/runtime/pool.py``).
 
-    Its ``Gate`` lets the facade run ``heartbeat`` and ``start_agent`` without a thread
-    hand-off when the actor is idle (see ``Gate``); every message is handled under the
-    gate's lock so such a direct call never overlaps one.
+    Its gate-safe messages run in the caller's thread when the actor is idle
+    (``orch/runtime/gate.py``): the facade's ``heartbeat`` and ``start_agent``, the
+    Scheduler's ``assign``, ``release`` and ``sync_assignments``, and the worker
+    threads' ``task_done``. None of them asks the Scheduler (or anyone who calls them
+    through a gate) back, and a start queues its write (see ``gate_safe``).
     """
 
     def __init__(
@@ -176,14 +88,13 @@ class AgentActor(PooledActor):
         generation: int,
         deps: AgentDeps,
         factory: Callable[[], Agent] | None = None,
-        gate: Gate | None = None,
+        gate: ActorGate | None = None,
         registered: PendingWrite | None = None,
     ) -> None:
-        super().__init__(deps.pool)
-        self._gate = gate or Gate()
-        # One (light) proxy, shared with the Supervisor through the gate.
-        self._proxy: Any = AgentProxy(self.actor_ref)
-        self._gate.proxy = self._proxy
+        super().__init__(deps.pool, gate=gate)
+        # What the Scheduler and the worker threads send through (Pykka's proxy
+        # would cost more than the rest of a registration, ``LightProxy``).
+        self._proxy = cast("AgentProxy", LightProxy(self.actor_ref))
         # The registration write, until known durable: no write of ours may be
         # acknowledged for an agent whose registration was not stored.
         self._registered = registered
@@ -201,15 +112,6 @@ class AgentActor(PooledActor):
     # ------------------------------------------------------------- lifecycle
 
     def on_start(self) -> None:
-        with self._gate.lock:
-            self._on_start()
-            self._gate.attach(self)
-
-    def _handle_receive(self, message: Any) -> Any:
-        """Every message under the gate's lock, finished in the inbox before it is let go."""
-        return self._gate.receive(self, super()._handle_receive, message)
-
-    def _on_start(self) -> None:
         if self._factory is not None:
             self._runner = _Runner(
                 self._factory,
@@ -247,6 +149,7 @@ class AgentActor(PooledActor):
         """The agent's current record."""
         return self._record
 
+    @gate_safe
     def start_agent(self) -> str | Durable[str]:
         """Admit the agent to scheduling; ``started`` or ``already_active``.
 
@@ -254,7 +157,8 @@ class AgentActor(PooledActor):
         ``Durable``: whoever gives it waits for the commit (or holds the HTTP answer
         for it, ``orch/http/inline.py``), so a start costs no commit inside this
         message. Should the write fail after all, the caller is refused and the
-        Supervisor has the start undone (``undo_start``), as for a registration.
+        Supervisor, told of the write (``watch_start``), has the start undone
+        (``undo_start``), as for a registration.
         """
         state = self._record.state
         if state in ACTIVE_STATES:
@@ -273,7 +177,7 @@ class AgentActor(PooledActor):
         if write is None or (write.done() and not write.failed()):
             return "started"
         self._unconfirmed_start = write
-        self._deps.unconfirmed_starts.append((stored.agent_id, self._generation, write, stored))
+        self._deps.supervisor.watch_start.defer(stored.agent_id, self._generation, write, stored)
         return Durable("started", (write,))
 
     def undo_start(self, write: PendingWrite, stored: AgentRecord) -> None:
@@ -319,6 +223,7 @@ class AgentActor(PooledActor):
         self._finish_stop(requeue=True)
         return "stopped"
 
+    @gate_safe
     def heartbeat(self) -> dict[str, Any]:
         """Record liveness and hand over assignments (delivery marks them running).
 
@@ -369,6 +274,7 @@ class AgentActor(PooledActor):
                 return
         self._deps.scheduler.mark_running.defer(agent_id, delivered)
 
+    @gate_safe
     def assign(self, assignment: Assignment) -> None:
         """Take a task from the Scheduler, or hand it back if no longer able to."""
         held = self._assignments.get(assignment.key)
@@ -388,6 +294,7 @@ class AgentActor(PooledActor):
         else:
             self._undelivered.add(assignment.key)
 
+    @gate_safe
     def sync_assignments(self, assignments: list[Assignment]) -> None:
         """Hold exactly these assignments: the Scheduler rebuilt itself from the store.
 
@@ -408,6 +315,7 @@ class AgentActor(PooledActor):
                     self._undelivered.add(key)
         self._sync_tasks()
 
+    @gate_safe
     def release(self, key: str) -> None:
         """Forget a task that ended, was cancelled or was taken away."""
         if self._assignments.pop(key, None) is None:
@@ -468,6 +376,7 @@ class AgentActor(PooledActor):
 
     # ---------------------------------------------- in-process worker reports
 
+    @gate_safe
     def task_done(self, key: str, attempt: int, result: Any) -> None:
         """A worker finished a task; forward the result to the Scheduler."""
         if key not in self._assignments:
@@ -585,10 +494,10 @@ class _Runner:
     def __init__(
         self,
         factory: Callable[[], Agent],
-        actor: Any,
+        actor: AgentProxy,
         slots: int,
         agent_id: str,
-        gate: Gate | None = None,
+        gate: ActorGate | None = None,
     ) -> None:
         self._factory = factory
         self._actor = actor
@@ -603,7 +512,7 @@ class _Runner:
         # when the actor crashed report (see ``close``); both under ``_lock``.
         self._lock = threading.Lock()
         self._in_flight: set[tuple[str, int]] = set()
-        self._orphans_to: Any = None
+        self._orphans_to: SchedulerProxy | None = None
         self._crash_error = ""
         self.resize(slots)
 
@@ -620,7 +529,9 @@ class _Runner:
     def submit(self, assignment: Assignment) -> None:
         self._queue.put(assignment)
 
-    def close(self, orphans_to: Any = None, error: str = "") -> frozenset[tuple[str, int]]:
+    def close(
+        self, orphans_to: SchedulerProxy | None = None, error: str = ""
+    ) -> frozenset[tuple[str, int]]:
         """Take no more work; returns the attempts whose ``handle`` is still running.
 
         With ``orphans_to`` (the Scheduler, when the actor crashed) each such run

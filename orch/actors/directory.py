@@ -13,9 +13,13 @@ from __future__ import annotations
 import collections
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from orch.model import AgentRecord, AgentState
+
+if TYPE_CHECKING:
+    from orch.actors.proxies import AgentProxy
+    from orch.runtime import ActorGate
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +27,10 @@ class Entry:
     """One agent: its latest record, its live actor (if any) and its credential."""
 
     record: AgentRecord
-    actor: Any  # AgentActor proxy; None while the agent is failed or awaiting restart
+    actor: AgentProxy | None  # None while the agent is failed or awaiting restart
     generation: int
     token_hash: str = field(repr=False)  # as good as the token to a reader: never shown
-    gate: Any = None  # the actor's ``Gate`` for direct calls; None without a live actor
+    gate: ActorGate | None = None  # for direct calls; None without a live actor
 
 
 class Directory:
@@ -86,7 +90,9 @@ class Directory:
                 self._by_token_hash.pop(old.token_hash, None)
                 self._count(old.record, None)
 
-    def attach_actor(self, agent_id: str, generation: int, actor: Any, gate: Any = None) -> None:
+    def attach_actor(
+        self, agent_id: str, generation: int, actor: AgentProxy, gate: ActorGate | None = None
+    ) -> None:
         """Record the proxy (and gate) of a just-started actor without touching its record."""
         with self._write_lock:
             entry = self._entries.get(agent_id)

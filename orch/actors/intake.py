@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -37,6 +37,9 @@ from orch.integrations.todo import (
 )
 from orch.model import AgentState, TaskSpec, TaskState
 from orch.store.base import Durable, Store
+
+if TYPE_CHECKING:
+    from orch.actors.proxies import SchedulerProxy
 
 logger = logging.getLogger("orch.intake")
 
@@ -78,7 +81,7 @@ class Intake(pykka.ThreadingActor):
         self._events = events
         self._directory = directory
         self._settings = settings
-        self._scheduler: Any = None
+        self._scheduler: SchedulerProxy | None = None
         self._reservations: dict[str, dict[str, Any]] = {}
         self._next_poll = 0.0
         self._failures = 0
@@ -92,7 +95,7 @@ class Intake(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._client.close()
 
-    def set_scheduler(self, scheduler: Any) -> None:
+    def set_scheduler(self, scheduler: SchedulerProxy) -> None:
         self._scheduler = scheduler
 
     def recover(self) -> int:

@@ -30,7 +30,7 @@ import heapq
 import itertools
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -39,6 +39,9 @@ from orch.errors import Conflict, NotFound, OrchestratorError, StoreError, Unava
 from orch.events import Events
 from orch.model import LockGrant, LockMode
 from orch.store.base import Store
+
+if TYPE_CHECKING:
+    from orch.actors.proxies import SchedulerProxy
 
 logger = logging.getLogger("orch.locks")
 
@@ -80,7 +83,7 @@ class LockBroker(pykka.ThreadingActor):
         self._clock = clock
         self._events = events
         self._max_ttl_s = max_ttl_s
-        self._scheduler: Any = None
+        self._scheduler: SchedulerProxy | None = None
         self._grants: dict[str, dict[Holder, LockGrant]] = {}
         self._by_agent: dict[str, set[tuple[str, Holder]]] = collections.defaultdict(set)
         self._by_task: dict[str, set[str]] = collections.defaultdict(set)
@@ -119,7 +122,7 @@ class LockBroker(pykka.ThreadingActor):
             self._answer(waiter, Unavailable(reason))
         return len(waiters)
 
-    def set_scheduler(self, scheduler: Any) -> None:
+    def set_scheduler(self, scheduler: SchedulerProxy) -> None:
         self._scheduler = scheduler
 
     # ------------------------------------------------------------ agents' API

@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 import pykka
 
-from orch.actors.gate import ActorGate
 from orch.actors.matching import AgentSlot, Matcher, Requirement
 from orch.actors.records import evolve
 from orch.clock import Clock
@@ -43,6 +42,7 @@ from orch.model import (
     retry_delay_s,
     task_key,
 )
+from orch.runtime import ActorGate, GatedActor, gate_safe
 from orch.store.base import Durable, PendingWrite, Store
 
 logger = logging.getLogger("orch.scheduler")
@@ -96,8 +96,8 @@ class TaskView:
 def _tell(slot: AgentSlot, method: str, *args: Any) -> None:
     """A one-way message to an agent's actor, run here without a hand-off when it is idle.
 
-    The AgentActor's handlers for these messages never ask the Scheduler back, so
-    running them in this thread cannot deadlock (see ``Gate``).
+    The AgentActor's handlers for these messages are ``gate_safe``: they never ask
+    the Scheduler back, so running them in this thread cannot deadlock.
     """
     if slot.gate is not None:
         slot.gate.tell(slot.actor, method, *args)
@@ -123,10 +123,10 @@ def task_key_of_lock_owner(owner: str) -> str:
     return owner.rpartition("#")[0] or owner
 
 
-class Scheduler(pykka.ThreadingActor):
+class Scheduler(GatedActor):
     """Queue, assignment and task lifecycle; its public methods are its messages.
 
-    Its ``gate`` (``orch/actors/gate.py``) lets the facade submit, complete and read
+    Its ``gate`` (``orch/runtime/gate.py``) lets the facade submit, complete and read
     tasks in the caller's thread while the Scheduler is idle: over HTTP each of those
     asks was a fifth of a task cycle's CPU in thread hand-offs (bench/README.md).
     """
@@ -142,8 +142,7 @@ class Scheduler(pykka.ThreadingActor):
         view: TaskView | None = None,
         gate: ActorGate | None = None,
     ) -> None:
-        super().__init__()
-        self._gate = gate or ActorGate()
+        super().__init__(gate=gate)
         self._view = view or TaskView()
         self._store = store
         self._clock = clock
@@ -177,13 +176,7 @@ class Scheduler(pykka.ThreadingActor):
     # ------------------------------------------------------------ recovery
 
     def on_start(self) -> None:
-        with self._gate.lock:
-            self._load_state(initial=True)
-            self._gate.attach(self)
-
-    def _handle_receive(self, message: Any) -> Any:
-        """Every message under the gate's lock, finished in the inbox before it is let go."""
-        return self._gate.receive(self, super()._handle_receive, message)
+        self._load_state(initial=True)
 
     def _load_state(self, *, initial: bool) -> None:
         """Rebuild the queue and the assignment table from the store.
@@ -292,6 +285,7 @@ class Scheduler(pykka.ThreadingActor):
 
     # ------------------------------------------------------------ submission
 
+    @gate_safe
     @answers_when_durable
     def submit(self, spec: TaskSpec, agent_id: str | None = None, force: bool = False) -> Task:
         """Queue a task, or assign it straight to ``agent_id``; returns it as it now is.
@@ -447,6 +441,7 @@ class Scheduler(pykka.ThreadingActor):
             self._lease_lost(task, "agent refused the assignment", count_attempt=False)
             self._dispatch()
 
+    @gate_safe
     def mark_running(self, agent_id: str, delivered: list[tuple[str, int]]) -> None:
         """The agent has received these assignments."""
         for key, attempt in delivered:
@@ -478,6 +473,7 @@ class Scheduler(pykka.ThreadingActor):
 
     # -------------------------------------------------------------- outcomes
 
+    @gate_safe
     @answers_when_durable
     def complete(
         self, agent_id: str, task_id: TaskId, result: Any = None, attempt: int | None = None
@@ -488,6 +484,7 @@ class Scheduler(pykka.ThreadingActor):
         self._dispatch()
         return done
 
+    @gate_safe
     @answers_when_durable
     def fail(
         self,
@@ -519,6 +516,7 @@ class Scheduler(pykka.ThreadingActor):
         except OrchestratorError as exc:
             logger.info("dropped failure of %s by %s: %s", key, agent_id, exc)
 
+    @gate_safe
     @answers_when_durable
     def cancel(self, task_id: TaskId) -> Task:
         """Cancel a task that has not ended; its agent and locks are released."""
@@ -614,6 +612,7 @@ class Scheduler(pykka.ThreadingActor):
 
     # --------------------------------------------------------------- reading
 
+    @gate_safe
     def get(self, task_id: TaskId) -> Task:
         """One task; ``NotFound`` if unknown."""
         return self._get(task_id)

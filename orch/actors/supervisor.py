@@ -19,20 +19,23 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pykka
 
-from orch.actors.agent import AgentActor, AgentDeps, Gate
+from orch.actors.agent import AgentActor, AgentDeps
 from orch.actors.directory import Directory, Entry
-from orch.actors.pool import ActorPool
 from orch.agent import Agent
 from orch.clock import Clock
 from orch.config import Settings
 from orch.errors import Conflict, NotFound, OrchestratorError, Unavailable
 from orch.events import Events
 from orch.model import AgentConfig, AgentRecord, AgentState
+from orch.runtime import ActorGate, ActorPool, LightProxy
 from orch.store.base import Durable, PendingWrite, Store
+
+if TYPE_CHECKING:
+    from orch.actors.proxies import AgentProxy, LockBrokerProxy, SchedulerProxy, SupervisorProxy
 
 logger = logging.getLogger("orch.supervisor")
 
@@ -68,6 +71,11 @@ class Supervisor(pykka.ThreadingActor):
         self._unconfirmed: collections.deque[tuple[str, int, Entry | None, PendingWrite]] = (
             collections.deque()
         )
+        # Starts answered before their write committed, oldest first (``watch_start``):
+        # (agent id, generation, write, the record as stored before the start).
+        self._unconfirmed_starts: collections.deque[tuple[str, int, PendingWrite, AgentRecord]] = (
+            collections.deque()
+        )
 
     def on_start(self) -> None:
         self._config_defaults = self._store.load_config_defaults()
@@ -76,7 +84,12 @@ class Supervisor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._pool.close()
 
-    def wire(self, scheduler: Any, lock_broker: Any, scheduler_gate: Any = None) -> None:
+    def wire(
+        self,
+        scheduler: SchedulerProxy,
+        lock_broker: LockBrokerProxy,
+        scheduler_gate: ActorGate | None = None,
+    ) -> None:
         """Give the Supervisor what its children need; called once by the Orchestrator."""
         self._deps = AgentDeps(
             store=self._store,
@@ -86,7 +99,7 @@ class Supervisor(pykka.ThreadingActor):
             settings=self._settings,
             scheduler=scheduler,
             lock_broker=lock_broker,
-            supervisor=self.actor_ref.proxy(),
+            supervisor=cast("SupervisorProxy", self.actor_ref.proxy()),
             pool=self._pool,
             scheduler_gate=scheduler_gate,
         )
@@ -200,7 +213,7 @@ class Supervisor(pykka.ThreadingActor):
         every tick, and at once by the facade when an answer's write failed.
         """
         undone = 0
-        starts = self._deps.unconfirmed_starts if self._deps is not None else None
+        starts = self._unconfirmed_starts
         while starts and starts[0][2].done():
             agent_id, generation, write, stored = starts.popleft()
             current = self._directory.get(agent_id)
@@ -224,6 +237,17 @@ class Supervisor(pykka.ThreadingActor):
             logger.error("registration of agent %s was not stored; undone", agent_id)
             undone += 1
         return undone
+
+    def watch_start(
+        self, agent_id: str, generation: int, write: PendingWrite, stored: AgentRecord
+    ) -> None:
+        """Watch the write of a start its agent answered before it committed.
+
+        Told by the agent's actor (``AgentActor.start_agent``); ``stored`` is the
+        agent's record as the store still holds it. If the write fails,
+        ``check_writes`` has the start undone.
+        """
+        self._unconfirmed_starts.append((agent_id, generation, write, stored))
 
     def deregister(self, agent_id: str) -> None:
         """Remove an agent; its tasks are requeued and its locks released."""
@@ -297,7 +321,7 @@ class Supervisor(pykka.ThreadingActor):
     def tick(self) -> None:
         """Restart children whose backoff has run out; settle unconfirmed registrations
         and starts."""
-        if self._unconfirmed or (self._deps is not None and self._deps.unconfirmed_starts):
+        if self._unconfirmed or self._unconfirmed_starts:
             self.check_writes()
         now = self._clock.monotonic()
         for agent_id, due in list(self._due_restarts.items()):
@@ -358,7 +382,7 @@ class Supervisor(pykka.ThreadingActor):
         generation = self._generation
         # The entry goes in first so the actor's first publish finds its generation.
         self._directory.put(Entry(record, None, generation, token_hash))
-        gate = Gate()
+        gate = ActorGate()
         ref = AgentActor.start(
             record,
             generation,
@@ -368,7 +392,8 @@ class Supervisor(pykka.ThreadingActor):
             registered,
         )
         self._children[record.agent_id] = ref
-        self._directory.attach_actor(record.agent_id, generation, gate.proxy, gate)
+        proxy = cast("AgentProxy", LightProxy(ref))
+        self._directory.attach_actor(record.agent_id, generation, proxy, gate)
         return generation
 
     def _stop_child(self, agent_id: str) -> None:

@@ -1,7 +1,7 @@
 """``Calls``: the one call path from a controller to an actor.
 
 A controller never waits on a Pykka future itself: it hands the future (or the
-message, for one that may run through a gate) to ``Calls``, which waits with the ask
+message's name and arguments, ``call``) to ``Calls``, which waits with the ask
 timeout, maps Pykka's failures to the domain's errors and settles ``Durable``
 answers (waits for the writes behind them) before giving the answer back.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import pykka
 
-from orch.actors.gate import ActorGate
 from orch.errors import StoreError, Timeout, Unavailable
+from orch.runtime.gate import ActorGate
 from orch.store.base import Durable
 
 
@@ -38,7 +38,8 @@ class Calls:
         self._on_write_failed = on_write_failed
 
     def call(self, handle: ActorHandle, method: str, *args: Any) -> Any:
-        """``method``'s answer: run through the actor's gate if it lets us, else asked.
+        """``method``'s answer: run through the actor's gate if the message is declared
+        ``gate_safe`` and the actor is idle, else asked through its inbox.
 
         Run here, the message's own tells and asks (the LockBroker's, for tasks with
         resources) fail in this thread, so Pykka's failures are mapped as for an ask,

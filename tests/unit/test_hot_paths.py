@@ -1,14 +1,14 @@
 """The mechanisms that keep hot paths short (issue 8) keep their guarantees.
 
-* ``Gate``: an AgentActor message runs in the caller's thread only when the actor is
-  idle with an empty inbox, so an assignment sent before a heartbeat is in its answer.
+* The gate (``orch/runtime/gate.py``, tested in ``test_runtime_gate.py``): an
+  AgentActor message runs in the caller's thread only when the actor is idle with an
+  empty inbox, so an assignment sent before a heartbeat is in its answer.
 * Registration is pipelined: a registration whose commit fails is refused and undone.
-* ``AgentProxy`` sends Pykka's own messages; ``TaskView`` answers ended tasks.
+* An agent's ``LightProxy`` sends Pykka's own messages; ``TaskView`` answers ended tasks.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 from typing import Any
 
@@ -16,58 +16,36 @@ import pykka
 import pytest
 
 from orch import Agent, ManualClock, Orchestrator, Settings
-from orch.actors.agent import AgentProxy, Gate
+from orch.actors.agent import AgentActor
+from orch.actors.scheduler import Scheduler
+from orch.actors.supervisor import Supervisor
 from orch.errors import Conflict, StoreError, Timeout
 from orch.model import TaskState
+from orch.runtime import LightProxy, gate_safe_messages
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
 from tests.unit.test_durable_answers import FailingCommits
 
 
-class _StubActor:
-    """Just what ``Gate`` looks at: an inbox and a stopped flag."""
-
-    def __init__(self) -> None:
-        self.actor_inbox: queue.Queue[Any] = queue.Queue()
-        self.actor_stopped = threading.Event()
-        self.calls = 0
-
-    def ping(self) -> str:
-        self.calls += 1
-        return "pong"
-
-
-def _open_gate(actor: _StubActor) -> Gate:
-    gate = Gate()
-    gate.attach(actor)
-    return gate
-
-
-def test_gate_runs_only_when_the_inbox_has_nothing_unfinished():
-    actor = _StubActor()
-    gate = _open_gate(actor)
-    assert gate.try_call("ping") == (True, "pong")
-    actor.actor_inbox.put("an earlier message")  # sent before the call, not yet handled
-    assert gate.try_call("ping") == (False, None)
-    actor.actor_inbox.get()  # taken by the actor but still being handled
-    assert gate.try_call("ping") == (False, None)
-    actor.actor_inbox.task_done()  # handled
-    assert gate.try_call("ping") == (True, "pong")
-    assert actor.calls == 2 and gate.direct_calls == 2
-
-
-def test_gate_declines_while_the_actor_is_busy_closed_or_stopped():
-    actor = _StubActor()
-    gate = _open_gate(actor)
-    with gate.lock:  # the actor is handling a message
-        assert gate.try_call("ping") == (False, None)
-    gate.open = False  # a message raised: its fate is not settled yet
-    assert gate.try_call("ping") == (False, None)
-    gate.open = True
-    actor.actor_stopped.set()
-    assert gate.try_call("ping") == (False, None)
-    assert Gate().try_call("ping") == (False, None)  # actor not started yet
-    assert actor.calls == 0
+def test_exactly_the_hot_messages_are_declared_gate_safe():
+    assert gate_safe_messages(AgentActor) == {
+        "heartbeat",
+        "start_agent",
+        "assign",
+        "release",
+        "sync_assignments",
+        "task_done",
+    }
+    assert gate_safe_messages(Scheduler) == {
+        "submit",
+        "complete",
+        "fail",
+        "cancel",
+        "get",
+        "mark_running",
+    }
+    # A registration may block in the store, where only an ask's timeout gives a 503.
+    assert gate_safe_messages(Supervisor) == frozenset()
 
 
 def test_a_heartbeat_without_a_hop_delivers_an_assignment_made_just_before(orch):
@@ -192,7 +170,7 @@ def test_agent_proxy_sends_pykka_messages():
     try:
         orch.register_agent("a1", "implementation")
         proxy = orch.directory.get("a1").actor
-        assert isinstance(proxy, AgentProxy)
+        assert isinstance(proxy, LightProxy)
         assert proxy.describe().get(timeout=5).agent_id == "a1"
         proxy.check_liveness.defer()
         with pytest.raises(AttributeError):

@@ -1,4 +1,4 @@
-"""``orch/actors/pool.py``: Pykka actors sharing a few threads keep Pykka's guarantees."""
+"""``orch/runtime/pool.py``: Pykka actors sharing a few threads keep Pykka's guarantees."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pykka
 import pytest
 
-from orch.actors.pool import SLICE, ActorPool, PooledActor
+from orch.runtime.pool import SLICE, ActorPool, PooledActor
 from tests.conftest import wait_until
 
 

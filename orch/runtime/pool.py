@@ -1,9 +1,9 @@
 """Pykka actors that share a few threads instead of having one each.
 
 Why: a ``ThreadingActor`` is a thread, and a fleet of 10,000 agents was 10,000 threads.
-Even idle, blocked on their inboxes, they slowed the whole process: in one process the
-raw Pykka ask round trip fell from ~26,000/s to ~6,500/s beside 10,000 idle threads,
-and assignment at 10,000 agents ran at a quarter of the rate at 100 (bench/README.md).
+Even idle, blocked on their inboxes, they slowed the whole process: every actor round
+trip and assignment at 10,000 agents ran at a fraction of their rate at 100
+(bench/README.md).
 Starting a thread per registration was also a good part of registering a fleet.
 
 A ``PooledActor`` is still a Pykka actor: the same ``ActorRef``, ``tell``/``ask``,
@@ -76,11 +76,11 @@ class ActorPool:
 class _Inbox:
     """A Pykka inbox that wakes its actor when mail arrives.
 
-    The part of ``queue.Queue`` that Pykka and the Gate use (``put``, ``get``,
+    The part of ``queue.Queue`` that Pykka and the gate use (``put``, ``get``,
     ``get_nowait``, ``empty``, ``qsize``, ``task_done``, ``unfinished_tasks``), on a
     deque and one lock: no thread ever blocks waiting on a pooled actor's inbox, so
     the three Conditions a Queue builds are not needed, and building them was a
-    twentieth of registering an agent (bench/README.md).
+    measurable part of registering an agent (bench/README.md).
     """
 
     __slots__ = ("_actor", "_items", "_lock", "unfinished_tasks")
