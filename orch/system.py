@@ -369,8 +369,8 @@ class Orchestrator:
 
         The Scheduler and Supervisor apply a change before its commit; one that did
         not commit must not stay in memory. ``Calls.settle`` calls this when a write
-        it waited for failed, and so does whoever deferred the wait
-        (``orch.store.base.deferring_writes``).
+        it waited for failed, and so does a transport that held an answer for its
+        writes itself (``Durable.result_holding``).
         """
         with contextlib.suppress(pykka.ActorDeadError):
             self.actors.scheduler.check_writes.defer()

@@ -23,6 +23,7 @@ from orch.model import (
     validate_int,
     validate_names,
 )
+from orch.store.base import PendingWrite
 from orch.tokens import hash_token, new_token
 from orch.validation import json_copy, parse_enum, validate_bool
 
@@ -127,13 +128,20 @@ class AgentsController:
         )
         return token
 
-    def start_agent(self, agent_id: str) -> dict[str, Any]:
-        """Admit an agent to scheduling: status ``started`` or ``already_active``."""
+    def start_agent(
+        self, agent_id: str, *, answer_writes: list[PendingWrite] | None = None
+    ) -> dict[str, Any]:
+        """Admit an agent to scheduling: status ``started`` or ``already_active``.
+
+        ``answer_writes`` is for a transport that holds the answer back itself until
+        the writes behind it are durable (the HTTP loop): they are appended there
+        instead of waited for. Leave it out and the answer is stored when it returns.
+        """
         entry = self._actors.entry(agent_id)
         if entry.actor is None:
-            status = self._calls.ask(self._actors.supervisor.revive(agent_id))
+            status = self._calls.ask(self._actors.supervisor.revive(agent_id), answer_writes)
         else:
-            status = self._actors.agent_call(entry, "start_agent")
+            status = self._actors.agent_call(entry, "start_agent", answer_writes=answer_writes)
         return {"agent_id": agent_id, "status": status}
 
     def stop_agent(self, agent_id: str, drain: bool = True) -> dict[str, Any]:
@@ -148,9 +156,17 @@ class AgentsController:
         self._calls.ask(self._actors.supervisor.deregister(agent_id))
         return {"agent_id": agent_id, "status": "deregistered"}
 
-    def heartbeat(self, agent_id: str) -> dict[str, Any]:
-        """Prove liveness; returns state, current assignments and config version."""
-        answer = self._actors.agent_call(self._actors.live_entry(agent_id), "heartbeat")
+    def heartbeat(
+        self, agent_id: str, *, answer_writes: list[PendingWrite] | None = None
+    ) -> dict[str, Any]:
+        """Prove liveness; returns state, current assignments and config version.
+
+        ``answer_writes`` is for a transport that holds the answer back itself until
+        the writes behind it are durable (the HTTP loop): they are appended there
+        instead of waited for. Leave it out and the answer is stored when it returns.
+        """
+        entry = self._actors.live_entry(agent_id)
+        answer = self._actors.agent_call(entry, "heartbeat", answer_writes=answer_writes)
         self._events.signal("heartbeat")
         return answer
 

@@ -18,6 +18,7 @@ from orch.actors.scheduler import TaskView
 from orch.errors import Conflict, NotFound, Unavailable
 from orch.model import AgentState, TaskId, validate_id
 from orch.runtime import ActorHandle, Calls
+from orch.store.base import PendingWrite
 
 NOT_STARTED = "the orchestrator is not started; use `with Orchestrator() as orch` or call start()"
 STOPPED = "the orchestrator has stopped; a stopped one cannot restart, create a new Orchestrator"
@@ -98,13 +99,25 @@ class Actors:
         if not self.started:
             raise Unavailable(STOPPED if self.refs else NOT_STARTED)
 
-    def scheduler_call(self, method: str, *args: Any) -> Any:
-        """Run a Scheduler message here if it is idle (its gate lets us), else ask it."""
-        return self.calls.call(self._scheduler_handle, method, *args)
+    def scheduler_call(
+        self, method: str, *args: Any, answer_writes: list[PendingWrite] | None = None
+    ) -> Any:
+        """Run a Scheduler message here if it is idle (its gate lets us), else ask it.
 
-    def agent_call(self, entry: Entry, method: str, *args: Any) -> Any:
+        ``answer_writes``: see ``Calls.settle`` (a caller that holds the answer itself).
+        """
+        return self.calls.call(self._scheduler_handle, method, *args, answer_writes=answer_writes)
+
+    def agent_call(
+        self,
+        entry: Entry,
+        method: str,
+        *args: Any,
+        answer_writes: list[PendingWrite] | None = None,
+    ) -> Any:
         """Run an AgentActor message here if its actor is idle (its gate), else ask it."""
-        return self.calls.call(ActorHandle(entry.actor, entry.gate), method, *args)
+        handle = ActorHandle(entry.actor, entry.gate)
+        return self.calls.call(handle, method, *args, answer_writes=answer_writes)
 
     def entry(self, agent_id: str) -> Entry:
         """The agent's published entry; ``NotFound`` if there is no such agent."""

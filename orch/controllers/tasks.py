@@ -25,6 +25,7 @@ from orch.model import (
     validate_int,
     validate_task_id,
 )
+from orch.store.base import PendingWrite
 from orch.validation import MAX_PAYLOAD_BYTES, json_copy, parse_enum, validate_bool
 
 #: The longest error message kept of a failure report.
@@ -120,12 +121,17 @@ class TasksController:
         timeout_s: float | None = None,
         force: bool = False,
         submitter: str | None = None,
+        answer_writes: list[PendingWrite] | None = None,
     ) -> dict[str, Any]:
         """Assign to a named agent, or queue: ``{task_id, status, agent_id}``.
 
         ``status`` is ``assigned`` when an agent holds it now, else ``queued``. A
         ``submitter`` (the REST API passes the client's address) may have at most
         ``max_queued_tasks_per_submitter`` tasks queued; beyond, ``TooManyRequests``.
+
+        ``answer_writes`` is for a transport that holds the answer back itself until
+        the writes behind it are durable (the HTTP loop): they are appended there
+        instead of waited for. Leave it out and the answer is stored when it returns.
         """
         if agent_id is not None:
             self._actors.entry(agent_id)
@@ -141,11 +147,20 @@ class TasksController:
             force=force,
             agent_id=agent_id,
             submitter=submitter,
+            answer_writes=answer_writes,
         )
         status = "assigned" if task.state in (TaskState.ASSIGNED, TaskState.RUNNING) else "queued"
         return {"task_id": task.spec.task_id, "status": status, "agent_id": task.agent_id}
 
-    def _submit(self, payload: Any, *, agent_id: str | None, force: bool, **fields: Any) -> Task:
+    def _submit(
+        self,
+        payload: Any,
+        *,
+        agent_id: str | None,
+        force: bool,
+        answer_writes: list[PendingWrite] | None = None,
+        **fields: Any,
+    ) -> Task:
         validate_bool("force", force)
         if fields["task_id"] is None:
             fields["task_id"] = f"task-{secrets.token_hex(8)}"
@@ -154,7 +169,9 @@ class TasksController:
         spec = TaskSpec.build(
             payload=json_copy("payload", dict(payload or {}), MAX_PAYLOAD_BYTES), **fields
         )
-        return self._actors.scheduler_call("submit", spec, agent_id, force)
+        return self._actors.scheduler_call(
+            "submit", spec, agent_id, force, answer_writes=answer_writes
+        )
 
     def wait_for_task(self, task_id: TaskId, timeout: float | None = None) -> Task:
         """Block until the task ends; ``Timeout`` if it does not within ``timeout``."""
@@ -170,25 +187,55 @@ class TasksController:
         except pykka.Timeout:
             raise Timeout(f"task {task_id!r} has not ended after {timeout}s") from None
 
-    def complete_task(self, agent_id: str, task_id: TaskId, result: Any = None) -> dict[str, Any]:
-        """The agent holding the task reports success: ``{task_id, status: "completed"}``."""
+    def complete_task(
+        self,
+        agent_id: str,
+        task_id: TaskId,
+        result: Any = None,
+        *,
+        answer_writes: list[PendingWrite] | None = None,
+    ) -> dict[str, Any]:
+        """The agent holding the task reports success: ``{task_id, status: "completed"}``.
+
+        ``answer_writes`` is for a transport that holds the answer back itself until
+        the writes behind it are durable (the HTTP loop): they are appended there
+        instead of waited for. Leave it out and the answer is stored when it returns.
+        """
         validate_id("agent_id", agent_id)
         task_id = validate_task_id(task_id)
         result = json_copy("result", result, MAX_PAYLOAD_BYTES)
-        task: Task = self._actors.scheduler_call("complete", agent_id, task_id, result)
+        task: Task = self._actors.scheduler_call(
+            "complete", agent_id, task_id, result, answer_writes=answer_writes
+        )
         return {"task_id": task.spec.task_id, "status": str(task.state)}
 
     def fail_task(
-        self, agent_id: str, task_id: TaskId, error: str, retryable: bool = True
+        self,
+        agent_id: str,
+        task_id: TaskId,
+        error: str,
+        retryable: bool = True,
+        *,
+        answer_writes: list[PendingWrite] | None = None,
     ) -> dict[str, Any]:
-        """The agent holding the task reports failure; retried by policy unless not retryable."""
+        """The agent holding the task reports failure; retried by policy unless not retryable.
+
+        ``answer_writes`` is for a transport that holds the answer back itself until
+        the writes behind it are durable (the HTTP loop): they are appended there
+        instead of waited for. Leave it out and the answer is stored when it returns.
+        """
         validate_id("agent_id", agent_id)
         task_id = validate_task_id(task_id)
         if not isinstance(error, str) or not error:
             raise Invalid("error", "must be a non-empty string")
         validate_bool("retryable", retryable)
         task: Task = self._actors.scheduler_call(
-            "fail", agent_id, task_id, error[:MAX_ERROR_CHARS], retryable
+            "fail",
+            agent_id,
+            task_id,
+            error[:MAX_ERROR_CHARS],
+            retryable,
+            answer_writes=answer_writes,
         )
         return {"task_id": task.spec.task_id, "status": str(task.state), "attempts": task.attempts}
 

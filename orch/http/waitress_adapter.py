@@ -112,7 +112,7 @@ whose tested range is ``TESTED_WAITRESS``, pinned in setup.cfg.
   ``status``, ``response_headers``, ``content_length``, ``wrote_header``,
   ``has_body``, ``set_close_on_finish``, ``write``.
 - ``ErrorTask`` (subclassed): ``execute``.
-- ``WSGITask`` (subclassed): ``write``.
+- ``WSGITask`` (subclassed): ``write``, ``get_environment``.
 - ``Error`` (what a refused request's ``error`` is): ``code``, ``reason``, ``body``.
 - ``BaseWSGIServer``: ``channel_class``, ``add_task``, ``pull_trigger``, ``readable``,
   ``next_channel_cleanup``, ``active_channels``, ``task_dispatcher``, ``_map``,
@@ -145,8 +145,9 @@ from waitress.task import ErrorTask, WSGITask
 
 from orch.errors import Invalid, StoreError
 from orch.http.errors import PROBLEM_JSON, PROBLEM_TYPE, HeadersTooLarge, PayloadTooLarge
+from orch.http.resources.base import ANSWER_WRITES
 from orch.model import AgentState
-from orch.store.base import PendingWrite, deferring_writes
+from orch.store.base import PendingWrite
 from orch.system import Orchestrator
 
 logger = logging.getLogger("orch.http")
@@ -227,6 +228,7 @@ WAITRESS_INTERNALS: dict[str, tuple[str, ...]] = {
         "wasyncore.readwrite(obj, flags)",
     ),
     "answers on the loop thread (InlineAnswers)": (
+        "WSGITask.get_environment()",
         "BaseWSGIServer.add_task(task)",
         "BaseWSGIServer.pull_trigger()",
         "HTTPChannel.received(data)",
@@ -361,7 +363,18 @@ class ProblemErrorTask(ErrorTask):
 
 
 class OneSendTask(WSGITask):
-    """Waitress's WSGI task, sending the head of an answer with its first body bytes."""
+    """Waitress's WSGI task, sending the head of an answer with its first body bytes.
+
+    It also hands the app the list collecting an inline answer's writes
+    (``InlineAnswers._service_collecting_writes``) under ``ANSWER_WRITES``.
+    """
+
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        writes = self.channel.answer_writes
+        if writes is not None:
+            environ[ANSWER_WRITES] = writes
+        return environ
 
     def write(self, data: bytes) -> None:
         channel = self.channel
@@ -390,6 +403,8 @@ class GuardedChannel(HTTPChannel):
     task_class = OneSendTask
     #: While set (by ``OneSendTask``), writes are gathered here instead of sent.
     held_writes: list[bytes] | None = None
+    #: While the loop runs this channel's request, the store writes its answer waits for.
+    answer_writes: list[PendingWrite] | None = None
     # For answers given on the loop's thread (``InlineAnswers``):
     #: while true, the answer being written is buffered, not sent;
     buffer_only = False
@@ -627,13 +642,19 @@ class InlineAnswers:
 
     @staticmethod
     def _service_collecting_writes(channel: Any) -> list[PendingWrite]:
-        """The Store seam for held answers: run the request, return the writes behind it.
+        """Run the request, and return the writes its answer must wait for.
 
-        Inside ``deferring_writes`` an answer does not wait for its commits; they are
-        handed back here, still in flight, for the answer to be held until they are done.
+        The list reaches the app through the request's environ (``ANSWER_WRITES``, set
+        by ``OneSendTask``): the resources hand it to the facade, which appends the
+        writes still in flight there instead of waiting for them. Passed explicitly,
+        never through a thread-local: a call that is not given it waits for its commit.
         """
-        with deferring_writes() as writes:
+        writes: list[PendingWrite] = []
+        channel.answer_writes = writes
+        try:
             channel.service()
+        finally:
+            channel.answer_writes = None
         return writes
 
     def start(self) -> None:

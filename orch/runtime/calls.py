@@ -17,7 +17,7 @@ import pykka
 
 from orch.errors import StoreError, Timeout, Unavailable
 from orch.runtime.gate import ActorGate
-from orch.store.base import Durable
+from orch.store.base import Durable, PendingWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,13 @@ class Calls:
         # change was applied in memory.
         self._on_write_failed = on_write_failed
 
-    def call(self, handle: ActorHandle, method: str, *args: Any) -> Any:
+    def call(
+        self,
+        handle: ActorHandle,
+        method: str,
+        *args: Any,
+        answer_writes: list[PendingWrite] | None = None,
+    ) -> Any:
         """``method``'s answer: run through the actor's gate if the message is declared
         ``gate_safe`` and the actor is idle, else asked through its inbox.
 
@@ -50,18 +56,22 @@ class Calls:
             with self.errors():
                 ran, answer = gate.try_call(method, *args)
             if ran:
-                return self.settle([answer])[0]
-        return self.ask(getattr(handle.proxy, method)(*args))
+                return self.settle([answer], answer_writes)[0]
+        return self.ask(getattr(handle.proxy, method)(*args), answer_writes)
 
-    def ask(self, future: pykka.Future[Any]) -> Any:
+    def ask(
+        self, future: pykka.Future[Any], answer_writes: list[PendingWrite] | None = None
+    ) -> Any:
         """The answer behind ``future``, settled (see ``ask_all``)."""
-        return self.ask_all([future])[0]
+        return self.ask_all([future], answer_writes)[0]
 
-    def ask_all(self, futures: list[pykka.Future[Any]]) -> list[Any]:
+    def ask_all(
+        self, futures: list[pykka.Future[Any]], answer_writes: list[PendingWrite] | None = None
+    ) -> list[Any]:
         """Wait for actor answers, mapping Pykka's failures to the domain's errors."""
         with self.errors():
             answers = pykka.get_all(futures, timeout=self.ask_timeout_s)
-        return self.settle(answers)
+        return self.settle(answers, answer_writes)
 
     @contextlib.contextmanager
     def errors(self) -> Iterator[None]:
@@ -73,10 +83,21 @@ class Calls:
         except pykka.ActorDeadError:
             raise Unavailable("the orchestrator is stopping or an actor has died") from None
 
-    def settle(self, answers: list[Any]) -> list[Any]:
-        """The answers, once the writes of any ``Durable`` among them are committed."""
+    def settle(
+        self, answers: list[Any], answer_writes: list[PendingWrite] | None = None
+    ) -> list[Any]:
+        """The answers, once the writes of any ``Durable`` among them are committed.
+
+        Given ``answer_writes``, the writes still in flight are appended there instead
+        of waited for (``Durable.result_holding``): the caller holds the answer back
+        until they are durable. Every caller that does not is given stored answers.
+        """
         try:
-            return [a.result() if isinstance(a, Durable) else a for a in answers]
+            if answer_writes is None:
+                return [a.result() if isinstance(a, Durable) else a for a in answers]
+            return [
+                a.result_holding(answer_writes) if isinstance(a, Durable) else a for a in answers
+            ]
         except StoreError:
             self._on_write_failed()
             raise

@@ -34,10 +34,9 @@ health monitor's. Stores keep their own locks; callers hold none of theirs.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NotRequired, Protocol, TypedDict, TypeVar
 
@@ -90,39 +89,29 @@ class Durable(Generic[T]):
     def result(self) -> T:
         """The answer, once every write behind it is durable; ``StoreError`` otherwise.
 
-        Inside ``deferring_writes`` (in this thread) writes still in flight are handed
-        to the deferrer instead of waited for; one already failed still raises.
+        This always waits, on every thread: "stored" means one thing everywhere.
         """
-        deferred: list[PendingWrite] | None = getattr(_deferred, "writes", None)
         for write in self.writes:
-            if deferred is not None and not write.done():
-                deferred.append(write)
-            else:
-                write.wait()
+            write.wait()
         return self.value
 
+    def result_holding(self, answer_writes: list[PendingWrite]) -> T:
+        """The answer now, with the writes still in flight appended to ``answer_writes``.
 
-_deferred = threading.local()
-
-
-@contextlib.contextmanager
-def deferring_writes() -> Iterator[list[PendingWrite]]:
-    """Collect, instead of waiting for, the writes behind answers given in this block.
-
-    For a caller that can hold the answer back itself until the writes are durable
-    (the HTTP loop's inline answers, ``orch/http/inline.py``), so that the thread
-    giving the answer need not block on the commit. Whoever uses it takes over the
-    promise: nothing may leave the process before every collected write is done, and
-    a failed one must turn the answer into a refusal and make the actors rebuild
-    (``Orchestrator.recover_from_failed_writes``).
-    """
-    writes: list[PendingWrite] = []
-    outer = getattr(_deferred, "writes", None)
-    _deferred.writes = writes
-    try:
-        yield writes
-    finally:
-        _deferred.writes = outer
+        For a caller that holds the answer back itself until those writes are durable
+        (the HTTP loop, ``orch/http/waitress_adapter.py``), so that the thread giving
+        the answer need not block on the commit. It takes over the promise: nothing
+        may leave the process before every collected write is done, and a failed one
+        must turn the answer into a refusal and make the actors rebuild
+        (``Orchestrator.recover_from_failed_writes``). A write already failed raises
+        ``StoreError`` here, as ``result`` would.
+        """
+        for write in self.writes:
+            if write.done():
+                write.wait()  # returns at once, or raises for a failed write
+            else:
+                answer_writes.append(write)
+        return self.value
 
 
 class CommitSeconds(TypedDict):

@@ -131,7 +131,7 @@ def test_tokens_never_appear_in_logs_access_log_or_exception_logs(
     # A bug while a token is presented: the 500 is logged with its traceback.
     first = tokens[0]
 
-    def broken(agent_id: str) -> dict[str, Any]:
+    def broken(agent_id: str, **options: Any) -> dict[str, Any]:
         raise RuntimeError("heartbeat handler exploded")
 
     monkeypatch.setattr(orch, "heartbeat", broken)

@@ -103,3 +103,58 @@ def test_a_stopped_actor_is_unavailable(calls, handle):
         calls.call(handle, "declared", 1)
     with pytest.raises(Unavailable):
         calls.call(handle, "undeclared", 1)
+
+
+class _InFlight:
+    """A store write still committing until ``end`` is called (``PendingWrite``)."""
+
+    def __init__(self) -> None:
+        self._ended = threading.Event()
+        self._stored = True
+
+    def end(self, stored: bool = True) -> None:
+        self._stored = stored
+        self._ended.set()
+
+    def wait(self) -> None:
+        assert self._ended.wait(10), "the write never ended"
+        if not self._stored:
+            raise StoreError("database or disk is full")
+
+    def done(self) -> bool:
+        return self._ended.is_set()
+
+    def failed(self) -> bool:
+        return self.done() and not self._stored
+
+
+def test_a_durable_answer_is_given_only_once_stored_whoever_settles_it() -> None:
+    """No thread-local or context changes what "stored" means: without a list to
+    collect the writes into, settling waits for the commit, on any thread."""
+    calls = Calls(5.0, lambda: None)
+    write = _InFlight()
+    answers: list[Any] = []
+    settler = threading.Thread(target=lambda: answers.extend(calls.settle([Durable(7, (write,))])))
+    settler.start()
+    settler.join(0.2)
+    assert settler.is_alive() and answers == [], "the answer was given before its commit"
+    write.end()
+    settler.join(5)
+    assert answers == [7]
+
+
+def test_a_caller_holding_the_answer_collects_the_writes_still_in_flight() -> None:
+    calls = Calls(5.0, lambda: None)
+    in_flight, stored = _InFlight(), _Write(stored=True)
+    collected: list[Any] = []
+    assert calls.settle([Durable("ok", (stored, in_flight)), 3], collected) == ["ok", 3]
+    assert collected == [in_flight]  # the ended write is not handed on; nothing waited
+
+
+def test_a_write_already_failed_refuses_the_answer_even_to_a_caller_holding_it() -> None:
+    rebuilt: list[bool] = []
+    calls = Calls(5.0, lambda: rebuilt.append(True))
+    collected: list[Any] = []
+    with pytest.raises(StoreError):
+        calls.settle([Durable("ok", (_Write(stored=False),))], collected)
+    assert rebuilt == [True] and collected == []

@@ -6,7 +6,15 @@ import falcon
 
 from orch.http.auth import Scope, acting_agent
 from orch.http.media import read_body, send
-from orch.http.resources.base import AGENT_STATE, ID, LIMIT, MAX_LIMIT, Resource, status_param
+from orch.http.resources.base import (
+    AGENT_STATE,
+    ID,
+    LIMIT,
+    MAX_LIMIT,
+    Resource,
+    answer_writes,
+    status_param,
+)
 from orch.http.schemas import RegisterAgent, StopAgent
 from orch.model import AgentState
 
@@ -74,7 +82,7 @@ class AgentStart(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
         """Admit the agent to scheduling: ``started`` or ``already_active``."""
-        send(resp, self.orch.start_agent(agent_id))
+        send(resp, self.orch.start_agent(agent_id, answer_writes=answer_writes(req)))
 
 
 class AgentStop(Resource):
@@ -94,7 +102,8 @@ class AgentHeartbeat(Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
         """Prove liveness; the answer lists the agent's assignments and config version."""
-        send(resp, self.orch.heartbeat(acting_agent(req, self.orch, agent_id)))
+        agent_id = acting_agent(req, self.orch, agent_id)
+        send(resp, self.orch.heartbeat(agent_id, answer_writes=answer_writes(req)))
 
 
 class AgentTasks(Resource):

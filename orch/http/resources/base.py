@@ -11,6 +11,7 @@ import msgspec
 from orch.http.auth import Scope
 from orch.http.schemas import Id
 from orch.model import AgentState, TaskState
+from orch.store.base import PendingWrite
 from orch.system import Orchestrator
 from orch.validation import parse_enum
 
@@ -22,6 +23,20 @@ AGENT_STATE = {"type": "string", "enum": [state.value for state in AgentState]}
 TASK_STATE = {"type": "string", "enum": [state.value for state in TaskState]}
 
 S = TypeVar("S", bound=Enum)
+
+#: The WSGI environ key under which the HTTP loop passes the list that collects the
+#: writes behind an answer it holds until they commit (``orch/http/waitress_adapter.py``).
+ANSWER_WRITES = "orch.answer_writes"
+
+
+def answer_writes(req: falcon.Request) -> list[PendingWrite] | None:
+    """The list collecting this request's answer writes, if the loop holds its answer.
+
+    ``None`` (every worker thread, every embedded call): the facade waits for the
+    commit before answering. A list: the request runs on the HTTP loop, which sends
+    the answer only once every write collected there is durable.
+    """
+    return req.env.get(ANSWER_WRITES)
 
 
 def status_param(req: falcon.Request, states: type[S]) -> S | None:

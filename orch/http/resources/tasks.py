@@ -6,7 +6,15 @@ import falcon
 
 from orch.http.auth import Scope, acting_agent
 from orch.http.media import read_body, send
-from orch.http.resources.base import ID, LIMIT, MAX_LIMIT, TASK_STATE, Resource, status_param
+from orch.http.resources.base import (
+    ID,
+    LIMIT,
+    MAX_LIMIT,
+    TASK_STATE,
+    Resource,
+    answer_writes,
+    status_param,
+)
 from orch.http.schemas import AssignTask, CompleteTask, FailTask
 from orch.model import TaskState
 
@@ -36,6 +44,7 @@ class TaskAssignment(Resource):
             force=body.force,
             # The client's address: one flooding client is capped, not everyone.
             submitter=req.remote_addr or "unknown",
+            answer_writes=answer_writes(req),
         )
         send(resp, answer, 200 if answer["status"] == "assigned" else 202)
 
@@ -81,7 +90,12 @@ class TaskCompletion(Resource):
         """The agent holding the task reports success, with an optional ``result``."""
         body = read_body(req, CompleteTask)
         agent_id = acting_agent(req, self.orch, body.agent_id)
-        send(resp, self.orch.complete_task(agent_id, task_id, body.result))
+        send(
+            resp,
+            self.orch.complete_task(
+                agent_id, task_id, body.result, answer_writes=answer_writes(req)
+            ),
+        )
 
 
 class TaskFailure(Resource):
@@ -93,7 +107,10 @@ class TaskFailure(Resource):
         """The agent holding the task reports failure; it is retried by policy."""
         body = read_body(req, FailTask)
         agent_id = acting_agent(req, self.orch, body.agent_id)
-        send(resp, self.orch.fail_task(agent_id, task_id, body.error, body.retryable))
+        answer = self.orch.fail_task(
+            agent_id, task_id, body.error, body.retryable, answer_writes=answer_writes(req)
+        )
+        send(resp, answer)
 
 
 class TaskCancellation(Resource):
