@@ -71,7 +71,7 @@ long-polls, registration, reads, admin calls, what waitress could not parse) sti
 goes to the workers, as does whatever arrives on a worker's thread, the heartbeat of
 an agent marked unhealthy (its recovery is a stored state change it waits for) and
 the start of a failed agent (the Supervisor revives it). An answer is stored before
-it is given (DESIGN.md "Durability"), but the loop must not sleep through a commit:
+it is given (README, "Guarantees"), but the loop must not sleep through a commit:
 the app runs collecting, instead of waiting for, the commits still in flight, and
 the answer it writes is buffered on its connection (``GuardedChannel.buffer_only``)
 and held there (``awaiting``) until every collected write has committed. The store's

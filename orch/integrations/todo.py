@@ -1,4 +1,4 @@
-"""Client of the June TODO MCP service (DESIGN.md, "Integrations").
+"""Client of the June TODO MCP service (README, "TODO service intake").
 
 One pooled ``requests.Session``, a time-out on every call, and retries with backoff
 only where a retry cannot do harm: listing tasks and the health check. Reserving,

@@ -1,4 +1,4 @@
-"""The one seam for how an actor call travels (DESIGN.md, "Fast paths: one seam").
+"""The one seam for how an actor call travels (docs/architecture.md, "Fast paths").
 
 Everything that changes how a message reaches an actor lives here, so the rest of the
 code reads as plain Pykka actors: pooled actor threads (``pool``), the gate that lets

@@ -2,8 +2,8 @@
 
 Why: an actor ask is two wake-ups of cold threads and two condition variables, and on
 the hot paths (a heartbeat, a task submitted or completed over HTTP) that hand-off
-cost more CPU than the message itself (bench/README.md). DESIGN.md has every message
-go through the actor's inbox; a gate keeps what that buys — one message at a time, in
+cost more CPU than the message itself (bench/README.md). Plain Pykka sends every
+message through the actor's inbox; a gate keeps what that buys — one message at a time, in
 the order sent — without the hand-off in the common case:
 
 * the actor handles every message while holding ``lock`` and marks it finished in

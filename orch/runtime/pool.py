@@ -16,7 +16,8 @@ on two pool threads at once.
 Deviation from Pykka: a ``BaseException`` escaping a message makes Pykka stop every
 actor in the process; here it fails this actor like any other exception (its
 ``on_failure`` runs, so the Supervisor restarts it), because a pool thread must not
-be lost and DESIGN.md forbids stopping other Orchestrators' actors.
+be lost and one Orchestrator must never stop another's actors (tests run many in
+one process).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ unchanged (``tests/unit/test_codec.py`` holds rows written by that code).
 Two things do not survive, on purpose or by JSON's nature:
 
 - ``AgentRecord.last_heartbeat`` is a monotonic reading, meaningless after a restart
-  (DESIGN.md "Durability": recovery grants a fresh grace period); it reads back 0.0.
+  (recovery grants a fresh grace period: README, "How it works"); it reads back 0.0.
 - Free-form values (payloads, results, metadata, settings) come back as JSON types:
   tuples and sets as lists, non-string keys as strings, NaN and infinity as None.
 """

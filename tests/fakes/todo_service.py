@@ -1,4 +1,4 @@
-"""A small, real HTTP stand-in for the June TODO MCP service (DESIGN.md, "Integrations").
+"""A small, real HTTP stand-in for the June TODO MCP service (README, "TODO service intake").
 
 Same endpoints, request and response shapes and rules as the service: only
 ``available`` tasks can be reserved; ``implementation`` agents get ``concrete`` tasks,

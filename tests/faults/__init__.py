@@ -1,2 +1,2 @@
 """Fault injection: each module breaks one thing the orchestrator depends on and
-proves the defence holds (DESIGN.md "Supervision", "Durability", "Integrations")."""
+proves the defence holds (README, "Guarantees")."""
