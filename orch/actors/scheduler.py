@@ -36,7 +36,7 @@ from orch.clock import Clock
 from orch.config import Settings
 from orch.errors import Conflict, OrchestratorError
 from orch.events import Events
-from orch.model import Assignment, Task, TaskId, TaskSpec, TaskState
+from orch.model import TERMINAL_TASK_STATES, Assignment, Task, TaskId, TaskSpec, TaskState
 from orch.store.base import Durable, PendingWrite, Store
 
 __all__ = ["Scheduler", "TaskView", "lock_owner", "task_key_of_lock_owner"]
@@ -471,7 +471,7 @@ class Scheduler(pykka.ThreadingActor):
         a task changes (``reason``: see ``TaskIndex.keep``)."""
         self._write(task)
         self._apply(self._table.keep(task, self._clock.monotonic(), reason))
-        if task.terminal:
+        if self._watchers and task.state in TERMINAL_TASK_STATES:
             for future in self._watchers.pop(task.key, ()):
                 future.set(task)
 
