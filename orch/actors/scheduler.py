@@ -213,7 +213,7 @@ class Scheduler(pykka.ThreadingActor):
             leased = table.leased(task, slot, tokens, self._clock.monotonic(), wall)
             if old is not None:
                 self._change(table.finished(old, TaskState.CANCELLED, wall, error=REPLACED))
-            self._lease(leased)
+            self._change(leased, leasing=True)
             return table.tasks[task.key]
         if spec.submitter is not None:
             table.refuse_if_queue_full(spec.submitter, old)
@@ -433,7 +433,8 @@ class Scheduler(pykka.ThreadingActor):
                 if tokens is None:
                     table.park(task)
                     continue
-                self._lease(table.leased(task, slot, tokens, clock.monotonic(), clock.time()))
+                leased = table.leased(task, slot, tokens, clock.monotonic(), clock.time())
+                self._change(leased, leasing=True)
             except (OrchestratorError, pykka.Timeout) as exc:
                 table.enqueue(task)
                 logger.warning("dispatch paused until the next tick: %s", exc)
@@ -454,36 +455,29 @@ class Scheduler(pykka.ThreadingActor):
         ).get(timeout=self._settings.ask_timeout_s)
         return granted
 
-    def _write(self, task: Task) -> None:
-        """Hand the task to the store; raises, changing nothing, if it refuses at once.
+    def _change(self, task: Task, reason: str | None = None, *, leasing: bool = False) -> None:
+        """Store a proposed change, then keep it and apply what follows: the one place
+        a task changes (``reason``: see ``TaskIndex.keep``).
 
-        A commit that fails later is found by ``check_writes``, which rebuilds the
-        Scheduler from the store, so memory never keeps what the disk lost.
+        A store that refuses at once raises here and nothing changes; a new lease
+        (``leasing``) then gives its task locks back. A commit that fails later is
+        found by ``check_writes``, which rebuilds the Scheduler from the store, so
+        memory never keeps what the disk lost.
         """
-        write = self._store.put_task_nowait(task)
+        try:
+            write = self._store.put_task_nowait(task)
+        except OrchestratorError:
+            if leasing and task.spec.resources:
+                self._broker.release_task.defer(lock_owner(task))
+            raise
         if not write.done() or write.failed():
             self._in_flight.append(write)
         if self._answer_writes is not None:
             self._answer_writes.append(write)
-
-    def _change(self, task: Task, reason: str | None = None) -> None:
-        """Store a proposed change, then keep it and apply what follows: the one place
-        a task changes (``reason``: see ``TaskIndex.keep``)."""
-        self._write(task)
         self._apply(self._table.keep(task, self._clock.monotonic(), reason))
         if self._watchers and task.state in TERMINAL_TASK_STATES:
             for future in self._watchers.pop(task.key, ()):
                 future.set(task)
-
-    def _lease(self, leased: Task) -> None:
-        """``_change`` for a new lease: its task locks are given back if the store refuses."""
-        try:
-            self._write(leased)
-        except OrchestratorError:
-            if leased.spec.resources:
-                self._broker.release_task.defer(lock_owner(leased))
-            raise
-        self._apply(self._table.keep(leased, self._clock.monotonic()))
 
     def _apply(self, plan: Plan) -> None:
         """Carry out a plan: events, task locks to release, messages to agents."""

@@ -140,7 +140,8 @@ class TaskIndex(TaskTiming):
         self._index(key, stored, task)
         plan = self.plan
         if old is None:
-            self.seq = max(self.seq, task.seq)
+            if task.seq > self.seq:
+                self.seq = task.seq
             self.totals["submitted"] += 1
             plan.events.append(
                 ("task.queued", {"task_id": task.spec.task_id, "priority": task.spec.priority})
