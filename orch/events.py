@@ -72,6 +72,10 @@ class Events:
 
     def emit(self, event_type: str, **data: Any) -> Event:
         """Record an event and wake long-pollers; listeners' errors are logged, not raised."""
+        return self.emit_data(event_type, data)
+
+    def emit_data(self, event_type: str, data: dict[str, Any]) -> Event:
+        """``emit`` with the data as a dict it may keep (a plan's events are built so)."""
         with self._cond:
             self._seq += 1
             event = Event(self._seq, event_type, self._clock.time(), data)

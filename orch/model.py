@@ -280,6 +280,52 @@ class TaskState(enum.StrEnum):
 TERMINAL_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.DEAD, TaskState.CANCELLED})
 LEASED_TASK_STATES = frozenset({TaskState.ASSIGNED, TaskState.RUNNING})
 
+#: Every move a task record makes; ``None`` is "not submitted yet". A submission is
+#: queued, or leased at once to the agent it names (``running`` at once if that agent
+#: is in-process). A lease ends completed, failed (waiting out its backoff), dead (a
+#: failure with no attempt left, or not retryable), back in the queue (agent lost,
+#: stopped or gone; lease timed out; assignment refused) or cancelled. A resubmission
+#: of the same id is a new record (a new ``seq``): its old record ends first.
+_TASK_TRANSITIONS: dict[TaskState | None, frozenset[TaskState]] = {
+    None: frozenset({TaskState.PENDING, TaskState.ASSIGNED, TaskState.RUNNING}),
+    TaskState.PENDING: frozenset({TaskState.ASSIGNED, TaskState.RUNNING, TaskState.CANCELLED}),
+    TaskState.ASSIGNED: frozenset(
+        {
+            TaskState.RUNNING,
+            TaskState.COMPLETED,
+            TaskState.FAILED,
+            TaskState.DEAD,
+            TaskState.PENDING,
+            TaskState.CANCELLED,
+        }
+    ),
+    TaskState.RUNNING: frozenset(
+        {
+            TaskState.COMPLETED,
+            TaskState.FAILED,
+            TaskState.DEAD,
+            TaskState.PENDING,
+            TaskState.CANCELLED,
+        }
+    ),
+    TaskState.FAILED: frozenset({TaskState.PENDING, TaskState.CANCELLED}),
+    TaskState.COMPLETED: frozenset(),
+    TaskState.DEAD: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+
+
+def check_task_transition(task_id: TaskId, old: TaskState | None, new: TaskState) -> None:
+    """Raise ``Conflict`` unless ``old -> new`` is a legal task transition.
+
+    ``old`` is None for a record being submitted. Staying in a state is no
+    transition: nothing in the lifecycle re-enters the state it is in.
+    """
+    if new not in _TASK_TRANSITIONS[old]:
+        if old is None:
+            raise Conflict(f"task {task_id!r} cannot be submitted {new}")
+        raise Conflict(f"task {task_id!r} cannot go from {old} to {new}", task_status=str(old))
+
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:

@@ -1,8 +1,8 @@
 """The SQLite store: acknowledged means on disk, and concurrent writers share a commit.
 
 Acknowledged means stored (README, "Guarantees"): every change is stored before the
-caller gets its answer, without paying one sync per request. So one writer thread owns the connection
-and every write is a small job on its queue: the caller blocks until the transaction
+caller gets its answer, without paying one sync per request. So one writer thread owns
+the connection and every write is a small job on its queue: the caller blocks until the transaction
 holding its job has committed, and the writer puts everything that queued up meanwhile
 into that same transaction (group commit). Under load, many writes share one sync;
 alone, a write costs exactly one.

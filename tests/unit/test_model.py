@@ -8,7 +8,9 @@ from orch.model import (
     AgentState,
     LockMode,
     TaskSpec,
+    TaskState,
     check_agent_transition,
+    check_task_transition,
     retry_delay_s,
     task_key,
     validate_id,
@@ -74,6 +76,31 @@ def test_agent_transitions():
         check_agent_transition("a", AgentState.LOST, AgentState.IDLE)
     with pytest.raises(Conflict):
         check_agent_transition("a", AgentState.STOPPED, AgentState.BUSY)
+
+
+P, A, R = TaskState.PENDING, TaskState.ASSIGNED, TaskState.RUNNING
+C, F, D, X = TaskState.COMPLETED, TaskState.FAILED, TaskState.DEAD, TaskState.CANCELLED
+#: DESIGN.md "Task lifecycle", and each move the Scheduler makes (None: not submitted).
+TASK_SUCCESSORS = {
+    None: {P, A, R},  # queued, or leased at once to a named agent (running if in-process)
+    P: {A, R, X},
+    A: {R, C, F, D, P, X},  # delivered, ended, failed, dead, lease lost, cancelled
+    R: {C, F, D, P, X},
+    F: {P, X},  # its backoff is over; a failure with no attempt left is dead at once
+    C: set(),
+    D: set(),
+    X: set(),
+}
+
+
+@pytest.mark.parametrize("old", [None, *TaskState])
+def test_task_transitions_are_exactly_the_lifecycle(old):
+    for new in TaskState:
+        if new in TASK_SUCCESSORS[old]:
+            check_task_transition("t", old, new)
+        else:
+            with pytest.raises(Conflict, match="'t' cannot"):
+                check_task_transition("t", old, new)
 
 
 def test_config_update_bumps_version_and_validates():

@@ -1,8 +1,18 @@
-"""orch/actors/scheduler.py through the facade, on a manual clock."""
+"""orch/actors/scheduler.py through the facade, on a manual clock.
+
+The rules themselves are tested on the TaskTable alone (test_task_table.py); here,
+that the actor stores each change before keeping it and carries out what follows.
+"""
+
+from collections.abc import Callable
 
 import pytest
 
-from orch import Conflict, Invalid, NotFound
+from orch import Conflict, Invalid, NotFound, Orchestrator
+from orch.actors.scheduler import TaskView
+from orch.errors import StoreError
+from orch.model import Task, TaskState
+from orch.store import MemoryStore
 from tests.conftest import wait_until
 
 
@@ -187,3 +197,81 @@ def test_store_failure_leaves_task_unchanged(orch, store):
     assert orch.task(1)["status"] == "assigned"
     orch.complete_task("a1", 1, {})
     assert orch.task(1)["status"] == "completed"
+
+
+# ------------------------------------------------- the actor applies the table's plans
+
+
+class WitnessStore(MemoryStore):
+    """Notes, at each task write, what the Scheduler held for that task then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view: TaskView | None = None
+        self.seen: list[tuple[str, str | None]] = []
+        self.refuse: Callable[[Task], bool] | None = None
+
+    def put_task(self, task: Task) -> None:
+        kept = self.view.get(task.key) if self.view is not None else None
+        self.seen.append((str(task.state), None if kept is None else str(kept.state)))
+        if self.refuse is not None and self.refuse(task):
+            raise StoreError("store write failed: disk full")
+        super().put_task(task)
+
+
+@pytest.fixture
+def witnessed(settings, clock):
+    store = WitnessStore()
+    orch = Orchestrator(settings, store=store, clock=clock, auto_tick=False).start()
+    store.view = orch.actors.task_view
+    try:
+        yield orch, store
+    finally:
+        orch.stop()
+
+
+def test_each_change_is_stored_before_it_is_kept(witnessed):
+    orch, store = witnessed
+    remote(orch, "a1")
+    orch.assign_task({}, task_id=1, agent_id="a1")
+    orch.complete_task("a1", 1, {"ok": True})
+    orch.assign_task({}, task_id=2)  # queued, then leased to a1 at once
+    orch.cancel_task(2)
+    assert store.seen == [
+        ("assigned", None),
+        ("completed", "assigned"),
+        ("pending", None),
+        ("assigned", "pending"),
+        ("cancelled", "assigned"),
+    ]
+
+
+def test_a_refused_lease_write_gives_back_its_locks_and_the_task_waits(witnessed):
+    orch, store = witnessed
+    store.refuse = lambda task: task.state is TaskState.ASSIGNED
+    orch.assign_task({}, task_id="t", resources=["repo"])
+    remote(orch, "a1")  # dispatch leases t to a1, and the store refuses that
+    wait_until(lambda: ("assigned", "pending") in store.seen)
+    wait_until(lambda: orch.locks() == [], message="the task's lock was given back")
+    assert orch.task("t")["status"] == "pending"
+    store.refuse = None
+    orch.tick()
+    wait_until(lambda: orch.task("t")["status"] == "assigned")
+    assert [lock["resource"] for lock in orch.locks()] == ["repo"]
+
+
+def test_a_task_cycle_is_announced_and_its_agent_told(orch, clock):
+    orch.assign_task({}, task_id="t", priority=4)
+    clock.advance(2)
+    remote(orch, "a1")
+    wait_until(lambda: held(orch, "a1") == ["t"])
+    assert [a["task_id"] for a in orch.heartbeat("a1")["assignments"]] == ["t"]
+    clock.advance(3)
+    orch.complete_task("a1", "t", 1)
+    assert orch.heartbeat("a1")["assignments"] == []  # told to release it
+    events = [e for e in orch.events_log.since(0) if e.type.startswith("task.")]
+    assert [(e.type, e.data) for e in events] == [
+        ("task.queued", {"task_id": "t", "priority": 4}),
+        ("task.assigned", {"task_id": "t", "agent_id": "a1", "attempt": 1, "queue_wait_s": 2.0}),
+        ("task.completed", {"task_id": "t", "agent_id": "a1", "attempts": 1, "run_s": 3.0}),
+    ]
