@@ -21,13 +21,22 @@ program, and reads ``ORCH_URL`` and ``ORCH_ADMIN_TOKEN`` here, as the defaults o
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from orch.cli_output import (
+    cell,
+    event_line,
+    flatten,
+    print_json,
+    print_record,
+    print_status,
+    print_table,
+    when,
+)
 from orch.client import DEFAULT_URL, OrchestratorClient, Unreachable
 from orch.errors import OrchestratorError
 
@@ -268,7 +277,7 @@ def _agents_list(client: OrchestratorClient, args: argparse.Namespace, out: Text
         state=args.status, agent_type=args.agent_type, capability=args.capability, limit=args.limit
     )
     if args.json:
-        return _print_json(answer, out)
+        return print_json(answer, out)
     rows = [
         [
             a["agent_id"],
@@ -279,27 +288,27 @@ def _agents_list(client: OrchestratorClient, args: argparse.Namespace, out: Text
         ]
         for a in answer["agents"]
     ]
-    _print_table(["AGENT", "TYPE", "STATUS", "TASKS", "CAPABILITIES"], rows, out)
+    print_table(["AGENT", "TYPE", "STATUS", "TASKS", "CAPABILITIES"], rows, out)
     print(f"{len(rows)} shown; {answer['total']} agents, {answer['active']} active", file=out)
     return EXIT_OK
 
 
 def _agents_show(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
-    return _print_record(client.agent(args.agent_id), args, out)
+    return print_record(client.agent(args.agent_id), args, out)
 
 
 def _agents_start(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
-    return _print_status(client.start_agent(args.agent_id), "agent", args.agent_id, args, out)
+    return print_status(client.start_agent(args.agent_id), "agent", args.agent_id, args, out)
 
 
 def _agents_stop(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     answer = client.stop_agent(args.agent_id, drain=args.drain)
-    return _print_status(answer, "agent", args.agent_id, args, out)
+    return print_status(answer, "agent", args.agent_id, args, out)
 
 
 def _agents_remove(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     answer = client.deregister_agent(args.agent_id)
-    return _print_status(answer, "agent", args.agent_id, args, out)
+    return print_status(answer, "agent", args.agent_id, args, out)
 
 
 def _tasks_submit(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -318,7 +327,7 @@ def _tasks_submit(client: OrchestratorClient, args: argparse.Namespace, out: Tex
     if args.wait is not None:
         return _print_task(client.wait_for_task(answer["task_id"], args.wait), args, out)
     if args.json:
-        return _print_json(answer, out)
+        return print_json(answer, out)
     where = f" to {answer['agent_id']}" if answer.get("agent_id") else ""
     print(f"task {answer['task_id']} {answer['status']}{where}", file=out)
     return EXIT_OK
@@ -351,7 +360,7 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
 def _tasks_list(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     found = client.tasks(state=args.status, agent_id=args.agent_id, limit=args.limit)
     if args.json:
-        return _print_json({"tasks": found, "count": len(found)}, out)
+        return print_json({"tasks": found, "count": len(found)}, out)
     rows = [
         [
             str(t["task_id"]),
@@ -359,11 +368,11 @@ def _tasks_list(client: OrchestratorClient, args: argparse.Namespace, out: TextI
             str(t["priority"]),
             t["agent_id"] or "-",
             f"{t['attempts']}/{t['max_attempts']}",
-            _when(t["created_at"]),
+            when(t["created_at"]),
         ]
         for t in found
     ]
-    _print_table(["TASK", "STATUS", "PRIORITY", "AGENT", "ATTEMPTS", "CREATED"], rows, out)
+    print_table(["TASK", "STATUS", "PRIORITY", "AGENT", "ATTEMPTS", "CREATED"], rows, out)
     print(f"{len(rows)} tasks", file=out)
     return EXIT_OK
 
@@ -377,17 +386,17 @@ def _tasks_show(client: OrchestratorClient, args: argparse.Namespace, out: TextI
 
 
 def _print_task(task: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
-    return _print_record(task, args, out, times=("created_at", "assigned_at", "finished_at"))
+    return print_record(task, args, out, times=("created_at", "assigned_at", "finished_at"))
 
 
 def _tasks_cancel(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
-    return _print_status(client.cancel_task(args.task_id), "task", args.task_id, args, out)
+    return print_status(client.cancel_task(args.task_id), "task", args.task_id, args, out)
 
 
 def _locks_list(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     found = client.locks()
     if args.json:
-        return _print_json({"locks": found, "count": len(found)}, out)
+        return print_json({"locks": found, "count": len(found)}, out)
     rows = [
         [
             lock["resource"],
@@ -398,7 +407,7 @@ def _locks_list(client: OrchestratorClient, args: argparse.Namespace, out: TextI
         ]
         for lock in found
     ]
-    _print_table(["RESOURCE", "MODE", "HOLDERS", "WAITERS", "FENCING"], rows, out)
+    print_table(["RESOURCE", "MODE", "HOLDERS", "WAITERS", "FENCING"], rows, out)
     print(f"{len(rows)} locks", file=out)
     return EXIT_OK
 
@@ -406,8 +415,8 @@ def _locks_list(client: OrchestratorClient, args: argparse.Namespace, out: TextI
 def _stats(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     answer = client.stats()
     if args.json:
-        return _print_json(answer, out)
-    _print_table(["STAT", "VALUE"], [[k, _cell(v)] for k, v in _flatten(answer)], out)
+        return print_json(answer, out)
+    print_table(["STAT", "VALUE"], [[k, cell(v)] for k, v in flatten(answer)], out)
     return EXIT_OK
 
 
@@ -415,7 +424,7 @@ def _health(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -
     answer = client.health()
     code = EXIT_ERROR if answer.get("status") == "unhealthy" else EXIT_OK
     if args.json:
-        _print_json(answer, out)
+        print_json(answer, out)
         return code
     print(
         f"{answer.get('status')}: {answer.get('active_agents')} active of "
@@ -430,7 +439,7 @@ def _health(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -
         if check.get("dead"):
             notes.append("dead: " + ",".join(map(str, check["dead"])))
         rows.append([name, str(check.get("status")), " ".join(notes) or "-"])
-    _print_table(["CHECK", "STATUS", "NOTES"], rows, out)
+    print_table(["CHECK", "STATUS", "NOTES"], rows, out)
     return code
 
 
@@ -438,9 +447,9 @@ def _events(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -
     if not args.follow:
         answer = client.events(args.after, limit=args.limit)
         if args.json:
-            return _print_json(answer, out)
+            return print_json(answer, out)
         for event in answer["events"]:
-            print(_event_line(event), file=out)
+            print(event_line(event), file=out)
         return EXIT_OK
     after = args.after
     while True:  # until Ctrl-C; each poll is a bounded long-poll
@@ -448,7 +457,7 @@ def _events(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -
         if _feed_was_reset(answer, after):
             print(f"{PROG}: event numbering restarted; following it anew", file=sys.stderr)
         for event in answer["events"]:
-            line = json.dumps(event) if args.json else _event_line(event)
+            line = json.dumps(event) if args.json else event_line(event)
             print(line, file=out, flush=True)
         after = answer["next"]
 
@@ -460,76 +469,6 @@ def _feed_was_reset(answer: Mapping[str, Any], after: int) -> bool:
     ``next`` below ``after`` tells it too, from a server that does not send ``reset``.
     """
     return bool(answer.get("reset")) or answer["next"] < after
-
-
-def _event_line(event: Mapping[str, Any]) -> str:
-    extra = " ".join(f"{k}={_cell(v)}" for k, v in event.items() if k not in ("seq", "type", "at"))
-    return f"{event['seq']:>6}  {_when(event.get('at'))}  {event['type']:<22} {extra}".rstrip()
-
-
-# ----------------------------------------------------------------- output
-
-
-def _print_json(answer: Any, out: TextIO) -> int:
-    print(json.dumps(answer, indent=2), file=out)
-    return EXIT_OK
-
-
-def _print_status(
-    answer: Mapping[str, Any], kind: str, name: str, args: argparse.Namespace, out: TextIO
-) -> int:
-    if args.json:
-        return _print_json(answer, out)
-    print(f"{kind} {name}: {answer['status']}", file=out)
-    return EXIT_OK
-
-
-def _print_record(
-    record: Mapping[str, Any],
-    args: argparse.Namespace,
-    out: TextIO,
-    times: Iterable[str] = ("registered_at",),
-) -> int:
-    """One agent or task as ``key  value`` lines; nested objects as compact JSON."""
-    if args.json:
-        return _print_json(record, out)
-    time_keys = set(times)
-    width = max(len(k) for k in record)
-    for key, value in record.items():
-        shown = _when(value) if key in time_keys else _cell(value)
-        print(f"{key:<{width}}  {shown}", file=out)
-    return EXIT_OK
-
-
-def _print_table(header: list[str], rows: list[list[str]], out: TextIO) -> None:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
-        print("  ".join(cells).rstrip(), file=out)
-
-
-def _flatten(value: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, Mapping) and item:
-            yield from _flatten(item, name + ".")
-        else:
-            yield name, item
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _when(epoch_s: Any) -> str:
-    if not isinstance(epoch_s, int | float) or isinstance(epoch_s, bool) or epoch_s <= 0:
-        return "-"
-    moment = datetime.datetime.fromtimestamp(epoch_s).astimezone()
-    return moment.isoformat(timespec="seconds")
 
 
 if __name__ == "__main__":

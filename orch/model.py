@@ -95,7 +95,7 @@ def validate_int(field_name: str, value: object, low: int, high: int) -> int:
 
 
 class AgentState(enum.StrEnum):
-    """Where an agent is in its life; see DESIGN.md "Agent lifecycle"."""
+    """Where an agent is in its life; see README, "How it works"."""
 
     REGISTERED = "registered"
     IDLE = "idle"
@@ -266,7 +266,7 @@ class AgentRecord:
 
 
 class TaskState(enum.StrEnum):
-    """Where a task is; see DESIGN.md "Task lifecycle"."""
+    """Where a task is; see README, "How it works"."""
 
     PENDING = "pending"
     ASSIGNED = "assigned"
