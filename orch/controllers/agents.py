@@ -133,9 +133,8 @@ class AgentsController:
     ) -> dict[str, Any]:
         """Admit an agent to scheduling: status ``started`` or ``already_active``.
 
-        ``answer_writes`` is for a transport that holds the answer back itself until
-        the writes behind it are durable (the HTTP loop): they are appended there
-        instead of waited for. Leave it out and the answer is stored when it returns.
+        ``answer_writes``: only for a transport that holds the answer itself until it
+        is stored (``Calls.settle``); left out, the answer is stored when it returns.
         """
         entry = self._actors.entry(agent_id)
         if entry.actor is None:
@@ -161,9 +160,8 @@ class AgentsController:
     ) -> dict[str, Any]:
         """Prove liveness; returns state, current assignments and config version.
 
-        ``answer_writes`` is for a transport that holds the answer back itself until
-        the writes behind it are durable (the HTTP loop): they are appended there
-        instead of waited for. Leave it out and the answer is stored when it returns.
+        ``answer_writes``: only for a transport that holds the answer itself until it
+        is stored (``Calls.settle``); left out, the answer is stored when it returns.
         """
         entry = self._actors.live_entry(agent_id)
         answer = self._actors.agent_call(entry, "heartbeat", answer_writes=answer_writes)

@@ -129,9 +129,8 @@ class TasksController:
         ``submitter`` (the REST API passes the client's address) may have at most
         ``max_queued_tasks_per_submitter`` tasks queued; beyond, ``TooManyRequests``.
 
-        ``answer_writes`` is for a transport that holds the answer back itself until
-        the writes behind it are durable (the HTTP loop): they are appended there
-        instead of waited for. Leave it out and the answer is stored when it returns.
+        ``answer_writes``: only for a transport that holds the answer itself until it
+        is stored (``Calls.settle``); left out, the answer is stored when it returns.
         """
         if agent_id is not None:
             self._actors.entry(agent_id)
@@ -197,9 +196,8 @@ class TasksController:
     ) -> dict[str, Any]:
         """The agent holding the task reports success: ``{task_id, status: "completed"}``.
 
-        ``answer_writes`` is for a transport that holds the answer back itself until
-        the writes behind it are durable (the HTTP loop): they are appended there
-        instead of waited for. Leave it out and the answer is stored when it returns.
+        ``answer_writes``: only for a transport that holds the answer itself until it
+        is stored (``Calls.settle``); left out, the answer is stored when it returns.
         """
         validate_id("agent_id", agent_id)
         task_id = validate_task_id(task_id)
@@ -220,9 +218,8 @@ class TasksController:
     ) -> dict[str, Any]:
         """The agent holding the task reports failure; retried by policy unless not retryable.
 
-        ``answer_writes`` is for a transport that holds the answer back itself until
-        the writes behind it are durable (the HTTP loop): they are appended there
-        instead of waited for. Leave it out and the answer is stored when it returns.
+        ``answer_writes``: only for a transport that holds the answer itself until it
+        is stored (``Calls.settle``); left out, the answer is stored when it returns.
         """
         validate_id("agent_id", agent_id)
         task_id = validate_task_id(task_id)
