@@ -71,9 +71,10 @@ class TaskView:
 
     ``wait_for_task`` on a task that has already ended (the common case when a caller
     submits a batch, then collects results) needed an ask just to learn that. Tasks
-    are immutable and only the Scheduler's thread changes the table; a dict read is
-    atomic in CPython, so a reader sees some recent state of each task, as with the
-    agents' ``Directory``.
+    are immutable and only the Scheduler's messages change the table, one at a time
+    (on its thread, or on a caller's through its gate, which holds the same lock);
+    a dict read is atomic in CPython, so a reader sees some recent state of each
+    task, as with the agents' ``Directory``.
     """
 
     __slots__ = ("tasks",)
