@@ -10,6 +10,7 @@ from orch import Agent, Conflict, Orchestrator, Settings, TaskFailed
 from orch.errors import StoreError
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
+from tests.store.faults import SQLITE_BUSY_TIMEOUT_S, LockedElsewhere
 
 
 def scrape(orch: Orchestrator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -175,7 +176,7 @@ def test_repeated_requests_add_up_in_their_own_series(orch):
 
 
 def test_the_sqlite_store_reports_writes_commits_failures_and_size(tmp_path):
-    store = SQLiteStore(str(tmp_path / "orch.db"))
+    store = SQLiteStore(str(tmp_path / "orch.db"), busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)
     with Orchestrator(Settings(), store=store) as orch:
         orch.register_agent("a1", "implementation")  # one write: record and credential
         for n in range(5):
@@ -199,13 +200,8 @@ def test_the_sqlite_store_reports_writes_commits_failures_and_size(tmp_path):
         assert value(samples, "orchestrator_store_commit_seconds_sum") > 0
         assert value(samples, "orchestrator_store_bytes") >= on_disk > 0  # files only grow
 
-        attempt = store._attempt
-        store._attempt = lambda pending: (None, "disk I/O error")  # type: ignore[method-assign]
-        try:
-            with pytest.raises(StoreError, match="disk I/O error"):
-                orch.assign_task({}, task_id="lost", capabilities=["nobody-has-this"])
-        finally:
-            store._attempt = attempt  # type: ignore[method-assign]
+        with LockedElsewhere(store.path), pytest.raises(StoreError, match="database is locked"):
+            orch.assign_task({}, task_id="lost", capabilities=["nobody-has-this"])
         store.fail_writes = "disk full"
         with pytest.raises(StoreError, match="disk full"):
             orch.assign_task({}, task_id="refused", capabilities=["nobody-has-this"])
