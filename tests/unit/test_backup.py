@@ -163,7 +163,7 @@ def test_a_copy_that_fails_its_integrity_check_is_not_published(tmp_path):
         " ON tasks (updated_at, state)' WHERE name = 'tasks_by_state_and_age'"
     )
     raw.close()
-    with pytest.raises(BackupError, match="copy of .* integrity check: row 1 missing from index"):
+    with pytest.raises(BackupError, match=r"copy of .* integrity check: row 1 missing from index"):
         backup_database(str(tmp_path / "live.db"), str(tmp_path / "copy.db"))
     assert {p.name for p in tmp_path.iterdir()} <= {"live.db", "live.db-wal", "live.db-shm"}
 
