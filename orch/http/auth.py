@@ -93,6 +93,12 @@ class FailedTokenThrottle:
         self._lock = threading.Lock()
         self._by_address: collections.OrderedDict[str, _Failures] = collections.OrderedDict()
 
+    @property
+    def tracked_addresses(self) -> int:
+        """How many client addresses the table holds now: at most ``max_addresses``
+        unless more than that are locked out. What the bound costs, for operators."""
+        return len(self._by_address)
+
     def retry_after_s(self, address: str) -> float | None:
         """Seconds left of ``address``'s lockout; None when it may try."""
         now = self._clock.monotonic()

@@ -828,6 +828,11 @@ class WaitressServer:
     def port(self) -> int:
         return int(self.listener.effective_port)
 
+    @property
+    def open_sockets(self) -> int:
+        """Sockets the loop still watches (listener, trigger, connections); 0 once closed."""
+        return len(self.listener._map)
+
     def start(self) -> None:
         """Bind to the calling thread: the one that turns the loop from now on."""
         if self.inline is not None:

@@ -33,7 +33,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from orch.errors import BackupError, StoreError
@@ -461,6 +461,27 @@ class SQLiteStore:
             },
             "bytes": size,
         }
+
+    @contextlib.contextmanager
+    def commits_held(self) -> Iterator[None]:
+        """Hold back every commit while the context lasts, as a stalled disk would.
+
+        Writes queue and their callers wait; what queued meanwhile commits as one group
+        once it ends. Reads wait too (they share the connection). For drills and tests
+        of whatever waits on a commit (answers held for their writes, group commit);
+        nothing in the orchestrator holds it.
+        """
+        with self._conn_lock:
+            yield
+
+    def trace(self, callback: Callable[[str], None] | None) -> None:
+        """Call ``callback`` with every SQL statement the store runs from now on; None stops.
+
+        For reading what a workload costs SQLite statement by statement, as the
+        profiles in bench/README.md were read. It runs on the writer's thread, inside
+        its transaction: keep it short.
+        """
+        self._conn.set_trace_callback(callback)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the database. Idempotent.

@@ -7,9 +7,10 @@ fact makes it rebuild from the store. Meanwhile ``/health`` reports the store
 failing; once it heals, work resumes and everything acknowledged is still there,
 which a second Orchestrator opened on the same database proves.
 
-The SQLite case fails every *commit* (the way a full disk does, after the Scheduler
-has applied the change); the HTTP case uses the memory store's ``fail_writes``, which
-fails writes up front.
+The SQLite case fails every *commit*, after the Scheduler has applied the change, the
+way a full disk does: another connection holds the file's write lock
+(``tests/store/faults.py``). The HTTP case uses the memory store's ``fail_writes``,
+which fails writes up front.
 """
 
 from __future__ import annotations
@@ -26,22 +27,9 @@ from orch.errors import StoreError
 from orch.http.app import create_app
 from orch.store import MemoryStore, SQLiteStore
 from tests.conftest import wait_until
+from tests.store.faults import SQLITE_BUSY_TIMEOUT_S, LockedElsewhere
 
 SEED = 7
-
-
-class DiskFull:
-    """Make every commit of a SQLiteStore fail while ``on`` (as SQLITE_FULL would)."""
-
-    def __init__(self, store: SQLiteStore) -> None:
-        self.on = False
-        self._attempt = store._attempt
-        store._attempt = self.attempt  # type: ignore[method-assign]
-
-    def attempt(self, pending: Any) -> Any:
-        if self.on:
-            return None, "database or disk is full (SQLITE_FULL)"
-        return self._attempt(pending)
 
 
 def state(orch: Orchestrator) -> dict[str, Any]:
@@ -75,23 +63,23 @@ def db_path(tmp_path: Any) -> str:
 
 
 @pytest.fixture
-def sqlite_orch(db_path: str) -> Iterator[tuple[Orchestrator, DiskFull, ManualClock]]:
+def sqlite_orch(db_path: str) -> Iterator[tuple[Orchestrator, LockedElsewhere, ManualClock]]:
     clock = ManualClock()
-    store = SQLiteStore(db_path)
-    disk = DiskFull(store)
+    store = SQLiteStore(db_path, busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)
+    locked = LockedElsewhere(db_path)
     settings = Settings(heartbeat_interval_s=1.0, dependency_check_interval_s=0.02)
     orch = Orchestrator(settings, store=store, clock=clock, auto_tick=False).start()
     try:
-        yield orch, disk, clock
+        yield orch, locked, clock
     finally:
-        disk.on = False
+        locked.on = False
         orch.stop()
 
 
 def test_a_store_failing_mid_storm_refuses_writes_changes_nothing_and_loses_nothing(
-    sqlite_orch: tuple[Orchestrator, DiskFull, ManualClock], db_path: str
+    sqlite_orch: tuple[Orchestrator, LockedElsewhere, ManualClock], db_path: str
 ) -> None:
-    orch, disk, clock = sqlite_orch
+    orch, locked, clock = sqlite_orch
     rng = random.Random(SEED)
     agents = [f"a{n}" for n in range(3)]
     for agent_id in agents:
@@ -115,7 +103,7 @@ def test_a_store_failing_mid_storm_refuses_writes_changes_nothing_and_loses_noth
     before = settled(orch)
     assert orch.health()["status"] == "healthy"
 
-    disk.on = True  # mid-storm: from here every commit fails
+    locked.on = True  # mid-storm: from here every commit fails
     running = next(t for t in before["tasks"] if t["status"] in ("assigned", "running"))
     holder = running["agent_id"]
     refused: list[tuple[str, Callable[[], Any]]] = [
@@ -142,11 +130,11 @@ def test_a_store_failing_mid_storm_refuses_writes_changes_nothing_and_loses_noth
         message="the store check sees the failure",
     )
     assert health["status"] == "unhealthy"
-    assert "disk is full" in health["checks"]["store"]["last_error"]
+    assert "database is locked" in health["checks"]["store"]["last_error"]
     assert orch.agent(holder)["status"] in ("idle", "busy")  # reads and liveness go on
     orch.heartbeat(holder)
 
-    disk.on = False  # healed: the same calls work, and the storm goes on
+    locked.on = False  # healed: the same calls work, and the storm goes on
     wait_until(lambda: orch.health()["status"] == "healthy", message="store healthy again")
     orch.submit({}, task_id="never")  # the refused id was never taken
     acknowledged["never"] = "queued"
@@ -232,14 +220,14 @@ def test_over_http_a_failing_store_answers_503_and_health_says_why() -> None:
 
 
 def test_a_start_whose_write_fails_after_the_fact_is_undone(
-    sqlite_orch: tuple[Orchestrator, DiskFull, ManualClock], db_path: str
+    sqlite_orch: tuple[Orchestrator, LockedElsewhere, ManualClock], db_path: str
 ) -> None:
-    orch, disk, _clock = sqlite_orch
+    orch, locked, _clock = sqlite_orch
     orch.register_agent("a1", "implementation")
-    disk.on = True  # the start is applied in memory, then its commit fails
-    with pytest.raises(StoreError, match="disk is full"):
+    locked.on = True  # the start is applied in memory, then its commit fails
+    with pytest.raises(StoreError, match="database is locked"):
         orch.start_agent("a1")
-    disk.on = False
+    locked.on = False
     wait_until(
         lambda: orch.tick() or orch.agent("a1")["status"] == "registered",
         message="the start is undone",

@@ -1,9 +1,10 @@
 """Answers given on the event loop's thread are held until their writes are stored.
 
 A real ``Server`` on a free port with a SQLite store, driven with ``requests`` and a
-raw socket. Commits are paused by holding the store's connection lock (the writer
-takes it for every transaction), so a test can see an answer that is ready but not
-yet stored, and what the server does with it.
+raw socket. Commits are held back (``SQLiteStore.commits_held``), so a test can see
+an answer that is ready but not yet stored, and what the server does with it; they
+fail for real while another connection holds the file's write lock
+(``tests/store/faults.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from orch.config import ConfigError
 from orch.http.serve import Server
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
+from tests.store.faults import SQLITE_BUSY_TIMEOUT_S, LockedElsewhere
 
 
 @dataclass
@@ -40,7 +42,7 @@ def start(
     tmp_path: Path, clock: ManualClock | None = None, **overrides: Any
 ) -> tuple[Server, SQLiteStore, threading.Thread]:
     settings = Settings(heartbeat_interval_s=3600.0, **overrides)
-    store = SQLiteStore(str(tmp_path / "orch.db"))
+    store = SQLiteStore(str(tmp_path / "orch.db"), busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)
     orch = Orchestrator(settings, store=store, clock=clock)
     server = Server(orch, settings, host="127.0.0.1", port=0)
     orch.start()
@@ -91,18 +93,14 @@ class InBackground:
 
 
 def answer_after_failed_commit(
-    running: Running, method: str, url: str, error: str, **kwargs: Any
+    running: Running, method: str, url: str, **kwargs: Any
 ) -> requests.Response:
     """The answer to a request whose answer was held, then whose commit failed."""
-    with running.store._conn_lock:
-        request = InBackground(method, url, **kwargs)
-        wait_until(lambda: running.inline.busy(), message="the answer is held for its commit")
-        attempt = running.store._attempt
-        running.store._attempt = lambda pending: (None, error)  # type: ignore[method-assign]
-    try:
+    with LockedElsewhere(running.store.path):
+        with running.store.commits_held():
+            request = InBackground(method, url, **kwargs)
+            wait_until(lambda: running.inline.busy(), message="the answer is held for its commit")
         return request.result()
-    finally:
-        running.store._attempt = attempt  # type: ignore[method-assign]
 
 
 def test_an_inline_answer_is_sent_only_once_stored_and_the_loop_serves_others_meanwhile(
@@ -112,7 +110,7 @@ def test_an_inline_answer_is_sent_only_once_stored_and_the_loop_serves_others_me
     token = register(running.url, "a2")
     answered_before = running.inline.answered
     writes_before = running.store.writes
-    with running.store._conn_lock:  # no commit can happen now
+    with running.store.commits_held():  # no commit can happen now
         assign = InBackground(
             "POST", f"{running.url}/tasks/assign", json={"task_id": "t1", "agent_id": "a1"}
         )
@@ -143,7 +141,6 @@ def test_a_commit_failing_after_the_answer_was_held_answers_503_and_changes_noth
         running,
         "POST",
         f"{running.url}/tasks/assign",
-        "database or disk is full (SQLITE_FULL)",
         json={"task_id": "t2", "agent_id": "a1"},
     )
     assert answer.status_code == 503, answer.text
@@ -202,7 +199,7 @@ def test_pipelined_requests_are_answered_in_order_behind_a_held_answer(
         b"GET /tasks/t3 HTTP/1.1\r\nHost: x\r\n\r\n" % (len(body), body)
     )
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        with running.store._conn_lock:
+        with running.store.commits_held():
             sock.sendall(pipelined)
             wait_until(lambda: running.inline.busy(), message="the first answer is held")
         first, second = read_answers(sock, 2)
@@ -221,7 +218,7 @@ def test_inline_answers_can_be_turned_off(tmp_path: Path) -> None:
         assert server.waitress.inline is None
         url = f"http://127.0.0.1:{server.port}"
         register(url, "a1")
-        with store._conn_lock:
+        with store.commits_held():
             assign = InBackground(
                 "POST", f"{url}/tasks/assign", json={"task_id": "t4", "agent_id": "a1"}
             )
@@ -241,7 +238,7 @@ def test_a_held_answer_is_still_given_when_the_server_shuts_down(tmp_path: Path)
     url = f"http://127.0.0.1:{server.port}"
     try:
         register(url, "a1")
-        with store._conn_lock:
+        with store.commits_held():
             assign = InBackground(
                 "POST", f"{url}/tasks/assign", json={"task_id": "t5", "agent_id": "a1"}
             )
@@ -270,7 +267,7 @@ def test_a_client_gone_before_its_held_answer_leaves_the_change_stored_and_the_s
     )
     port = running.server.port
     with (
-        running.store._conn_lock,
+        running.store.commits_held(),
         socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
     ):
         sock.sendall(request)
@@ -320,7 +317,7 @@ def test_a_start_is_answered_on_the_loop_once_stored_and_undone_if_its_commit_fa
         )
         assert answer.status_code == 201, answer.text
     answered = running.inline.answered
-    with running.store._conn_lock:
+    with running.store.commits_held():
         start = InBackground("POST", f"{url}/agents/a1/start")
         wait_until(lambda: running.inline.busy(), message="the start's answer is held")
         assert not start.done.is_set()
@@ -328,9 +325,7 @@ def test_a_start_is_answered_on_the_loop_once_stored_and_undone_if_its_commit_fa
     assert running.inline.answered == answered + 1
     assert {a.agent_id: a.state.value for a in running.store.load_agents()}["a1"] == "idle"
 
-    answer = answer_after_failed_commit(
-        running, "POST", f"{url}/agents/a2/start", "disk I/O error (SQLITE_IOERR)"
-    )
+    answer = answer_after_failed_commit(running, "POST", f"{url}/agents/a2/start")
     assert answer.status_code == 503 and answer.json()["code"] == "store_unavailable"
     wait_until(
         lambda: requests.get(f"{url}/agents/a2", timeout=10).json()["status"] == "registered",

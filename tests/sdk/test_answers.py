@@ -6,6 +6,8 @@ newer server might send it.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import requests
 
@@ -23,7 +25,7 @@ from orch.errors import (
 def _answer(status: int, body: bytes, content_type: str, **headers: str) -> requests.Response:
     response = requests.Response()
     response.status_code = status
-    response._content = body
+    response.raw = io.BytesIO(body)
     response.headers.update({"Content-Type": content_type, **headers})
     response.reason = "Reason"
     return response

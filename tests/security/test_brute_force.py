@@ -183,7 +183,7 @@ def test_the_throttle_remembers_a_bounded_number_of_addresses() -> None:
     assert throttle.record_failure("locked", "guess-2") is True
     for n in range(100):
         throttle.record_failure(f"10.0.0.{n}", "guess")
-    assert len(throttle._by_address) <= 3
+    assert throttle.tracked_addresses <= 3
     # A locked-out address is not forgotten to make room for new ones.
     assert throttle.retry_after_s("locked") == 60
     clock.advance(60)

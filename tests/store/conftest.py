@@ -7,7 +7,6 @@ directory, whether it persists, how to make its writes fail, and whether it back
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -17,10 +16,7 @@ from typing import Any
 import pytest
 
 from orch.store import MemoryStore, SQLiteStore, Store
-
-#: How long the SQLite store waits for a lock another connection holds before failing
-#: the write: short, so that tests of real commit failures take milliseconds.
-SQLITE_BUSY_TIMEOUT_S = 0.02
+from tests.store.faults import SQLITE_BUSY_TIMEOUT_S, LockedElsewhere
 
 Failure = Callable[[Any], AbstractContextManager[None]]
 
@@ -52,16 +48,9 @@ def fail_writes(store: Any) -> Iterator[None]:
         store.fail_writes = None
 
 
-@contextlib.contextmanager
-def sqlite_locked_elsewhere(store: SQLiteStore) -> Iterator[None]:
+def sqlite_locked_elsewhere(store: SQLiteStore) -> LockedElsewhere:
     """Another connection holds the write lock: every commit fails with SQLITE_BUSY."""
-    other = sqlite3.connect(store.path, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        yield
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
+    return LockedElsewhere(store.path)
 
 
 BACKENDS = [

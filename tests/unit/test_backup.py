@@ -18,6 +18,7 @@ from orch.errors import BackupError
 from orch.store import SQLiteStore, backup_database
 from orch.store.sqlite import SCHEMA_VERSION
 from tests.conftest import wait_until
+from tests.store.records import make_task
 
 
 def open_orch(path: Path) -> Orchestrator:
@@ -148,19 +149,22 @@ def test_refusals_name_the_problem_and_leave_nothing_behind(tmp_path):
     assert left == {"live.db", "existing.db", "junk.db", "foreign.db", "newer.db"}
 
 
-def test_a_copy_that_fails_its_integrity_check_is_not_published(tmp_path, monkeypatch):
+def test_a_copy_that_fails_its_integrity_check_is_not_published(tmp_path):
     live = SQLiteStore(str(tmp_path / "live.db"))
+    for n in range(3):
+        live.put_task(make_task(f"t{n}", seq=n))
     live.close()
-    checked: list[str] = []
-
-    def torn(conn: sqlite3.Connection) -> list[str]:
-        checked.append(conn.execute("PRAGMA database_list").fetchone()[2])
-        return ["page 3: btree corrupt"]
-
-    monkeypatch.setattr("orch.store.backup._integrity_problems", torn)
-    with pytest.raises(BackupError, match="integrity check: page 3: btree corrupt"):
+    # Damage the source as a bad disk might: its index no longer matches its table.
+    # Pages are copied as they are, so the copy is damaged alike and must be refused.
+    raw = sqlite3.connect(tmp_path / "live.db", isolation_level=None)
+    raw.execute("PRAGMA writable_schema = ON")
+    raw.execute(
+        "UPDATE sqlite_master SET sql = 'CREATE INDEX tasks_by_state_and_age"
+        " ON tasks (updated_at, state)' WHERE name = 'tasks_by_state_and_age'"
+    )
+    raw.close()
+    with pytest.raises(BackupError, match=r"copy of .* integrity check: row 1 missing from index"):
         backup_database(str(tmp_path / "live.db"), str(tmp_path / "copy.db"))
-    assert [Path(path).name.endswith(".partial") for path in checked] == [True]
     assert {p.name for p in tmp_path.iterdir()} <= {"live.db", "live.db-wal", "live.db-shm"}
 
 
@@ -168,10 +172,10 @@ def test_a_disk_that_fills_during_the_backup_fails_it_and_leaves_nothing(tmp_pat
     live = SQLiteStore(str(tmp_path / "live.db"))
     live.close()
 
-    def full(path: str) -> None:
+    def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("orch.store.backup._sync_file", full)
+    monkeypatch.setattr(os, "fsync", full)  # the copy is written, its sync fails
     with pytest.raises(BackupError, match=r"copy\.db' failed: .*No space left on device"):
         backup_database(str(tmp_path / "live.db"), str(tmp_path / "copy.db"))
     assert {p.name for p in tmp_path.iterdir()} <= {"live.db", "live.db-wal", "live.db-shm"}

@@ -113,3 +113,36 @@ def test_the_facade_answers_a_reader_beyond_the_numbering_at_once(orch):
     assert time.monotonic() - started < 2
     assert answer["events"][0]["seq"] == 1
     assert answer["next"] == len(answer["events"]) < 10_000
+
+
+def test_a_signal_reaches_every_signal_listener_in_order_and_never_the_ring(clock):
+    events = Events(clock)
+    heard: list[tuple[str, str, dict]] = []
+    seen_events: list[object] = []
+    events.subscribe(seen_events.append)
+    events.subscribe_signals(lambda kind, data: heard.append(("first", kind, data)))
+    events.subscribe_signals(lambda kind, data: heard.append(("second", kind, data)))
+    events.signal("lock.waited", seconds=0.5)
+    assert heard == [
+        ("first", "lock.waited", {"seconds": 0.5}),
+        ("second", "lock.waited", {"seconds": 0.5}),
+    ]
+    assert events.last_seq == 0 and events.since(0) == [] and seen_events == []
+    events.emit("agent.registered", agent_id="a")
+    assert [kind for _, kind, _ in heard] == ["lock.waited"] * 2  # events are not signals
+
+
+def test_a_failing_signal_listener_is_logged_and_the_others_still_hear(clock, caplog):
+    events = Events(clock)
+    heard: list[str] = []
+
+    def broken(kind: str, data: dict) -> None:
+        raise RuntimeError("metrics are down")
+
+    events.subscribe_signals(broken)
+    events.subscribe_signals(lambda kind, data: heard.append(kind))
+    with caplog.at_level(logging.ERROR, logger="orch.events"):
+        events.signal("heartbeat")  # raises nothing in the caller
+    assert heard == ["heartbeat"]
+    assert "signal listener failed on heartbeat" in caplog.text
+    assert "metrics are down" in caplog.text

@@ -24,7 +24,7 @@ from orch.model import TaskState
 from orch.runtime import LightProxy, gate_safe_messages
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
-from tests.unit.test_durable_answers import FailingCommits
+from tests.store.faults import SQLITE_BUSY_TIMEOUT_S, LockedElsewhere
 
 
 def test_exactly_the_hot_messages_are_declared_gate_safe():
@@ -90,7 +90,7 @@ def test_submit_and_complete_skip_the_schedulers_inbox_when_it_is_idle(orch):
     orch.register_agent("a1", "implementation")
     orch.start_agent("a1")
     gate = orch.actors.scheduler_gate
-    inbox = gate._actor.actor_inbox
+    inbox = orch.actors.scheduler.actor_ref.actor_inbox
 
     def when_idle() -> int:  # the agent tells the Scheduler things too; let it finish
         wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
@@ -128,7 +128,7 @@ def test_a_delivering_heartbeat_marks_the_task_running_with_or_without_a_hand_of
     orch.register_agent("a1", "implementation")
     orch.start_agent("a1")
     gate = orch.actors.scheduler_gate
-    inbox = gate._actor.actor_inbox
+    inbox = orch.actors.scheduler.actor_ref.actor_inbox
     orch.assign_task({}, task_id="direct", agent_id="a1")
     wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
     before = gate.direct_calls
@@ -155,7 +155,7 @@ def test_a_direct_call_whose_own_ask_times_out_is_a_timeout_error(monkeypatch):
     try:
         orch.register_agent("a1", "implementation")
         orch.start_agent("a1")
-        inbox = orch.actors.scheduler_gate._actor.actor_inbox
+        inbox = orch.actors.scheduler.actor_ref.actor_inbox
         wait_until(lambda: not inbox.unfinished_tasks, message="the Scheduler is idle")
         with pytest.raises(Timeout, match=r"0\.2s"):  # not Pykka's own exception: a 503
             orch.assign_task({}, task_id="t", agent_id="a1", resources=["repo"])
@@ -182,12 +182,10 @@ def test_agent_proxy_sends_pykka_messages():
 
 
 def test_a_registration_whose_commit_fails_is_refused_and_undone(tmp_path):
-    store = SQLiteStore(str(tmp_path / "orch.db"))
-    failing = FailingCommits(store)
+    store = SQLiteStore(str(tmp_path / "orch.db"), busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)
     orch = Orchestrator(Settings(), store=store, clock=ManualClock(), auto_tick=False).start()
     try:
-        failing.remaining = 1
-        with pytest.raises(StoreError, match="disk is full"):
+        with LockedElsewhere(store.path), pytest.raises(StoreError, match="database is locked"):
             orch.register_agent("a1", "implementation")
         wait_until(lambda: orch.directory.get("a1") is None, message="registration undone")
         assert store.load_agents() == [] and store.load_credentials() == {}
@@ -294,42 +292,3 @@ def test_directory_counts_match_a_recount(orch):
     wait_until(lambda: counted() == recount(), message="counts follow every change")
     assert counted()[2] == 5
     assert orch.stats()["busy_agents"] == 1 and orch.stats()["idle_agents"] == 1
-
-
-def test_merged_upserts_keep_the_last_write_of_each_row(tmp_path):
-    from dataclasses import replace
-
-    from orch.model import Task, TaskSpec, TaskState
-
-    store = SQLiteStore(str(tmp_path / "orch.db"))
-    try:
-        merged = []
-        real = store._attempt_merged
-
-        def spy(pending):
-            ok = real(pending)
-            merged.append((len(pending), ok))
-            return ok
-
-        store._attempt_merged = spy  # type: ignore[method-assign]
-        store._conn_lock.acquire()  # hold the writer so the writes queue into one batch
-        try:
-            writes = []
-            for n in range(30):
-                spec = TaskSpec.build(payload={"n": n}, task_id=f"t{n % 3}")
-                task = Task(spec=spec, seq=n + 1, created_at=0.0, queued_at=0.0)
-                state = TaskState.PENDING if n < 27 else TaskState.RUNNING
-                writes.append(store.put_task_nowait(replace(task, state=state)))
-        finally:
-            store._conn_lock.release()
-        for write in writes:
-            write.wait()
-        assert any(size > 1 and ok for size, ok in merged)  # the fast path was taken
-        found = {t.key: (t.seq, str(t.state), t.spec.payload["n"]) for t in store.load_tasks()}
-        assert found == {
-            "t0": (28, "running", 27),
-            "t1": (29, "running", 28),
-            "t2": (30, "running", 29),
-        }
-    finally:
-        store.close()

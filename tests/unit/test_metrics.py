@@ -10,6 +10,7 @@ from orch import Agent, Conflict, Orchestrator, Settings, TaskFailed
 from orch.errors import StoreError
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
+from tests.store.faults import SQLITE_BUSY_TIMEOUT_S, LockedElsewhere
 
 
 def scrape(orch: Orchestrator) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -175,7 +176,7 @@ def test_repeated_requests_add_up_in_their_own_series(orch):
 
 
 def test_the_sqlite_store_reports_writes_commits_failures_and_size(tmp_path):
-    store = SQLiteStore(str(tmp_path / "orch.db"))
+    store = SQLiteStore(str(tmp_path / "orch.db"), busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)
     with Orchestrator(Settings(), store=store) as orch:
         orch.register_agent("a1", "implementation")  # one write: record and credential
         for n in range(5):
@@ -199,13 +200,8 @@ def test_the_sqlite_store_reports_writes_commits_failures_and_size(tmp_path):
         assert value(samples, "orchestrator_store_commit_seconds_sum") > 0
         assert value(samples, "orchestrator_store_bytes") >= on_disk > 0  # files only grow
 
-        attempt = store._attempt
-        store._attempt = lambda pending: (None, "disk I/O error")  # type: ignore[method-assign]
-        try:
-            with pytest.raises(StoreError, match="disk I/O error"):
-                orch.assign_task({}, task_id="lost", capabilities=["nobody-has-this"])
-        finally:
-            store._attempt = attempt  # type: ignore[method-assign]
+        with LockedElsewhere(store.path), pytest.raises(StoreError, match="database is locked"):
+            orch.assign_task({}, task_id="lost", capabilities=["nobody-has-this"])
         store.fail_writes = "disk full"
         with pytest.raises(StoreError, match="disk full"):
             orch.assign_task({}, task_id="refused", capabilities=["nobody-has-this"])
@@ -227,3 +223,65 @@ def test_the_memory_store_reports_writes_and_failures_only(orch):
     names = {name for name, _ in samples}
     assert "orchestrator_store_commits_total" not in names
     assert "orchestrator_store_bytes" not in names
+
+
+#: Each signal, its data, and the sample that must move by exactly one.
+SIGNALS = [
+    ("heartbeat", {}, "orchestrator_heartbeats_total", {}),
+    ("lock.refused", {}, "orchestrator_lock_refusals_total", {}),
+    ("lock.waited", {"seconds": 0.25}, "orchestrator_lock_wait_seconds_count", {}),
+    ("http.answer_withdrawn", {}, "orchestrator_http_answers_withdrawn_total", {}),
+    ("intake.polled", {}, "orchestrator_intake_polls_total", {}),
+    ("intake.error", {}, "orchestrator_intake_errors_total", {}),
+    (
+        "http.request",
+        {"route": "/tasks/{task_id}", "method": "GET", "status": 404, "seconds": 0.01},
+        "orchestrator_http_requests_total",
+        {"route": "/tasks/{task_id}", "method": "GET", "status": "4xx"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("signal_type", "data", "sample", "labels"), SIGNALS, ids=[s[0] for s in SIGNALS]
+)
+def test_each_signal_moves_its_own_metric_and_no_other(orch, signal_type, data, sample, labels):
+    before = scrape(orch)
+    orch.events_log.signal(signal_type, **data)
+    after = scrape(orch)
+    key = (sample, tuple(sorted(labels.items())))
+    assert after[key] - before.get(key, 0.0) == 1
+    moved = {
+        name
+        for (name, sample_labels), count in after.items()
+        if count != before.get((name, sample_labels), 0.0) and not name.endswith("_created")
+    }
+    # Only the signal's own family moved (a histogram moves its count, sum and buckets).
+    family = sample.removesuffix("_total").removesuffix("_count")
+    if signal_type == "http.request":
+        family = "orchestrator_http_request"
+    assert all(name.startswith(family) for name in moved), moved
+
+
+def test_the_durations_signals_carry_are_observed(orch):
+    orch.events_log.signal("lock.waited", seconds=0.25)
+    orch.events_log.signal("http.request", route="/health", method="GET", status=200, seconds=0.125)
+    samples = scrape(orch)
+    assert value(samples, "orchestrator_lock_wait_seconds_sum") == 0.25
+    assert value(samples, "orchestrator_lock_wait_seconds_bucket", le="0.25") == 1
+    latency = "orchestrator_http_request_duration_seconds_sum"
+    assert value(samples, latency, route="/health", method="GET") == 0.125
+
+
+def test_an_unknown_signal_moves_nothing(orch):
+    before = scrape(orch)
+    orch.events_log.signal("something.new", n=1)
+    assert scrape(orch) == before
+
+
+def test_no_signal_becomes_an_event(orch):
+    seq = orch.events_log.last_seq
+    for signal_type, data, _, _ in SIGNALS:
+        orch.events_log.signal(signal_type, **data)
+    assert orch.events_log.last_seq == seq  # signals are neither numbered nor kept
+    assert orch.events(seq)["events"] == []

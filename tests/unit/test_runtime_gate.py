@@ -133,8 +133,8 @@ def test_a_gated_call_that_raises_raises_in_the_caller_and_the_actor_lives_on(re
 
 
 class SlowStart(GatedActor):
-    def __init__(self, release: threading.Event) -> None:
-        super().__init__()
+    def __init__(self, release: threading.Event, gate: ActorGate | None = None) -> None:
+        super().__init__(gate=gate)
         self.release = release
 
     def on_start(self) -> None:
@@ -147,20 +147,13 @@ class SlowStart(GatedActor):
 
 def test_nothing_runs_through_the_gate_before_on_start_has_run():
     release = threading.Event()
-    made: list[SlowStart] = []
-
-    class Noting(SlowStart):
-        def __init__(self) -> None:
-            super().__init__(release)
-            made.append(self)
-
-    ref = Noting.start()
+    gate = ActorGate()
+    ref = SlowStart.start(release, gate)
     try:
-        gate = made[0]._gate
         assert gate.try_call("ping") == (False, None)
         release.set()
         assert ref.proxy().ping().get(timeout=5) == "pong"
-        wait_until(lambda: not made[0].actor_inbox.unfinished_tasks, message="idle")
+        wait_until(lambda: not ref.actor_inbox.unfinished_tasks, message="idle")
         assert gate.try_call("ping") == (True, "pong")
     finally:
         release.set()

@@ -109,7 +109,8 @@ def test_a_thousand_actors_run_on_the_pool_threads_only(pool):
         pykka.get_all(futures, timeout=10)
         assert threading.active_count() == before  # no thread per actor
         facts = [ref.proxy().facts().get(timeout=5) for ref in refs[:50]]
-        pool_threads = {t.ident for t in pool._threads}
+        pool_threads = {t.ident for t in threading.enumerate() if t.name.startswith("test-pool-")}
+        assert len(pool_threads) == 2
         for fact in facts:
             assert fact["threads"] <= pool_threads and fact["on"] in pool_threads
     finally:

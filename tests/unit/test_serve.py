@@ -52,6 +52,6 @@ def test_stop_stops_the_actors_and_closes_every_socket() -> None:
     settings = Settings(todo_service_url="", gateway_url="", port=0)
     server = serve_once(settings, "127.0.0.1")
     assert not server.waitress.busy()
-    assert not server.waitress.listener._map  # listener, trigger and connections closed
+    assert server.waitress.open_sockets == 0  # listener, trigger and connections closed
     with pytest.raises(Unavailable):  # the actors are stopped
         server.orchestrator.tick()

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 
 from orch.config import Settings
 from orch.errors import StoreError
-from orch.model import TaskState
+from orch.model import Task, TaskSpec, TaskState
 from orch.store import SQLiteStore, open_store
 from orch.store.sqlite import PRUNE_BATCH_ROWS, SCHEMA_VERSION
 from tests.conftest import wait_until
@@ -105,13 +106,13 @@ def test_concurrent_writers_share_commits(db_path):
 
 def test_writes_to_one_table_commit_as_one_statement_others_in_a_transaction(sqlite_store):
     statements: list[str] = []
-    sqlite_store._conn.set_trace_callback(statements.append)
+    sqlite_store.trace(statements.append)
     sqlite_store.put_task(make_task("t1", seq=1))
     assert [s.split()[0] for s in statements] == ["INSERT"]  # no BEGIN, no COMMIT
     statements.clear()
     sqlite_store.register_agent_nowait(make_agent("a9"), "hash").wait()  # two tables
     assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
-    sqlite_store._conn.set_trace_callback(None)
+    sqlite_store.trace(None)
     reopened = SQLiteStore(sqlite_store.path)
     try:
         assert [t.key for t in reopened.load_tasks()] == ["t1"]
@@ -120,46 +121,52 @@ def test_writes_to_one_table_commit_as_one_statement_others_in_a_transaction(sql
         reopened.close()
 
 
-def test_one_bad_write_fails_alone_and_its_group_still_commits(sqlite_store, monkeypatch):
-    # Hold the writer in its first transaction so that the next three writes queue up
-    # and are taken as one group; the bad one must fail without taking the others along.
-    entered, release = threading.Event(), threading.Event()
-    groups: list[list[int]] = []
-    attempt = sqlite_store._attempt
-
-    def gated_attempt(pending: list[Any]) -> Any:
-        entered.set()
-        assert release.wait(10), "test never released the writer"
-        groups.append([write.statements[0][1][1] for write in pending])  # the seq param
-        return attempt(pending)
-
-    monkeypatch.setattr(sqlite_store, "_attempt", gated_attempt)
-    outcomes: dict[int, BaseException | None] = {}
-
-    def put(seq: int) -> None:
-        try:
-            sqlite_store.put_task(make_task(f"t{seq}", seq=seq))
-            outcomes[seq] = None
-        except StoreError as exc:
-            outcomes[seq] = exc
-
+def test_one_bad_write_fails_alone_and_its_group_still_commits(sqlite_store):
+    # Hold commits while the writer has taken the first write, so that the next three
+    # queue up and are taken as one group; the bad one must fail without taking the
+    # others along.
     too_big_for_sqlite = 2**63
-    workers = [threading.Thread(target=put, args=(1,))]
-    workers[0].start()
-    assert entered.wait(10)
-    for seq in (too_big_for_sqlite, 2, 3):
-        workers.append(threading.Thread(target=put, args=(seq,)))
-        workers[-1].start()
-    wait_until(lambda: sqlite_store._queue.qsize() == 3, message="three writes queued")
-    release.set()
-    for worker in workers:
-        worker.join(10)
-
-    assert groups == [[1], [too_big_for_sqlite, 2, 3], [2, 3]]
-    assert outcomes[1] is None and outcomes[2] is None and outcomes[3] is None
-    assert "too large" in str(outcomes[too_big_for_sqlite])
-    assert sqlite_store.commits == 2
+    with sqlite_store.commits_held():
+        first = sqlite_store.put_task_nowait(make_task("t1", seq=1))
+        wait_until(lambda: sqlite_store.stats()["queued_writes"] == 0, message="writer took it")
+        grouped = {
+            seq: sqlite_store.put_task_nowait(make_task(f"t{seq}", seq=seq))
+            for seq in (too_big_for_sqlite, 2, 3)
+        }
+        assert sqlite_store.stats()["queued_writes"] == 3
+        assert not first.done()
+    first.wait()
+    grouped[2].wait()
+    grouped[3].wait()
+    with pytest.raises(StoreError, match="too large"):
+        grouped[too_big_for_sqlite].wait()
+    assert sqlite_store.commits == 2  # the first alone, then the group without the bad one
+    assert sqlite_store.writes == 3 and sqlite_store.failed_writes == 1
     assert [t.seq for t in sqlite_store.load_tasks()] == [1, 2, 3]
+
+
+def test_merged_upserts_keep_the_last_write_of_each_row(sqlite_store):
+    statements: list[str] = []
+    sqlite_store.trace(statements.append)
+    with sqlite_store.commits_held():  # the writes queue into one batch
+        writes = []
+        for n in range(30):
+            spec = TaskSpec.build(payload={"n": n}, task_id=f"t{n % 3}")
+            task = Task(spec=spec, seq=n + 1, created_at=0.0, queued_at=0.0)
+            state = TaskState.PENDING if n < 27 else TaskState.RUNNING
+            writes.append(sqlite_store.put_task_nowait(replace(task, state=state)))
+    for write in writes:
+        write.wait()
+    sqlite_store.trace(None)
+    # The fast path was taken: one statement carried many rows, with no transaction.
+    assert any(s.startswith("INSERT") and s.count("), (") > 1 for s in statements)
+    assert not any(s.startswith("BEGIN") for s in statements)
+    found = {t.key: (t.seq, str(t.state), t.spec.payload["n"]) for t in sqlite_store.load_tasks()}
+    assert found == {
+        "t0": (28, "running", 27),
+        "t1": (29, "running", 28),
+        "t2": (30, "running", 29),
+    }
 
 
 # ---------------------------------------------------------------------- failures
@@ -263,12 +270,14 @@ def test_an_older_schema_is_migrated_forward_keeping_its_rows(db_path):
     raw.execute("PRAGMA user_version = 1")
     raw.close()
     store = SQLiteStore(db_path)
+    raw = sqlite3.connect(db_path)
     try:
-        assert store._read("PRAGMA user_version") == [(SCHEMA_VERSION,)]
-        tables = {name for (name,) in store._read("SELECT name FROM sqlite_master")}
+        assert raw.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
+        tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
         assert "intake_reservations" in tables
         assert store.load_agents() == [make_agent("a1")]
     finally:
+        raw.close()
         store.close()
 
 
@@ -384,17 +393,20 @@ def test_check_proves_a_write_commits(sqlite_store):
     assert sqlite_store.writes == writes  # the probe is not a caller's write
 
 
-def test_a_write_is_seen_done_by_every_waiter_once_and_only_once_finished():
-    from orch.store.sqlite import _Done
+def test_a_write_is_seen_done_by_every_waiter_once_and_only_once_finished(sqlite_store):
+    with sqlite_store.commits_held():
+        write = sqlite_store.put_task_nowait(make_task("t1", seq=1))
+        released: list[bool] = []
 
-    done = _Done()
-    assert not done.is_set() and done.wait(0.01) is False  # times out while unset
-    released: list[bool] = []
-    waiters = [threading.Thread(target=lambda: released.append(done.wait(10))) for _ in range(5)]
-    for waiter in waiters:
-        waiter.start()
-    done.set()
-    done.set()  # a second finish changes nothing
-    for waiter in waiters:
-        waiter.join(10)
-    assert released == [True] * 5 and done.is_set() and done.wait() is True
+        def waiter() -> None:
+            write.wait()
+            released.append(write.done())
+
+        waiters = [threading.Thread(target=waiter) for _ in range(5)]
+        for thread in waiters:
+            thread.start()
+        assert not write.done() and not write.failed() and released == []
+    for thread in waiters:
+        thread.join(10)
+    assert released == [True] * 5 and write.done() and not write.failed()
+    write.wait()  # and once more, long after

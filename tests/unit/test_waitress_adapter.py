@@ -288,7 +288,7 @@ def test_the_socket_map_sees_every_connection_come_and_go(
     socket_map = WatchedMap()
     server = types.SimpleNamespace(active_channels={})  # all a channel's constructor needs
     channel = HTTPChannel(server, sockets[0], ("127.0.0.1", 1), Adjustments(), map=socket_map)
-    fd = channel._fileno
+    fd = sockets[0].fileno()  # the key waitress files the channel under
     assert socket_map.changed == {fd}, changed("dispatcher.add_channel", use, "not seen")
     socket_map.changed.clear()
     channel.close()
