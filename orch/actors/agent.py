@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
+from orch.actors import liveness
 from orch.actors.directory import Directory
+from orch.actors.liveness import SCHEDULABLE_STATES
 from orch.actors.matching import AgentSlot
 from orch.actors.records import evolve
 from orch.actors.runner import InProcessRunner
@@ -45,9 +47,6 @@ if TYPE_CHECKING:
     from orch.actors.proxies import AgentProxy, LockBrokerProxy, SchedulerProxy, SupervisorProxy
 
 logger = logging.getLogger("orch.agent")
-
-#: States in which the Scheduler may hand the agent new work.
-SCHEDULABLE_STATES = frozenset({AgentState.IDLE, AgentState.BUSY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +151,7 @@ class AgentActor(GatedActor, PooledActor):
 
         The new state's write is queued, not waited for, and the answer is
         ``Durable``: whoever gives it waits for the commit (or holds the HTTP answer
-        for it, ``orch/http/inline.py``), so a start costs no commit inside this
+        for it, ``orch/http/waitress_adapter.py``), so a start costs no commit inside this
         message. Should the write fail after all, the caller is refused and the
         Supervisor, told of the write (``watch_start``), has the start undone
         (``undo_start``), as for a registration.
@@ -326,24 +325,22 @@ class AgentActor(GatedActor, PooledActor):
     def check_liveness(self) -> None:
         """Judge the agent by its own last heartbeat (asked by the HealthMonitor)."""
         record = self._record
-        if record.in_process or record.state not in (
-            AgentState.IDLE,
-            AgentState.BUSY,
-            AgentState.UNHEALTHY,
-            AgentState.STOPPING,
-        ):
-            return
         settings = self._deps.settings
-        missed = (self._deps.clock.monotonic() - record.last_heartbeat) / (
-            record.config.heartbeat_interval_s
+        found = liveness.judge(
+            record,
+            self._deps.clock.monotonic(),
+            unhealthy_after=settings.unhealthy_after_missed,
+            lost_after=settings.lost_after_missed,
         )
-        if missed >= settings.lost_after_missed:
-            self._declare_lost(missed)
-        elif missed >= settings.unhealthy_after_missed and record.state in SCHEDULABLE_STATES:
+        if found.verdict is liveness.Verdict.LOST:
+            self._declare_lost(found.missed_intervals)
+        elif found.verdict is liveness.Verdict.UNHEALTHY:
             self._transition(AgentState.UNHEALTHY)
             self._deps.scheduler.agent_unready.defer(record.agent_id, self._generation)
             self._deps.events.emit(
-                "agent.unhealthy", agent_id=record.agent_id, missed_intervals=round(missed, 1)
+                "agent.unhealthy",
+                agent_id=record.agent_id,
+                missed_intervals=round(found.missed_intervals, 1),
             )
 
     def update_config(self, config: AgentConfig) -> AgentRecord:
