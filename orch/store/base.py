@@ -341,7 +341,7 @@ class Store(Protocol):
         """Call ``callback()`` whenever queued writes may have ended, from now on.
 
         For whoever holds answers back until their ``PendingWrite``s are done (the
-        HTTP loop, ``orch/http/inline.py``) instead of blocking a thread on ``wait``:
+        HTTP loop, ``orch/http/waitress_adapter.py``) instead of blocking a thread on ``wait``:
         the call says "look again", so it must be quick and must never block (a
         trigger, not work). A store calls it on the thread that ended the writes,
         after each commit or failed commit, once the outcomes are visible through
