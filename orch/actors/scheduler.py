@@ -465,6 +465,8 @@ class Scheduler(GatedActor):
         memory never keeps what the disk lost.
         """
         try:
+            # Checked before it is stored: a refused proposal changes neither.
+            admitted = self._table.admit(task)
             write = self._store.put_task_nowait(task)
         except OrchestratorError:
             if leasing and task.spec.resources:
@@ -474,7 +476,7 @@ class Scheduler(GatedActor):
             self._in_flight.append(write)
         if self._answer_writes is not None:
             self._answer_writes.append(write)
-        self._apply(self._table.keep(task, self._clock.monotonic(), reason))
+        self._apply(self._table.keep(task, self._clock.monotonic(), reason, admitted))
         if self._watchers and task.state in TERMINAL_TASK_STATES:
             for future in self._watchers.pop(task.key, ()):
                 future.set(task)

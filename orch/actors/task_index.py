@@ -28,6 +28,9 @@ from orch.model import (
 )
 
 _PENDING = TaskState.PENDING
+#: ``TaskIndex.admit``'s answer: (the record now kept under the key, the record the
+#: proposal changes or None for a submission, its state, the agent of a new lease).
+Admitted = tuple["Task | None", "Task | None", "TaskState | None", "AgentSlot | None"]
 _FAILED = TaskState.FAILED
 _COMPLETED = TaskState.COMPLETED
 _DEAD = TaskState.DEAD
@@ -113,16 +116,16 @@ class TaskIndex(TaskTiming):
 
     # ---------------------------------------------------------------- keep
 
-    def keep(self, task: Task, now: float, reason: str | None = None) -> Plan:
-        """Make ``task`` (a stored proposal) current; the plan says what follows.
+    def admit(self, task: Task) -> Admitted:
+        """Check that ``task`` may become current, changing nothing.
 
-        ``reason`` is why a lease ended back in the queue (``requeued``'s reason).
-        An illegal transition is a bug in the proposal and raises before anything
-        changes. A record with a new ``seq`` is a submission: the one it replaces
-        must have ended.
+        An illegal transition is a bug in the proposal; a record with a new ``seq``
+        is a submission, and the one it replaces must have ended; a new lease needs
+        its agent still here. The actor calls this *before* storing the proposal, so
+        a refusal leaves store and memory as they were, and hands the answer to
+        ``keep``.
         """
-        key = task.key
-        stored = self.tasks.get(key)
+        stored = self.tasks.get(task.key)
         if stored is not None and stored.seq == task.seq:
             old: Task | None = stored
             prior: TaskState | None = stored.state
@@ -130,13 +133,28 @@ class TaskIndex(TaskTiming):
             if stored is not None and not stored.terminal:
                 raise Conflict(f"task {task.spec.task_id!r} is still {stored.state}")
             old = prior = None
-        state = task.state
-        check_task_transition(task.spec.task_id, prior, state)
-        leasing = state in LEASED_TASK_STATES and prior not in LEASED_TASK_STATES
-        if leasing:
+        check_task_transition(task.spec.task_id, prior, task.state)
+        slot = None
+        if task.state in LEASED_TASK_STATES and prior not in LEASED_TASK_STATES:
             slot = self.matcher.agent(task.agent_id or "")
             if slot is None:
                 raise Conflict(f"agent {task.agent_id!r} left before the lease was kept")
+        return stored, old, prior, slot
+
+    def keep(
+        self, task: Task, now: float, reason: str | None = None, admitted: Admitted | None = None
+    ) -> Plan:
+        """Make ``task`` (a stored proposal) current; the plan says what follows.
+
+        ``reason`` is why a lease ended back in the queue (``requeued``'s reason).
+        ``admitted`` is ``admit``'s answer for this very task, taken before it was
+        stored; without it ``keep`` admits the task itself (and raises, changing
+        nothing, where ``admit`` would).
+        """
+        key = task.key
+        stored, old, prior, slot = admitted if admitted is not None else self.admit(task)
+        state = task.state
+        leasing = slot is not None
         self._index(key, stored, task)
         plan = self.plan
         if old is None:

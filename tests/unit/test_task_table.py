@@ -547,3 +547,27 @@ def test_reads_and_counts():
     assert stats["tasks_by_state"]["assigned"] == 1
     assert stats["pending_by_priority"] == {"3": 1, "0": 1}
     assert (stats["total_tasks_submitted"], stats["total_tasks_assigned"]) == (3, 1)
+
+
+def test_a_proposal_is_admitted_before_it_is_stored_and_a_refused_one_changes_nothing():
+    """The actor asks ``admit`` before it stores a proposal, so one ``keep`` would
+    refuse (a lease whose agent left meanwhile) never reaches the store."""
+    table = make()
+    agent(table, "a")
+    submit(table, "t")
+    key, slot = table.matcher.next_match()
+    leased = table.leased(table.tasks[key], slot, {}, 1.0, WALL)
+    table.agent_gone("a", 1, "released", None, frozenset(), 1.0, WALL)  # it leaves meanwhile
+    before = table.stats()
+    with pytest.raises(Conflict, match="left before the lease was kept"):
+        table.admit(leased)
+    assert table.get("t").state is TaskState.PENDING and table.stats() == before
+
+    agent(table, "b")
+    table.enqueue(table.get("t"))
+    key, slot = table.matcher.next_match()
+    leased = table.leased(table.tasks[key], slot, {}, 2.0, WALL)
+    admitted = table.admit(leased)
+    plan = table.keep(leased, 2.0, None, admitted)  # kept as admitted, not checked twice
+    assert [event_type for event_type, _ in plan.events] == ["task.assigned"]
+    assert table.get("t").agent_id == "b"
