@@ -260,7 +260,7 @@ class Metrics:
             self.run_time.observe(event.data["run_s"])
 
     def on_signal(self, signal_type: str, data: dict[str, Any]) -> None:
-        """Count or observe one ``Events.signal`` (see ``SIGNALS`` for the types)."""
+        """Count or observe one ``Events.signal``; an unknown type moves nothing."""
         if signal_type == "http.request":
             self.observe_request(data["route"], data["method"], data["status"], data["seconds"])
         elif signal_type == "heartbeat":
