@@ -1,4 +1,4 @@
-"""Persistence behind one protocol: in process memory, or in a SQLite file."""
+"""Persistence behind one protocol: in process memory, a SQLite file, or PostgreSQL."""
 
 from orch.config import Settings
 from orch.store.backup import backup_database
@@ -18,8 +18,18 @@ __all__ = [
 ]
 
 
+#: How ``ORCH_DB`` names a PostgreSQL database (a libpq URI).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 def open_store(settings: Settings) -> Store:
-    """The store ``settings.db`` names: ``:memory:`` keeps nothing, a path is SQLite."""
+    """The store ``settings.db`` names: ``:memory:`` keeps nothing, a
+    ``postgresql://`` URI is PostgreSQL, anything else is a SQLite file's path."""
     if settings.db == ":memory:":
         return MemoryStore()
+    if settings.db.startswith(POSTGRES_SCHEMES):
+        # Imported here: psycopg is needed only by those who choose PostgreSQL.
+        from orch.store.postgres import PostgresStore
+
+        return PostgresStore(settings.db, write_wait_s=settings.db_write_wait_s)
     return SQLiteStore(settings.db, sync=settings.db_sync)
