@@ -1,7 +1,7 @@
 """kill -9 in the middle of concurrent work: nothing acknowledged is lost.
 
 Several threads register agents, submit tasks, complete them and take locks against
-the real server on a SQLite file, recording every answer the server acknowledged.
+the real server on a SQLite file (and on PostgreSQL), recording every answer the server acknowledged.
 The server is killed with SIGKILL at a random moment, started again on the same file,
 and every acknowledged change must be there; fencing tokens must keep increasing.
 """
@@ -13,6 +13,7 @@ import threading
 import time
 from collections import defaultdict
 
+import psycopg
 import requests
 
 from tests.e2e.conftest import start_server
@@ -138,8 +139,17 @@ def drive(url: str, ledger: Ledger, stop: threading.Event, tokens: dict[str, str
 
 
 def test_nothing_acknowledged_is_lost_after_sigkill(tmp_path):
-    db = str(tmp_path / "crash.db")
-    env = {"ORCH_DB": db, "ORCH_DB_SYNC": "full"}
+    crash_and_check({"ORCH_DB": str(tmp_path / "crash.db"), "ORCH_DB_SYNC": "full"})
+
+
+def test_nothing_acknowledged_is_lost_after_sigkill_on_postgresql(pg_url):
+    crash_and_check({"ORCH_DB": pg_url})
+    with psycopg.connect(pg_url) as conn:  # the server kept them there, not elsewhere
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] > 0
+
+
+def crash_and_check(env: dict[str, str]) -> None:
+    """Drive the server on ``env``'s store, kill -9 it, start it again, check the ledger."""
     server = start_server(env)
     url = server.url
     tokens = {}

@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
@@ -165,10 +166,8 @@ class Databases:
         self._prefix = f"orch_test_{os.getpid()}_"
 
     def url_of(self, name: str) -> str:
-        """The admin URL with its database replaced by ``name``."""
-        info = psycopg.conninfo.conninfo_to_dict(self.admin_url)
-        info["dbname"] = name
-        return psycopg.conninfo.make_conninfo(**info)
+        """The admin URI with its database replaced by ``name`` (a URI, as ORCH_DB takes)."""
+        return urlsplit(self.admin_url)._replace(path=f"/{name}").geturl()
 
     def create(self) -> str:
         """Create a new empty database; return its name."""
