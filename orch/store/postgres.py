@@ -516,7 +516,13 @@ class PostgresStore:
         stopping = False
         while True:
             if not held:
-                first = self._queue.get()
+                try:
+                    # While the server is away, try it again now and then even with
+                    # nothing to write, so that check() sees it back.
+                    first = self._queue.get(timeout=None if self._lost is None else 0.5)
+                except queue.Empty:
+                    self._connect_again()
+                    continue
                 if first is _STOP:
                     return
                 held = [first]
@@ -566,17 +572,7 @@ class PostgresStore:
         pause = RECONNECT_PAUSE_S[0]
         while held:
             self._held = len(held)
-            try:
-                conn = connect(self.url, **self._options)
-            except psycopg.Error as exc:
-                self._lost = (describe(exc), self._lost[1] if self._lost else time.monotonic())
-            else:
-                with self._conn_lock:
-                    if self._conn is not None and not self._conn.closed:
-                        conn.close()  # a read connected first; keep its connection
-                    else:
-                        self._conn = conn
-                self._lost = None
+            if self._connect_again():
                 return stopping
             stopping = self._take_queued(held, None) or stopping
             now = time.monotonic()
@@ -592,6 +588,21 @@ class PostgresStore:
                 time.sleep(max(0.0, min(pause, nearest - time.monotonic())))
                 pause = min(pause * 2, RECONNECT_PAUSE_S[1])
         return stopping
+
+    def _connect_again(self) -> bool:
+        """One attempt to reach the server; True (and no longer lost) if it answered."""
+        try:
+            conn = connect(self.url, **self._options)
+        except psycopg.Error as exc:
+            self._lost = (describe(exc), self._lost[1] if self._lost else time.monotonic())
+            return False
+        with self._conn_lock:
+            if self._conn is not None and not self._conn.closed:
+                conn.close()  # a read connected first; keep its connection
+            else:
+                self._conn = conn
+        self._lost = None
+        return True
 
     def _commit(self, batch: list[_QueuedWrite]) -> list[_QueuedWrite]:
         """Commit ``batch`` in one transaction; a write that fails is dropped from it alone.

@@ -1,8 +1,9 @@
 """kill -9 in the middle of concurrent work: nothing acknowledged is lost.
 
 Several threads register agents, submit tasks, complete them and take locks against
-the real server on a SQLite file (and on PostgreSQL), recording every answer the server acknowledged.
-The server is killed with SIGKILL at a random moment, started again on the same file,
+the real server on a SQLite file (and on PostgreSQL), recording every answer the
+server acknowledged. The server is killed with SIGKILL at a random moment, started
+again on the same store,
 and every acknowledged change must be there; fencing tokens must keep increasing.
 """
 
