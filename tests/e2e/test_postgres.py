@@ -1,0 +1,71 @@
+"""The real server on PostgreSQL while the database server stops and starts again.
+
+While PostgreSQL is away, ``/health`` shows the store check failing and a write waits
+``ORCH_DB_WRITE_WAIT_S`` and is answered 503 ``store_unavailable``; once it is back,
+the server serves again, and everything acknowledged before is still there.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from tests.conftest import wait_until
+from tests.e2e.conftest import start_server
+from tests.pg.server import Databases, PrivateServer
+
+
+def store_check(url: str) -> tuple[int, dict]:
+    answer = requests.get(f"{url}/health", timeout=10)
+    return answer.status_code, answer.json()["checks"]["store"]
+
+
+def test_a_lost_database_answers_503_and_health_says_so_until_it_is_back(
+    restartable_pg: PrivateServer,
+):
+    databases = Databases(restartable_pg.url())
+    db_url = databases.url_of(databases.create())
+    server = start_server(
+        {
+            "ORCH_DB": db_url,
+            "ORCH_DB_WRITE_WAIT_S": "1",
+            "ORCH_DEPENDENCY_CHECK_INTERVAL_S": "0.2",
+        }
+    )
+    try:
+        url = server.url
+        before = {"task_id": "before", "payload": {"n": 1}}
+        answer = requests.post(f"{url}/tasks/assign", json=before, timeout=10)
+        assert answer.status_code in (200, 202), answer.text
+        wait_until(lambda: store_check(url)[1]["status"] == "ok", message="store checked")
+
+        restartable_pg.stop()
+        status, check = wait_until(
+            lambda: (found := store_check(url))[1]["status"] == "failing" and found,
+            timeout_s=15,
+            message="/health shows the store failing",
+        )
+        assert status == 503 and "unreachable" in check["last_error"]
+        refused = requests.post(
+            f"{url}/tasks/assign", json={"task_id": "during", "payload": {}}, timeout=30
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "store_unavailable"
+
+        restartable_pg.start()
+        wait_until(
+            lambda: (found := store_check(url))[0] == 200 and found[1]["status"] == "ok",
+            timeout_s=30,
+            message="/health shows the store back",
+        )
+
+        def submitted() -> bool:
+            after = {"task_id": "after", "payload": {"n": 2}}
+            answer = requests.post(f"{url}/tasks/assign", json=after, timeout=30)
+            return answer.status_code in (200, 202)
+
+        wait_until(submitted, timeout_s=30, message="writes are accepted again")
+        tasks = requests.get(f"{url}/tasks", timeout=10).json()["tasks"]
+        assert {"before", "after"} <= {task["task_id"] for task in tasks}
+        assert "during" not in {task["task_id"] for task in tasks}
+    finally:
+        assert server.stop() == 0
