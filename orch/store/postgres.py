@@ -4,9 +4,9 @@ writers share a commit.
 The same promises as the SQLite store (``orch/store/sqlite.py``) over a database
 server that several orchestrator nodes may share: one writer thread owns the
 connection, every write is a small job on its queue, and the writer puts whatever
-queued meanwhile into one transaction (group commit), sent to the server in one
-round trip (psycopg's pipeline mode). A batch of upserts, the common case, is merged
-into one multi-row statement per table first, as SQLite's writer does.
+queued meanwhile into one transaction (group commit). A batch of upserts, the common
+case, is sent as one statement (a multi-row upsert per table), which autocommit makes
+a transaction of its own: one round trip per group of writes.
 
 The server may go away (a restart, a failover of a managed database, a network
 cut). The writer then keeps every write it holds, reconnects, and commits them once
@@ -648,22 +648,22 @@ class PostgresStore:
             raise _ConnectionLost
         merged = _merged(pending)
         try:
-            with conn.pipeline(), conn.transaction():
-                if merged is not None:
-                    for statement in merged:
-                        conn.execute(*statement)
-                else:
-                    cursors = [
-                        (write, conn.execute(sql, params))
-                        for write in pending
-                        for sql, params in write.statements
-                    ]
-            if merged is None:
-                for write, cursor in cursors:
-                    write.rowcount = cursor.rowcount
-            else:
+            if merged is not None:
+                conn.execute(*merged)  # autocommit: a transaction of its own
                 for write in pending:
                     write.rowcount = 1
+                return None, None
+            # Anything else (deletes, grants, pruning: rarer) in one transaction.
+            # Pipeline mode (one round trip for it all) was measured and gave nothing
+            # distinguishable from noise (bench/README.md), so it is not used.
+            with conn.transaction():
+                cursors = [
+                    (write, conn.execute(sql, params))
+                    for write in pending
+                    for sql, params in write.statements
+                ]
+            for write, cursor in cursors:
+                write.rowcount = cursor.rowcount
             return None, None
         except psycopg.Error as exc:
             self._raise_if_lost(conn, exc)
@@ -742,13 +742,18 @@ def _culprit_error(exc: psycopg.Error) -> bool:
     return sqlstate.startswith(_CULPRIT_CLASSES)
 
 
-def _merged(pending: list[_QueuedWrite]) -> list[Statement] | None:
-    """The batch as one multi-row upsert per table, or None if it holds anything else.
+def _merged(pending: list[_QueuedWrite]) -> Statement | None:
+    """The batch as one statement (a multi-row upsert per table, joined by a WITH), or
+    None if it holds anything but mergeable upserts.
 
-    Why: one statement per table is one parse, plan and execution on the server
-    instead of one per write (bench/README.md). PostgreSQL refuses a statement that
-    upserts one row twice, so a key written twice in the batch is sent once, with its
-    last values, in the place of its first (so "in the order first stored" holds).
+    Why: in a busy server every wait on the socket gives up the GIL and must win it
+    back, which costs far more than the server's work; one statement in autocommit is
+    one send and one answer, a transaction of its own, atomic and durable like any
+    other (bench/README.md). Data-modifying WITH clauses all run, in one snapshot, so
+    upserts into different tables commute as they do one by one. PostgreSQL refuses
+    a statement that upserts one row twice, so a key written twice in the batch is
+    sent once, with its last values, in the place of its first (so "in the order
+    first stored" holds).
     """
     groups: dict[str, dict[Any, tuple[Any, ...]]] = {}
     for write in pending:
@@ -756,12 +761,15 @@ def _merged(pending: list[_QueuedWrite]) -> list[Statement] | None:
             if sql not in _MERGEABLE:
                 return None
             groups.setdefault(sql, {})[params[0]] = params
-    statements = []
+    parts: list[str] = []
+    values: list[Any] = []
     for sql, rows in groups.items():
         head, row, tail, _ = _MERGEABLE[sql]
-        values = [value for params in rows.values() for value in params]
-        statements.append((f"{head}{', '.join([row] * len(rows))}{tail}", tuple(values)))
-    return statements
+        parts.append(f"{head}{', '.join([row] * len(rows))}{tail}")
+        values.extend(value for params in rows.values() for value in params)
+    *first, last = parts
+    joined = ", ".join(f"merged_{n} AS ({part})" for n, part in enumerate(first))
+    return (f"WITH {joined} {last}" if first else last), tuple(values)
 
 
 def _decode_mapping(raw: str) -> dict[str, Any]:
