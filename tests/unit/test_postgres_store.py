@@ -11,6 +11,7 @@ Every test runs against a real PostgreSQL server (tests/pg/server.py).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -63,6 +64,12 @@ def test_orch_db_with_a_postgresql_uri_selects_this_store(pg_url):
         assert store.write_wait_s == 3.0
     finally:
         store.close()
+
+
+def test_without_psycopg_choosing_postgresql_is_refused_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "orch.store.postgres", None)  # import fails
+    with pytest.raises(StoreError, match=r"pip install 'june-orchestrator\[postgres\]'"):
+        open_store(Settings(db="postgresql://orch@db.example/orch"))
 
 
 def test_the_write_wait_is_read_from_the_environment():
