@@ -50,6 +50,7 @@ def test_a_lost_database_answers_503_and_health_says_so_until_it_is_back(
         )
         assert refused.status_code == 503, refused.text
         assert refused.json()["code"] == "store_unavailable"
+        assert refused.headers["Retry-After"]
 
         restartable_pg.start()
         wait_until(
