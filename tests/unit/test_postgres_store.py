@@ -85,11 +85,11 @@ def test_a_database_password_is_never_shown():
 def test_an_unreachable_server_is_refused_at_start_naming_it_without_its_password():
     from tests.pg.server import free_port
 
-    url = f"postgresql://orch:s3cret@127.0.0.1:{free_port()}/orch"
+    port = free_port()  # nothing listens there
     with pytest.raises(StoreError) as caught:
-        PostgresStore(url)
+        PostgresStore(f"postgresql://orch:s3cret@127.0.0.1:{port}/orch")
     message = str(caught.value)
-    assert f"cannot open store postgresql://orch@127.0.0.1:{url.split(':')[3]}" in message
+    assert f"cannot open store postgresql://orch@127.0.0.1:{port}/orch:" in message
     assert "s3cret" not in message
 
 
