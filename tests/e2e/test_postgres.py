@@ -2,13 +2,21 @@
 
 While PostgreSQL is away, ``/health`` shows the store check failing and a write waits
 ``ORCH_DB_WRITE_WAIT_S`` and is answered 503 ``store_unavailable``; once it is back,
-the server serves again, and everything acknowledged before is still there.
+the server serves again, and everything acknowledged before is still there. A database
+from a newer version stops the server with one line; the backup command names pg_dump.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import psycopg
 import requests
 
+from orch.store.postgres import PostgresStore
+from orch.store.postgres_schema import SCHEMA_VERSION
 from tests.conftest import wait_until
 from tests.e2e.conftest import start_server
 from tests.pg.server import Databases, PrivateServer
@@ -70,3 +78,39 @@ def test_a_lost_database_answers_503_and_health_says_so_until_it_is_back(
         assert "during" not in {task["task_id"] for task in tasks}
     finally:
         assert server.stop() == 0
+
+
+def run_orch(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orch", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serving_a_database_with_a_newer_schema_fails_with_one_line(pg_url):
+    PostgresStore(pg_url).close()
+    newer = SCHEMA_VERSION + 1
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE orch_schema SET version = %s", (newer,))
+    served = run_orch(
+        "serve",
+        env={"ORCH_DB": pg_url, "ORCHESTRATOR_PORT": "0", "TODO_SERVICE_URL": ""},
+    )
+    assert served.returncode == 1, served.stderr
+    [line] = served.stderr.strip().splitlines()  # no traceback
+    assert line.startswith("june-orchestrator: ")
+    assert f"schema version {newer}" in line and f"up to {SCHEMA_VERSION}" in line
+    assert "ORCH_DB" in line
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT version FROM orch_schema").fetchone() == (newer,)
+
+
+def test_the_backup_command_refuses_postgresql_naming_pg_dump(pg_url, tmp_path):
+    dest = tmp_path / "copy.db"
+    refused = run_orch("backup", str(dest), env={"ORCH_DB": pg_url})
+    assert refused.returncode == 1, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert "pg_dump" in line and not dest.exists()
