@@ -18,9 +18,9 @@ databases, which exist per connection, work for tests.
 The file's schema and migrations live in ``orch/store/sqlite_file.py``. This module
 is longer than the house's ~500 lines because the writer (queue, batches, the
 culprit retry, counters) and the table methods share one connection, lock and set
-of counters; the seam to cut along when a second store needs group commit is
-``_attempt``/``_attempt_merged``/``_rollback`` (SQLite's) against the rest (any
-store's).
+of counters. The queued write and its completion (``orch/store/writes.py``) are
+shared with the PostgreSQL store, whose writer has the same shape; what is SQLite's
+own is ``_attempt``/``_attempt_merged``/``_rollback``.
 """
 
 from __future__ import annotations
