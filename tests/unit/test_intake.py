@@ -271,7 +271,7 @@ def test_an_unlock_the_service_fails_does_not_stall_polling(todo, make_orch, clo
 
 def test_a_result_without_notes_is_reported_as_json(todo, make_orch):
     orch = reserved_for_r1(todo, make_orch)
-    orch.complete_task("r1", "todo:1", {"pr": 2, "title": "fix \"it\""})
+    orch.complete_task("r1", "todo:1", {"pr": 2, "title": 'fix "it"'})
     wait_until(lambda: todo.tasks[1]["task_status"] == "complete", message="not reported")
     assert json.loads(todo.tasks[1]["notes"]) == {"pr": 2, "title": 'fix "it"'}
 
