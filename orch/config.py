@@ -20,6 +20,13 @@ SERVICE_DB = "orchestrator.db"
 SERVICE_GC_THRESHOLDS = (700, 10, 100)
 
 
+#: How to turn off each optional service the server checks (said in its warnings).
+OFF_SWITCHES = {
+    "todo_service": "set TODO_SERVICE_URL= (empty) to turn off the TODO intake and this check",
+    "gateway": "set GATEWAY_URL= (empty) to turn off this check",
+}
+
+
 class ConfigError(ValueError):
     """An environment variable has a value the orchestrator cannot use."""
 

@@ -32,7 +32,7 @@ from orch.actors.lock_broker import LockBroker
 from orch.actors.scheduler import Scheduler, TaskView
 from orch.actors.supervisor import Supervisor
 from orch.clock import Clock, SystemClock
-from orch.config import Settings
+from orch.config import OFF_SWITCHES, Settings
 from orch.controllers import (
     Actors,
     AgentsController,
@@ -157,7 +157,7 @@ class Orchestrator:
                 ("gateway", self.settings.gateway_url),
             ):
                 if url:
-                    self.dependencies.add_http(name, url)
+                    self.dependencies.add_http(name, url, off_hint=OFF_SWITCHES[name])
         #: What the Intake holds and how it is doing, read without an ask (None: no intake).
         self.intake_view: IntakeView | None = None
         if connect_services and self.settings.todo_service_url:

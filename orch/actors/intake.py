@@ -37,7 +37,7 @@ import pykka
 from orch.actors.directory import Directory
 from orch.actors.intake_view import IntakeSnapshot, IntakeView
 from orch.clock import Clock
-from orch.config import Settings
+from orch.config import OFF_SWITCHES, Settings
 from orch.errors import NotFound, OrchestratorError
 from orch.events import Events
 from orch.integrations.todo import (
@@ -164,7 +164,9 @@ class Intake(pykka.ThreadingActor):
         self._failures += 1
         self._events.signal("intake.error")
         if self._failures == 1:
-            logger.warning("TODO service unavailable, backing off: %s", exc)
+            logger.warning(
+                "TODO service unavailable, backing off: %s (%s)", exc, OFF_SWITCHES["todo_service"]
+            )
         self._next_poll = now + self._backoff_s(self._failures)
 
     def _backoff_s(self, failures: int) -> float:
