@@ -32,6 +32,8 @@ from typing import Any
 
 import pykka
 
+from orch.errors import LoggedFailure
+
 logger = logging.getLogger("orch.pool")
 pykka_logger = logging.getLogger("pykka")
 
@@ -169,6 +171,16 @@ class PooledActor(pykka.ThreadingActor):
                 self._scheduled = False
                 return
         self._pool.schedule(self)
+
+    def _handle_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        if isinstance(exception_value, LoggedFailure):
+            # Pykka's own, without its log line: the cause was logged where it happened
+            # (an in-process agent's runner logs the user's traceback), and Pykka's
+            # would show only our frames.
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            return
+        super()._handle_failure(exception_type, exception_value, traceback)
 
     def _handle_envelope(self, envelope: Any) -> None:
         # Pykka's ``_actor_loop_running`` for one envelope, but see the module docstring
