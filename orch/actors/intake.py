@@ -253,6 +253,11 @@ class Intake(pykka.ThreadingActor):
             if record.free_slots > 0:
                 capacity[record.agent_type][record.agent_id] = record.free_slots
         if not capacity:
+            if self._failures:
+                # Nobody has room, but the last polls failed: learn whether the
+                # service is back, or the intake would look down until an agent frees up.
+                self._client.health()
+                return True
             return False
         self._events.signal("intake.polled")
         for agent_type, free in sorted(capacity.items()):

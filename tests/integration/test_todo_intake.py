@@ -141,7 +141,7 @@ def test_a_task_that_ends_dead_is_marked_blocked_not_given_back(todo, make_orch)
     wait_until(lambda: todo.tasks[1]["task_status"] == "blocked", message="blocked")
     assert todo.tasks[1]["notes"] == "cannot be done"
     assert orch.task("todo:1")["status"] == "dead"
-    assert counter(orch, "orchestrator_intake_blocks_total") == 1
+    wait_until(lambda: counter(orch, "orchestrator_intake_blocks_total") == 1)
     assert "/tasks/1/unlock" not in todo.calls
 
 

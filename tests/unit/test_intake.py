@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from orch import ManualClock, NotFound, Orchestrator, Settings
-from orch.store import MemoryStore
+from orch.store import MemoryStore, SQLiteStore
 from tests.conftest import wait_until
 from tests.fakes.todo_service import FakeTodoService
 
@@ -305,8 +305,9 @@ def test_a_refused_outcome_backs_off_on_its_own_and_is_given_up_with_a_warning(
     del todo.tasks[1]  # vanished from the service: every unlock of it answers 500
     orch.cancel_task("todo:1")
     unlocks = lambda: todo.calls.count("/tasks/1/unlock")  # noqa: E731
-    wait_until(lambda: unlocks() == 1, message="first unlock")
-    status = intake_status(orch)
+    # The Intake publishes the failure once the 500 is back (after the fake saw the call).
+    status = wait_until(lambda: (s := intake_status(orch))["undelivered"] and s)
+    assert unlocks() == 1
     assert status["status"] == "degraded"
     assert status["undelivered"] == [
         {
@@ -356,7 +357,7 @@ def test_one_stuck_outcome_does_not_hold_up_the_others(todo, make_orch, clock):
     orch.heartbeat("r1")
     orch.complete_task("r1", "todo:2", {"notes": "fine"})
     wait_until(lambda: todo.tasks[2]["task_status"] == "complete", message="not reported")
-    assert intake_status(orch)["reservations"] == {"releasing": 1}
+    wait_until(lambda: intake_status(orch)["reservations"] == {"releasing": 1})
 
 
 def test_an_outcome_is_never_given_up_while_the_service_is_unreachable(todo, make_orch, clock):
@@ -404,15 +405,17 @@ def test_a_dead_task_is_reported_in_an_event_and_in_stats(todo, make_orch):
     wait_until(lambda: events_of(orch, "intake.blocked"), message="no event")
     [blocked] = events_of(orch, "intake.blocked")
     assert blocked["task_id"] == "todo:1" and blocked["error"] == "KeyError: 'repo'"
-    dead = intake_status(orch)["dead_tasks"]
-    assert dead == {"policy": "block", "blocked": 1, "cooling": []}
+    wait_until(
+        lambda: (
+            intake_status(orch)["dead_tasks"] == {"policy": "block", "blocked": 1, "cooling": []}
+        ),
+        message="not in /stats",
+    )
 
 
 @pytest.fixture
-def cooldown_orch(
-    todo: FakeTodoService, clock: ManualClock, store: MemoryStore
-) -> Iterator[Orchestrator]:
-    settings = Settings(
+def cooldown_settings(todo: FakeTodoService) -> Settings:
+    return Settings(
         todo_service_url=todo.url,
         gateway_url="",
         todo_poll_s=POLL_S,
@@ -421,8 +424,14 @@ def cooldown_orch(
         todo_cooldown_s=100.0,
         todo_cooldown_max_s=300.0,
     )
+
+
+@pytest.fixture
+def cooldown_orch(
+    cooldown_settings: Settings, clock: ManualClock, store: MemoryStore
+) -> Iterator[Orchestrator]:
     orch = Orchestrator(
-        settings, store=store, clock=clock, auto_tick=False, connect_services=True
+        cooldown_settings, store=store, clock=clock, auto_tick=False, connect_services=True
     ).start()
     yield orch
     orch.stop()
@@ -452,3 +461,54 @@ def test_with_cooldown_a_dead_task_is_given_back_after_a_growing_cool_down(
         assert todo.tasks[1]["task_status"] == "available"
         assert intake_status(orch)["reservations"] == {}
     assert len(events_of(orch, "intake.cooling")) == 4
+
+
+def test_after_an_outage_the_service_is_seen_back_even_with_no_room_to_poll_for(
+    todo, make_orch, clock
+):
+    orch = reserved_for_r1(todo, make_orch)  # r1's one slot is taken: nothing to ask for
+    started(orch, "r2")
+    todo.stop()
+    advance(orch, clock, POLL_S)
+    assert intake_status(orch)["failed_polls"] == 1
+    orch.stop_agent("r2")  # now nobody has room
+    todo.start()
+    for _ in range(4):
+        advance(orch, clock, 60)
+    orch.dependencies.run_once()
+    assert orch.health()["checks"]["intake"]["status"] == "ok"
+    assert intake_status(orch)["failed_polls"] == 0
+
+
+def test_a_cool_down_survives_a_restart(todo, cooldown_settings, clock, tmp_path):
+    path = str(tmp_path / "orch.db")
+
+    def open_orch() -> Orchestrator:
+        return Orchestrator(
+            cooldown_settings,
+            store=SQLiteStore(path),
+            clock=clock,
+            auto_tick=False,
+            connect_services=True,
+        ).start()
+
+    todo.add_task(1)
+    first = open_orch()
+    started(first, "r1")
+    first.tick()
+    task_id = first.heartbeat("r1")["assignments"][0]["task_id"]
+    first.fail_task("r1", task_id, "broken", retryable=False)
+    wait_until(lambda: intake_status(first)["reservations"] == {"cooling": 1})
+    first.stop()
+
+    second = open_orch()
+    try:
+        assert intake_status(second)["reservations"] == {"cooling": 1}
+        clock.advance(99)
+        second.tick()
+        assert todo.tasks[1]["task_status"] == "in_progress"  # still held
+        clock.advance(1)
+        second.tick()
+        assert todo.tasks[1]["task_status"] == "available"  # given back on time
+    finally:
+        second.stop()
