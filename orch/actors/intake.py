@@ -104,6 +104,10 @@ class Intake(pykka.ThreadingActor):
         self._view = view or IntakeView(client.base_url, clock, settings.todo_poll_s)
         self._scheduler: SchedulerProxy | None = None
         self._reservations: dict[str, dict[str, Any]] = {}
+        # The same ids by state, in the order they got there (dicts as ordered sets):
+        # a tick looks only at the states it acts on, not at every reservation.
+        self._by_state: defaultdict[str, dict[str, None]] = defaultdict(dict)
+        self._dirty = True  # something changed since the view was last published
         self._next_poll = 0.0
         self._failures = 0
         self._last_poll_ok: tuple[float, float] | None = None  # (monotonic, wall)
@@ -117,7 +121,8 @@ class Intake(pykka.ThreadingActor):
     # ------------------------------------------------------------- lifecycle
 
     def on_start(self) -> None:
-        self._reservations = self._store.load_reservations()
+        for todo_id, reservation in self._store.load_reservations().items():
+            self._hold(todo_id, reservation)
         self._publish()
 
     def on_stop(self) -> None:
@@ -144,6 +149,7 @@ class Intake(pykka.ThreadingActor):
         self._end_cool_downs()
         self._deliver_due(now)
         if now >= self._next_poll:
+            self._forget_long_returned()
             self._poll_now(now)
         self._publish()
 
@@ -158,10 +164,12 @@ class Intake(pykka.ThreadingActor):
             self._failures = 0
         if not self._failures:  # asked with success, or nobody had room to ask for
             self._last_poll_ok = (now, self._clock.time())
+            self._dirty = True
         self._next_poll = now + self._settings.todo_poll_s
 
     def _outage(self, now: float, exc: Exception) -> None:
         self._failures += 1
+        self._dirty = True
         self._events.signal("intake.error")
         if self._failures == 1:
             logger.warning(
@@ -199,35 +207,41 @@ class Intake(pykka.ThreadingActor):
         return self._view.status()
 
     def _publish(self) -> None:
-        by_state: defaultdict[str, int] = defaultdict(int)
+        """Give readers a new snapshot, if anything they see has changed."""
+        if not self._dirty:
+            return
+        self._dirty = False
         undelivered = []
-        cooling = []
-        for reservation in self._reservations.values():
-            state = reservation["state"]
-            if state == RETURNED:
-                continue  # no longer ours: only remembered
-            by_state[state] += 1
-            if state in OUTCOMES and reservation.get("tries"):
-                undelivered.append(
-                    {
-                        "task_id": reservation["task_id"],
-                        "outcome": OUTCOMES[state],
-                        "failures": reservation["tries"],
-                        "last_error": reservation.get("last_error"),
-                    }
-                )
-            elif state == COOLING:
-                cooling.append(
-                    {
-                        "task_id": reservation["task_id"],
-                        "deaths": reservation["deaths"],
-                        "until": reservation["cool_until"],
-                    }
-                )
+        for state, outcome in OUTCOMES.items():
+            for todo_id in self._by_state[state]:
+                reservation = self._reservations[todo_id]
+                if reservation.get("tries"):
+                    undelivered.append(
+                        {
+                            "task_id": reservation["task_id"],
+                            "outcome": outcome,
+                            "failures": reservation["tries"],
+                            "last_error": reservation.get("last_error"),
+                        }
+                    )
+        cooling = [
+            {
+                "task_id": reservation["task_id"],
+                "deaths": reservation["deaths"],
+                "until": reservation["cool_until"],
+            }
+            for reservation in map(self._reservations.get, self._by_state[COOLING])
+            if reservation is not None
+        ]
         ok = self._last_poll_ok
         self._view.publish(
             IntakeSnapshot(
-                reservations=dict(by_state),
+                # Returned tasks are no longer ours: only remembered.
+                reservations={
+                    state: len(ids)
+                    for state, ids in self._by_state.items()
+                    if ids and state != RETURNED
+                },
                 failed_polls=self._failures,
                 last_poll_ok_at=None if ok is None else ok[0],
                 last_poll_ok_wall=None if ok is None else ok[1],
@@ -292,8 +306,7 @@ class Intake(pykka.ThreadingActor):
         }
         if known is not None:  # it died here before: its next cool-down grows
             reservation["deaths"] = known.get("deaths", 0)
-        self._store.put_reservation(todo_id, reservation)
-        self._reservations[todo_id] = reservation
+        self._put(todo_id, reservation)
         try:
             reserved = self._client.reserve_task(raw_id, agent_id)
         except ReservationRefused as exc:
@@ -370,16 +383,18 @@ class Intake(pykka.ThreadingActor):
         )
 
     def _end_cool_downs(self) -> None:
-        """Release the dead tasks whose cool-down is over; forget long-returned ones."""
+        """Give back the dead tasks whose cool-down is over."""
         now = self._clock.time()
-        for todo_id, reservation in list(self._reservations.items()):
-            if reservation["state"] == COOLING and reservation["cool_until"] <= now:
+        for todo_id in list(self._by_state[COOLING]):
+            if self._reservations[todo_id]["cool_until"] <= now:
                 self._set(todo_id, state=RELEASING)
-            elif (
-                reservation["state"] == RETURNED
-                and reservation["returned_at"] + self._settings.todo_cooldown_max_s <= now
-            ):
-                self._forget(todo_id)  # it stayed away a whole longest cool-down: start over
+
+    def _forget_long_returned(self) -> None:
+        """A task given back that stayed away a whole longest cool-down starts over."""
+        oldest = self._clock.time() - self._settings.todo_cooldown_max_s
+        for todo_id in list(self._by_state[RETURNED]):
+            if self._reservations[todo_id]["returned_at"] <= oldest:
+                self._forget(todo_id)
 
     def _cancel(self, task_id: str, reason: str) -> None:
         try:
@@ -407,9 +422,16 @@ class Intake(pykka.ThreadingActor):
 
     def _deliver_due(self, now: float) -> None:
         """Try each outcome whose turn it is, once; stop early if the service is unreachable."""
-        for todo_id, reservation in list(self._reservations.items()):
-            if reservation["state"] not in OUTCOMES or self._retry_at.get(todo_id, 0.0) > now:
-                continue
+        due = [
+            todo_id
+            for state in OUTCOMES
+            for todo_id in self._by_state[state]
+            if self._retry_at.get(todo_id, 0.0) <= now
+        ]
+        for todo_id in due:
+            reservation = self._reservations.get(todo_id)
+            if reservation is None or reservation["state"] not in OUTCOMES:
+                continue  # settled meanwhile
             if not self._deliver(todo_id, reservation, now):
                 return  # unreachable: the others wait for the next round, uncounted
 
@@ -450,8 +472,7 @@ class Intake(pykka.ThreadingActor):
                 "deaths": reservation["deaths"],
                 "returned_at": self._clock.time(),
             }
-            self._store.put_reservation(todo_id, returned)
-            self._reservations[todo_id] = returned
+            self._put(todo_id, returned)
         else:
             self._forget(todo_id)
         return True
@@ -491,6 +512,7 @@ class Intake(pykka.ThreadingActor):
         self._abandoned.append(
             {"task_id": task_id, "outcome": outcome, "error": error, "at": self._clock.time()}
         )
+        self._dirty = True
         self._retry_at.pop(todo_id, None)
         self._forget(todo_id)
 
@@ -502,13 +524,28 @@ class Intake(pykka.ThreadingActor):
                 if key not in changes:
                     updated.pop(key, None)
             self._retry_at.pop(todo_id, None)
-        self._store.put_reservation(todo_id, updated)
-        self._reservations[todo_id] = updated
+        self._put(todo_id, updated)
+
+    def _put(self, todo_id: str, reservation: dict[str, Any]) -> None:
+        """Store the reservation, then hold it: stored first, so a restart knows it."""
+        self._store.put_reservation(todo_id, reservation)
+        self._hold(todo_id, reservation)
+
+    def _hold(self, todo_id: str, reservation: dict[str, Any]) -> None:
+        previous = self._reservations.get(todo_id)
+        if previous is not None:
+            self._by_state[previous["state"]].pop(todo_id, None)
+        self._reservations[todo_id] = reservation
+        self._by_state[reservation["state"]][todo_id] = None
+        self._dirty = True
 
     def _forget(self, todo_id: str) -> None:
         self._store.delete_reservation(todo_id)
-        self._reservations.pop(todo_id, None)
+        previous = self._reservations.pop(todo_id, None)
+        if previous is not None:
+            self._by_state[previous["state"]].pop(todo_id, None)
         self._retry_at.pop(todo_id, None)
+        self._dirty = True
 
 
 def result_notes(result: Any) -> str | None:

@@ -512,3 +512,27 @@ def test_a_cool_down_survives_a_restart(todo, cooldown_settings, clock, tmp_path
         assert todo.tasks[1]["task_status"] == "available"  # given back on time
     finally:
         second.stop()
+
+
+def test_a_task_that_stays_away_a_whole_longest_cool_down_starts_over(todo, cooldown_orch, clock):
+    orch = cooldown_orch
+    todo.add_task(1)
+    started(orch, "r1")
+
+    def take_and_kill() -> dict[str, Any]:
+        advance(orch, clock, POLL_S)
+        assert orch.heartbeat("r1")["assignments"][0]["task_id"] == "todo:1"
+        orch.fail_task("r1", "todo:1", "broken", retryable=False)
+        status = wait_until(lambda: (s := intake_status(orch))["dead_tasks"]["cooling"] and s)
+        return status["dead_tasks"]["cooling"][0]
+
+    assert take_and_kill()["deaths"] == 1
+    orch.stop_agent("r1")  # no room: nobody takes it back here meanwhile
+    advance(orch, clock, 100)  # given back
+    assert todo.tasks[1]["task_status"] == "available"
+    todo.tasks[1].update(task_status="in_progress", assigned_agent="competitor")
+    for _ in range(7):  # away for longer than the longest cool-down (300 s)
+        advance(orch, clock, 50)
+    todo.tasks[1].update(task_status="available", assigned_agent=None)
+    orch.start_agent("r1")
+    assert take_and_kill()["deaths"] == 1  # not 2: the first cool-down again
