@@ -22,8 +22,8 @@ SERVICE_GC_THRESHOLDS = (700, 10, 100)
 
 #: How to turn off each optional service the server checks (said in its warnings).
 OFF_SWITCHES = {
-    "todo_service": "set TODO_SERVICE_URL= (empty) to turn off the TODO intake and this check",
-    "gateway": "set GATEWAY_URL= (empty) to turn off this check",
+    "todo_service": "to turn off the TODO intake and this check, start with TODO_SERVICE_URL=",
+    "gateway": "to turn off this check, start with GATEWAY_URL=",
 }
 
 

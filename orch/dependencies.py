@@ -124,7 +124,7 @@ class DependencyChecks:
                         "dependency %s is now failing: %s%s",
                         name,
                         error,
-                        f" ({hint})" if hint else "",
+                        f"; {hint}" if hint else "",
                     )
                 else:
                     logger.info("dependency %s is now %s", name, result.status)

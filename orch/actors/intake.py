@@ -173,7 +173,7 @@ class Intake(pykka.ThreadingActor):
         self._events.signal("intake.error")
         if self._failures == 1:
             logger.warning(
-                "TODO service unavailable, backing off: %s (%s)", exc, OFF_SWITCHES["todo_service"]
+                "TODO service unavailable, backing off: %s; %s", exc, OFF_SWITCHES["todo_service"]
             )
         self._next_poll = now + self._backoff_s(self._failures)
 

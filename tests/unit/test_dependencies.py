@@ -77,6 +77,8 @@ def test_the_warning_of_a_service_that_is_not_there_says_how_to_turn_its_check_o
         if r.name == "orch.dependencies" and r.levelno == logging.WARNING
     }
     assert set(warnings) == {"todo_service", "gateway"}
-    assert "set TODO_SERVICE_URL= (empty) to turn off the TODO intake" in warnings["todo_service"]
-    assert "set GATEWAY_URL= (empty) to turn off this check" in warnings["gateway"]
+    assert warnings["todo_service"].endswith(
+        "; to turn off the TODO intake and this check, start with TODO_SERVICE_URL="
+    )
+    assert warnings["gateway"].endswith("; to turn off this check, start with GATEWAY_URL=")
     assert "cannot connect" in warnings["gateway"]
