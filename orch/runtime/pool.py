@@ -17,7 +17,9 @@ Deviation from Pykka: a ``BaseException`` escaping a message makes Pykka stop ev
 actor in the process; here it fails this actor like any other exception (its
 ``on_failure`` runs, so the Supervisor restarts it), because a pool thread must not
 be lost and one Orchestrator must never stop another's actors (tests run many in
-one process).
+one process). And a failure that is an ``orch.errors.LoggedFailure`` (an in-process
+agent's crash, whose cause the runner logged with the user's traceback) stops the
+actor without Pykka's "Unhandled exception" traceback of our own frames.
 """
 
 from __future__ import annotations
