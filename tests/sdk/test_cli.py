@@ -130,7 +130,7 @@ def test_a_wait_that_runs_out_has_its_own_exit_status(
 def _ends(url: str, admin: OrchestratorClient, agent_id: str, token: str, how: str) -> None:
     """Play ``agent_id``: take its one task and end it ``how`` (completed or dead)."""
     task_id = wait_until(
-        lambda: admin.agent(agent_id)["current_tasks"], message="nothing assigned"
+        lambda: admin.agent(agent_id)["current_tasks"], timeout_s=20, message="nothing assigned"
     )[0]
     with OrchestratorClient(url, timeout_s=10) as agent:
         if how == "completed":
