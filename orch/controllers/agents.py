@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from orch.agent import Agent
+from orch.clock import Clock
 from orch.config import Settings
 from orch.controllers.base import Actors
 from orch.errors import Invalid
 from orch.events import Events
 from orch.model import (
     MAX_CAPABILITIES,
+    AgentRecord,
     AgentState,
     validate_id,
     validate_int,
@@ -31,8 +33,10 @@ from orch.validation import json_copy, parse_enum, validate_bool
 class AgentsController:
     """The agents' side of the embedded API (``Orchestrator.register_agent`` and kin)."""
 
-    def __init__(self, actors: Actors, settings: Settings, events: Events) -> None:
+    def __init__(self, actors: Actors, settings: Settings, events: Events, clock: Clock) -> None:
         self._actors = actors
+        # Only to tell the age of a heartbeat, on the clock the HealthMonitor judges by.
+        self._clock = clock
         self._calls = actors.calls
         self._settings = settings
         self._events = events
@@ -170,7 +174,21 @@ class AgentsController:
 
     def agent(self, agent_id: str) -> dict[str, Any]:
         """One agent as plain data (never its token)."""
-        return self._actors.entry(agent_id).record.to_dict(self._actors.task_id_of)
+        return self._describe(self._actors.entry(agent_id).record, self._clock.monotonic())
+
+    def _describe(self, record: AgentRecord, now: float) -> dict[str, Any]:
+        """The record as plain data, with the age of its last heartbeat.
+
+        The record keeps a monotonic reading, meaningless to a reader; its age is what
+        an operator wants. None when no heartbeat is expected (an in-process agent, or
+        one not admitted yet, whose reading is 0).
+        """
+        out = record.to_dict(self._actors.task_id_of)
+        seen = record.last_heartbeat
+        out["last_heartbeat_age_s"] = (
+            None if record.in_process or seen <= 0 else round(max(0.0, now - seen), 3)
+        )
+        return out
 
     def agents(
         self,
@@ -179,8 +197,14 @@ class AgentsController:
         agent_type: str | None = None,
         capability: str | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> dict[str, Any]:
-        """``{agents, total, active}``: filtered listing, at most ``limit`` agents."""
+        """``{agents, total, active, matched}``: filtered, ordered by id, at most ``limit``
+        agents from the ``offset``-th on (a page of a fleet too large for one answer).
+
+        ``matched`` counts the agents the filters select, so a reader paging through
+        them (the dashboard's virtual list) knows how many there are.
+        """
         self._actors.check_running()  # not started, the Directory is not recovered: empty
         wanted_state = None if state is None else parse_enum(AgentState, "state", state)
         if agent_type is not None:
@@ -188,6 +212,7 @@ class AgentsController:
         if capability is not None:
             validate_id("capability", capability)
         limit = validate_int("limit", limit, 1, 100_000)
+        offset = validate_int("offset", offset, 0, 2**31 - 1)
         records = [e.record for e in self._actors.directory.entries()]
         active = sum(1 for r in records if r.state in (AgentState.IDLE, AgentState.BUSY))
         selected = [
@@ -198,10 +223,12 @@ class AgentsController:
             and (capability is None or capability in r.capabilities)
         ]
         selected.sort(key=lambda r: r.agent_id)
+        now = self._clock.monotonic()
         return {
-            "agents": [r.to_dict(self._actors.task_id_of) for r in selected[:limit]],
+            "agents": [self._describe(r, now) for r in selected[offset : offset + limit]],
             "total": len(records),
             "active": active,
+            "matched": len(selected),
         }
 
     def agent_tasks(self, agent_id: str) -> dict[str, Any]:
