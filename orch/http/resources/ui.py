@@ -3,9 +3,9 @@
 The files (``orch/http/ui/``) are read once, when the app is built, into a table
 keyed by their path under ``/ui/``; a request is answered from that table only, so no
 path it names can reach another file (``..``, encoded slashes and absolute paths are
-simply not keys, and the guard refuses them before that). They hold no data: the page itself is public, and every call it
-makes to the API carries the admin token the operator typed (see README,
-"Dashboard").
+simply not keys, and the guard refuses them before that). They hold no data: the
+page itself is public, and every call it makes to the API carries the admin token
+the operator typed (see README, "Dashboard").
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
 }
 
 #: Scripts and styles only from this origin, never inline; API calls only to it; no

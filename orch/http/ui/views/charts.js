@@ -6,7 +6,15 @@ import { clear, h } from "../dom.js";
 import { levels, onStats, rates } from "../live.js";
 
 const WINDOW_S = 300;
-const COLORS = ["#2e7d32", "#c62828", "#1565c0"];
+const GREEN = "#2e7d32";
+const RED = "#c62828";
+const ORANGE = "#b26a00";
+const BLUE = "#1565c0";
+
+// "■ completed 1.50/s  ■ failed 0.00/s", the squares in the lines' colours.
+function legend(el, entries) {
+  clear(el, entries.map(([label, value, colour]) => h("span", { className: `series series-${colour}`, dataset: { series: label } }, `${label} ${value}`)));
+}
 
 function chart(id, title) {
   const canvas = h("canvas", { id: `${id}-canvas`, width: 640, height: 160 });
@@ -43,10 +51,10 @@ function draw(canvas, seriesList) {
   ctx.fillText("now", width - 30, height - 8);
   const x = (t) => pad + ((t - (now - WINDOW_S)) / WINDOW_S) * (width - pad - 4);
   const y = (v) => height - pad - (v / max) * (height - pad - 8);
-  seriesList.forEach((series, i) => {
+  seriesList.forEach((series) => {
     const points = series.points.filter((p) => p.value !== null && p.t >= now - WINDOW_S);
     if (!points.length) return;
-    ctx.strokeStyle = COLORS[i % COLORS.length];
+    ctx.strokeStyle = series.color;
     ctx.lineWidth = 2;
     ctx.beginPath();
     points.forEach((p, j) => (j ? ctx.lineTo(x(p.t), y(p.value)) : ctx.moveTo(x(p.t), y(p.value))));
@@ -77,12 +85,18 @@ export function mount(root) {
     const pending = levels("pending");
     const running = levels("running");
     const beats = rates("heartbeats");
-    draw(throughput.canvas, [{ points: completed }, { points: failed }]);
-    throughput.legend.textContent = `completed ${format(last(completed), "/s")} · failed ${format(last(failed), "/s")}`;
-    draw(queue.canvas, [{ points: running }, { points: pending }]);
-    queue.legend.textContent = `pending ${format(last(pending), "")} · running ${format(last(running), "")}`;
-    draw(heartbeats.canvas, [{ points: beats }]);
-    heartbeats.legend.textContent = `heartbeats ${format(last(beats), "/s")}`;
+    draw(throughput.canvas, [
+      { points: completed, color: GREEN },
+      { points: failed, color: RED },
+    ]);
+    legend(throughput.legend, [["completed", format(last(completed), "/s"), "green"], ["failed", format(last(failed), "/s"), "red"]]);
+    draw(queue.canvas, [
+      { points: pending, color: ORANGE },
+      { points: running, color: BLUE },
+    ]);
+    legend(queue.legend, [["pending", format(last(pending), ""), "orange"], ["running", format(last(running), ""), "blue"]]);
+    draw(heartbeats.canvas, [{ points: beats, color: BLUE }]);
+    legend(heartbeats.legend, [["heartbeats", format(last(beats), "/s"), "blue"]]);
   }
 
   const off = onStats(render);

@@ -104,9 +104,8 @@ export function mount(root, { params }) {
       out.push(h("div", { className: "vrow", dataset: { index: i, agentId: agent.agent_id } }, COLUMNS.map(([, cell]) => h("span", {}, cell(agent)))));
     }
     clear(rows, out);
-    const shown = filters.status || filters.agent_type || filters.capability ? `${matched} match` : `${matched} agents`;
-    const total = latest.stats ? ` of ${latest.stats.total_agents}` : "";
-    summary.textContent = `${shown}${total}; rows ${matched ? first + 1 : 0}–${last}`;
+    const total = latest.stats ? latest.stats.total_agents : matched;
+    summary.textContent = `${matched} of ${total} agents shown; rows ${matched ? first + 1 : 0}–${last}`;
   }
 
   async function fetchChunk(index, force) {
