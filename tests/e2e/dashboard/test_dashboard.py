@@ -19,7 +19,7 @@ from tests.e2e.conftest import ServerProcess
 from tests.e2e.dashboard.conftest import BUILD, Api, Watched
 
 #: "About 2 s" live updates, with room for a loaded 2-core machine.
-LIVE_MS = 4000
+LIVE_MS = 5000
 LONG_MS = 15000
 
 
@@ -264,6 +264,27 @@ def test_changes_show_live_without_a_reload_and_without_a_request_per_agent(
     assert tab.errors == []
 
 
+def test_the_health_banner_names_the_nodes_role_and_leader_when_health_does(tab, server):
+    """A cluster node's /health adds ``role`` and ``leader`` (PostgreSQL cluster).
+
+    This server has no cluster, so its real answer is passed through with the two
+    fields added, as a standby would send them.
+    """
+
+    def as_standby(route) -> None:
+        answer = route.fetch()
+        body = {**answer.json(), "role": "standby", "leader": "http://10.0.0.7:8005"}
+        route.fulfill(response=answer, json=body)
+
+    tab.page.route("**/health", as_standby)
+    open_view(tab, server, "fleet")
+    banner = tab.page.locator("#health")
+    expect(banner.locator("[data-check=role]")).to_have_text("Role: standby")
+    expect(banner.locator("[data-check=leader]")).to_have_text("Leader: http://10.0.0.7:8005")
+    expect(banner).to_contain_text("Store: ok")
+    assert tab.errors == []
+
+
 # ----------------------------------------------------------------- actions
 
 
@@ -398,6 +419,10 @@ def test_the_token_is_asked_for_first_kept_in_the_session_and_never_put_in_a_url
     assert api_calls
     assert all(ADMIN not in r.url for r in tab.requests)
     assert all(r.headers.get("authorization") == f"Bearer {ADMIN}" for r in api_calls[-5:])
+
+    page.click("#sign-out")  # "Forget token": asked again at once
+    expect(page.locator("#login")).to_be_visible(timeout=LONG_MS)
+    assert page.evaluate("sessionStorage.length") == 0
 
     other = browser.new_context()  # another tab's session: asked again
     try:

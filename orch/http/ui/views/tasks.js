@@ -156,7 +156,7 @@ export function mount(root) {
   const off = onEvents((events) => {
     if (events.some((e) => e.type.startsWith("task.") || e.type.startsWith("intake."))) refresh();
   });
-  const timer = setInterval(load, 5000);
+  const timer = setInterval(load, 10000); // ages move; changes come by events
   load();
   return {
     unmount() {
