@@ -35,7 +35,7 @@ class AgentsController:
 
     def __init__(self, actors: Actors, settings: Settings, events: Events, clock: Clock) -> None:
         self._actors = actors
-        # Only to tell the age of a heartbeat, on the clock the HealthMonitor judges by.
+        # Only to tell when a heartbeat came, from the monotonic reading the record holds.
         self._clock = clock
         self._calls = actors.calls
         self._settings = settings
@@ -174,19 +174,28 @@ class AgentsController:
 
     def agent(self, agent_id: str) -> dict[str, Any]:
         """One agent as plain data (never its token)."""
-        return self._describe(self._actors.entry(agent_id).record, self._clock.monotonic())
+        return self._describe(self._actors.entry(agent_id).record, self._wall_offset())
 
-    def _describe(self, record: AgentRecord, now: float) -> dict[str, Any]:
-        """The record as plain data, with the age of its last heartbeat.
+    def _wall_offset(self) -> float:
+        """Wall-clock time minus monotonic time, to a tenth of a second.
 
-        The record keeps a monotonic reading, meaningless to a reader; its age is what
-        an operator wants. None when no heartbeat is expected (an in-process agent, or
-        one not admitted yet, whose reading is 0).
+        Rounded so that two reads of an unchanged agent answer the same
+        ``last_heartbeat_at`` (the two clocks are read a few microseconds apart), and
+        read each time so that a wall clock set right is followed.
+        """
+        return round(self._clock.time() - self._clock.monotonic(), 1)
+
+    def _describe(self, record: AgentRecord, wall_offset: float) -> dict[str, Any]:
+        """The record as plain data, with when it last sent a heartbeat.
+
+        The record keeps a monotonic reading, meaningless to a reader; it is given as
+        wall-clock time like ``registered_at``. None when no heartbeat is expected (an
+        in-process agent, or one not admitted yet, whose reading is 0).
         """
         out = record.to_dict(self._actors.task_id_of)
         seen = record.last_heartbeat
-        out["last_heartbeat_age_s"] = (
-            None if record.in_process or seen <= 0 else round(max(0.0, now - seen), 3)
+        out["last_heartbeat_at"] = (
+            None if record.in_process or seen <= 0 else round(wall_offset + seen, 3)
         )
         return out
 
@@ -223,9 +232,9 @@ class AgentsController:
             and (capability is None or capability in r.capabilities)
         ]
         selected.sort(key=lambda r: r.agent_id)
-        now = self._clock.monotonic()
+        wall_offset = self._wall_offset()
         return {
-            "agents": [self._describe(r, now) for r in selected[offset : offset + limit]],
+            "agents": [self._describe(r, wall_offset) for r in selected[offset : offset + limit]],
             "total": len(records),
             "active": active,
             "matched": len(selected),

@@ -4,9 +4,10 @@ What the page does with them is tested in Chromium (tests/e2e/test_dashboard.py)
 here, what the server sends, and that a non-editable install would ship it.
 """
 
-import configparser
-import fnmatch
+import os
 import re
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -31,14 +32,47 @@ def test_every_file_of_the_dashboard_is_found_through_importlib_resources():
     assert packaged.read_bytes() == (UI_DIR / "app.js").read_bytes()
 
 
-def test_setup_cfg_ships_every_file_of_the_dashboard_as_package_data():
-    """A non-editable install copies only what ``package_data`` names."""
-    config = configparser.ConfigParser()
-    config.read(REPO / "setup.cfg")
-    patterns = [p.strip() for p in config["options.package_data"]["orch.http"].split(",")]
-    for name in UI_FILES:
-        assert any(fnmatch.fnmatch(f"ui/{name}", p) for p in patterns), (name, patterns)
-        assert "." + name.rpartition(".")[2] in CONTENT_TYPES, name
+def test_a_built_package_ships_every_file_of_the_dashboard(tmp_path):
+    """What a wheel (a non-editable install) would hold: setuptools' ``build_py``
+    copies the packages and their ``package_data`` from setup.cfg; the copy must
+    serve every file, found through importlib.resources from there."""
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from setuptools import setup; setup()",
+            "-q",
+            "build_py",
+            "--build-lib",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    shipped = tmp_path / "orch" / "http" / "ui"
+    assert (
+        sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file())
+        == UI_FILES
+    )
+    probe = (
+        "import orch.http.resources.ui as ui, orch; "
+        "print(orch.__file__); print(sorted(ui.load_files()))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=60,
+    )
+    assert found.returncode == 0, found.stderr
+    where, names = found.stdout.splitlines()
+    assert where.startswith(str(tmp_path))  # the built copy, not this checkout
+    assert names == repr(UI_FILES)
 
 
 def test_root_redirects_to_the_dashboard(client):

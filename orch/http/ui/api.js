@@ -32,6 +32,24 @@ export function onUnauthorized(listener) {
   unauthorizedListeners.add(listener);
 }
 
+// The server's clock minus this browser's, in seconds, from the answers' Date header
+// (whole seconds): ages of server times are told on the server's clock, so a
+// browser whose clock is off does not show a fresh heartbeat as minutes old.
+let skewS = 0;
+
+function noteServerDate(response) {
+  const header = response.headers.get("Date");
+  const serverS = header ? Date.parse(header) / 1000 : NaN;
+  if (Number.isNaN(serverS)) return;
+  const offS = serverS + 0.5 - Date.now() / 1000; // the header drops the fraction
+  skewS = Math.abs(offS) > 2 ? offS : 0; // within the header's precision: trust ours
+}
+
+// Now, on the server's clock, in epoch seconds.
+export function serverNow() {
+  return Date.now() / 1000 + skewS;
+}
+
 export async function api(path, { method = "GET", body, signal } = {}) {
   const headers = { Accept: "application/json, application/problem+json" };
   const secret = token();
@@ -48,6 +66,7 @@ export async function api(path, { method = "GET", body, signal } = {}) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, { title: "Server unreachable", detail: String(error.message) });
   }
+  noteServerDate(response);
   const type = response.headers.get("Content-Type") || "";
   const data = type.includes("json") ? await response.json() : await response.text();
   if (!response.ok) {

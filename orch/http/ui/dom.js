@@ -1,6 +1,8 @@
 // Building the page without HTML strings: every value from the API becomes a text
 // node (textContent), so an agent's metadata holding <script> shows as text.
 
+import { serverNow } from "./api.js";
+
 export function h(tag, props = {}, ...children) {
   const el = document.createElement(tag);
   for (const [key, value] of Object.entries(props)) {
@@ -42,10 +44,10 @@ export function duration(seconds) {
   return `${(s / 86400).toFixed(1)} d`;
 }
 
-// Age of an epoch-seconds time, from now.
+// Age of an epoch-seconds time from the server, from now on the server's clock.
 export function age(epochSeconds) {
   if (!epochSeconds) return "–";
-  return duration(Date.now() / 1000 - epochSeconds);
+  return duration(serverNow() - epochSeconds);
 }
 
 export function clock(epochSeconds) {

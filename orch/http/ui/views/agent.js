@@ -3,7 +3,7 @@
 
 import { api, describeError, segment } from "../api.js";
 import { act } from "../actions.js";
-import { age, clear, duration, h, json, link, stateBadge, table, throttle } from "../dom.js";
+import { age, clear, h, json, link, stateBadge, table, throttle } from "../dom.js";
 import { onEvents, recentEvents } from "../live.js";
 import { eventTable, facts, mentions } from "./common.js";
 
@@ -36,7 +36,7 @@ export function mount(root, { arg: agentId }) {
           ["Type", agent.agent_type],
           ["Capabilities", agent.capabilities.join(", ")],
           ["Load", `${agent.current_tasks.length} / ${agent.config.max_concurrent_tasks}`],
-          ["Last heartbeat", agent.last_heartbeat_age_s === null ? "–" : `${duration(agent.last_heartbeat_age_s)} ago`],
+          ["Last heartbeat", agent.last_heartbeat_at === null ? "–" : `${age(agent.last_heartbeat_at)} ago`],
           ["Restarts", String(agent.restarts)],
           ["Registered", `${age(agent.registered_at)} ago`],
           ["Host", agent.metadata.host === undefined ? "–" : String(agent.metadata.host)],

@@ -3,7 +3,7 @@
 // (GET /agents?offset=&limit=), so 10,000 agents cost what 50 do.
 
 import { api, describeError, segment } from "../api.js";
-import { clear, duration, h, stateBadge, throttle } from "../dom.js";
+import { age, clear, h, stateBadge, throttle } from "../dom.js";
 import { latest, onEvents, onStats } from "../live.js";
 
 const ROW_PX = 30;
@@ -28,7 +28,7 @@ const COLUMNS = [
   ["Type", (a) => a.agent_type],
   ["Capabilities", (a) => a.capabilities.join(", ") || "–"],
   ["Load", (a) => load(a)],
-  ["Heartbeat", (a) => (a.last_heartbeat_age_s === null ? "–" : `${duration(a.last_heartbeat_age_s)} ago`)],
+  ["Heartbeat", (a) => (a.last_heartbeat_at === null ? "–" : `${age(a.last_heartbeat_at)} ago`)],
   ["Restarts", (a) => String(a.restarts)],
   ["Host", (a) => field(a, "host")],
   ["PID", (a) => field(a, "pid")],

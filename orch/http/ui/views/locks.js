@@ -1,7 +1,7 @@
 // Locks: every held or awaited resource with its mode, holders, fencing token,
 // lease expiry and waiters.
 
-import { api, describeError, segment } from "../api.js";
+import { api, describeError, segment, serverNow } from "../api.js";
 import { clear, clock, duration, h, link, table, throttle } from "../dom.js";
 import { onEvents } from "../live.js";
 
@@ -19,7 +19,7 @@ function holders(lock) {
 function expiry(lock) {
   if (!lock.holders.length) return "–";
   const soonest = Math.min(...lock.holders.map((g) => g.expires_at));
-  return `${clock(soonest)} (in ${duration(soonest - Date.now() / 1000)})`;
+  return `${clock(soonest)} (in ${duration(soonest - serverNow())})`;
 }
 
 function waiters(lock) {
