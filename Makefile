@@ -27,7 +27,8 @@ CHROMIUM ?= /usr/bin/chromium
 chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update && apt-get install -y chromium chromium-driver; \
+			(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver) \
+				|| echo "could not install chromium chromium-driver (the browser tests fail without them)"; \
 		else \
 			echo "$(CHROMIUM) missing: apt-get install chromium chromium-driver (the browser tests fail without it)"; \
 		fi; \
