@@ -62,23 +62,26 @@ function renderHealth(health) {
   clear(banner, items);
 }
 
+// Each count links to the view that lists what it counts (a lost agent at 3 a.m.
+// is one click from the list of lost agents).
 function renderCounts(stats) {
   if (!stats) return;
   const agents = stats.agents_by_state || {};
   const tasksByState = stats.tasks.tasks_by_state;
-  const count = (label, value, key) => h("span", { className: "count", dataset: { count: key } }, h("b", {}, String(value)), ` ${label}`);
+  const count = (label, value, key, href) =>
+    h("a", { className: "count", href, dataset: { count: key } }, h("b", {}, String(value)), ` ${label}`);
   clear(
     $("counts"),
-    count("agents", stats.total_agents, "agents"),
-    count("active", stats.active_agents, "active"),
-    count("unhealthy", agents.unhealthy || 0, "unhealthy"),
-    count("lost", agents.lost || 0, "lost"),
-    count("failed agents", agents.failed || 0, "failed-agents"),
-    count("pending", stats.pending_tasks, "pending"),
-    count("running", tasksByState.running + tasksByState.assigned, "running"),
-    count("completed", stats.total_tasks_completed, "completed"),
-    count("dead", tasksByState.dead, "dead"),
-    count("locks held", stats.locks.locks_held, "locks"),
+    count("agents", stats.total_agents, "agents", "#/fleet"),
+    count("active", stats.active_agents, "active", "#/fleet"),
+    count("unhealthy", agents.unhealthy || 0, "unhealthy", "#/fleet?status=unhealthy"),
+    count("lost", agents.lost || 0, "lost", "#/fleet?status=lost"),
+    count("failed agents", agents.failed || 0, "failed-agents", "#/fleet?status=failed"),
+    count("pending", stats.pending_tasks, "pending", "#/tasks"),
+    count("running", tasksByState.running + tasksByState.assigned, "running", "#/tasks"),
+    count("completed", stats.total_tasks_completed, "completed", "#/tasks"),
+    count("dead", tasksByState.dead, "dead", "#/tasks"),
+    count("locks held", stats.locks.locks_held, "locks", "#/locks"),
   );
 }
 

@@ -136,6 +136,10 @@ def test_every_view_shows_the_seeded_fleet_and_logs_no_error(tab, server, seeded
     expect(page.locator("#fleet-summary")).to_contain_text("1 of 3")
     assert rows(tab)() == ["r3"]
     page.select_option("#filter-status", "")
+    page.click("#counts [data-count=lost]")  # a count opens what it counts
+    expect(page.locator("#fleet-summary")).to_contain_text("0 of 3")
+    expect(page.locator("#filter-status")).to_have_value("lost")
+    page.select_option("#filter-status", "")
     page.fill("#filter-capability", "plan")
     page.press("#filter-capability", "Enter")
     expect(page.locator("#fleet-summary")).to_contain_text("1 of 3")
