@@ -137,7 +137,7 @@ class Orchestrator:
         #: The running actors as the controllers reach them (stand-ins while none run).
         self.actors = Actors(calls, self.directory, TaskView())
         self.controllers = Controllers(
-            agents=AgentsController(self.actors, self.settings, self.events_log),
+            agents=AgentsController(self.actors, self.settings, self.events_log, self.clock),
             tasks=TasksController(self.actors),
             locks=LocksController(self.actors, self.settings, self.events_log),
             config=ConfigController(self.actors),
