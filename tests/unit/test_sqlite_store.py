@@ -267,6 +267,7 @@ def test_an_older_schema_is_migrated_forward_keeping_its_rows(db_path):
     store.close()
     raw = sqlite3.connect(db_path, isolation_level=None)
     raw.execute("DROP TABLE intake_reservations")  # what migration 1 -> 2 adds
+    raw.execute("DROP TABLE idempotent_answers")  # and 2 -> 3
     raw.execute("PRAGMA user_version = 1")
     raw.close()
     store = SQLiteStore(db_path)
@@ -274,7 +275,7 @@ def test_an_older_schema_is_migrated_forward_keeping_its_rows(db_path):
     try:
         assert raw.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
         tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
-        assert "intake_reservations" in tables
+        assert {"intake_reservations", "idempotent_answers"} <= tables
         assert store.load_agents() == [make_agent("a1")]
     finally:
         raw.close()
