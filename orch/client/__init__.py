@@ -43,6 +43,7 @@ from orch.client.answers import (
     error_from_response,
 )
 from orch.client.endpoint import (
+    DEFAULT_FAILOVER_WAIT_S,
     DEFAULT_TIMEOUT_S,
     DEFAULT_URL,
     TERMINAL_TASK_STATES,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from orch.client.leases import HeldLock, LockLost
 
 __all__ = [
+    "DEFAULT_FAILOVER_WAIT_S",
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_URL",
     "TERMINAL_TASK_STATES",

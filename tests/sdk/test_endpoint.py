@@ -189,7 +189,7 @@ def test_unreachable_server_is_one_clear_error():
         port = probe.getsockname()[1]  # nothing listens on it once closed
     dead_url = f"http://127.0.0.1:{port}"
     with (
-        OrchestratorClient(dead_url, timeout_s=2) as client,
+        OrchestratorClient(dead_url, timeout_s=2, failover_wait_s=0) as client,
         pytest.raises(Unreachable) as unreachable,
     ):
         client.health()
