@@ -39,6 +39,14 @@ HEADER = "Idempotency-Key"
 #: Methods a key applies to; on any other it is ignored (they change nothing).
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_KEY_CHARS = 255
+#: The header's value as /openapi.json states it: exactly what ``parse_key`` accepts
+#: (HTTP drops spaces around a value, so at least one character must be another).
+KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_KEY_CHARS,
+    "pattern": "^[ -~]*[!-~][ -~]*$",
+}
 #: Answer headers that belong to the connection or the moment, not to the answer.
 UNKEPT_HEADERS = frozenset(
     {"content-length", "date", "server", "connection", "transfer-encoding", "retry-after"}
@@ -50,34 +58,39 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 def parse_key(raw: str) -> str:
     """The key a header value carries; ``Invalid`` naming the header if it is unusable.
 
-    A quoted value is an RFC 8941 String (``\\"`` and ``\\\\`` escaped); anything else
-    is taken as it stands. Either way: 1 to 255 printable ASCII characters.
+    The value must be 1 to 255 printable ASCII characters (``KEY_SCHEMA``). A value
+    that is a well-formed RFC 8941 String (``"..."``, with ``\\"`` and ``\\\\``
+    escaped, not empty), as the draft writes keys, stands for its content, so
+    ``"abc"`` and ``abc`` are one key; any other value is the key as it stands.
     """
     value = raw.strip()
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        key, escaped = [], False
-        for char in value[1:-1]:
-            if escaped:
-                if char not in '"\\':
-                    raise Invalid(HEADER, "a quoted key may escape only '\"' and '\\\\'")
-                key.append(char)
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                raise Invalid(HEADER, "a quoted key must escape '\"' inside it")
-            else:
-                key.append(char)
-        if escaped:
-            raise Invalid(HEADER, "a quoted key must not end in a lone '\\\\'")
-        value = "".join(key)
     if not value:
         raise Invalid(HEADER, "must not be empty")
     if len(value) > MAX_KEY_CHARS:
         raise Invalid(HEADER, f"must be at most {MAX_KEY_CHARS} characters, not {len(value)}")
     if not value.isascii() or not value.isprintable():
         raise Invalid(HEADER, "must be printable ASCII characters (a UUID is a good key)")
-    return value
+    return _unquoted(value) or value
+
+
+def _unquoted(value: str) -> str | None:
+    """The content of an RFC 8941 String, or None if ``value`` is not one."""
+    if len(value) < 3 or value[0] != '"' or value[-1] != '"':
+        return None
+    content, escaped = [], False
+    for char in value[1:-1]:
+        if escaped:
+            if char not in '"\\':
+                return None
+            content.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            return None
+        else:
+            content.append(char)
+    return None if escaped else "".join(content)
 
 
 def fingerprint(method: str, target: str, body: bytes) -> str:

@@ -19,6 +19,7 @@ import msgspec
 
 from orch.config import Settings
 from orch.http.auth import Scope
+from orch.http.idempotency import KEY_SCHEMA
 from orch.http.resources.base import Resource
 from orch.http.schemas import REQUEST_BODIES, Id, Problem, TaskId
 
@@ -51,11 +52,11 @@ _IDEMPOTENCY_KEY = {
         " ORCH_IDEMPOTENCY_TTL_S and a retry with the same key, credential, method,"
         " path and body gets it again (with Idempotent-Replayed: true) instead of"
         " being applied twice. The same key with another request is 422; a retry"
-        " while the first is being answered is 409 (Retry-After). A quoted string"
-        ' ("...") or a bare token of 1 to 255 printable ASCII characters, such as a'
-        " UUID."
+        " while the first is being answered is 409 (Retry-After). 1 to 255 printable"
+        ' ASCII characters, such as a UUID; a quoted string ("...", the draft\'s form)'
+        " stands for its content."
     ),
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": KEY_SCHEMA,
 }
 
 _ID = msgspec.json.schema(Id)
