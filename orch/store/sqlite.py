@@ -201,6 +201,19 @@ class SQLiteStore:
         self._conn = connect(path, SYNC_MODES[sync], busy_timeout_s)
         self.schema_version = SCHEMA_VERSION
         self._conn_lock = threading.Lock()  # held by the writer per transaction, by reads
+        # Point reads while serving (idempotent answers) must not wait behind a commit:
+        # a file has a connection of its own for them (WAL lets it read meanwhile);
+        # ``:memory:`` exists only in the writer's, so it reads there.
+        self._reader: sqlite3.Connection | None = None
+        if path != ":memory:":
+            try:
+                self._reader = sqlite3.connect(
+                    path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                self._conn.close()
+                raise StoreError(f"cannot open store {path!r}: {describe(exc)}") from exc
+        self._reader_lock = threading.Lock()
         self._closing_lock = threading.Lock()  # makes "not closed, so enqueue" atomic
         self._closed = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -426,7 +439,7 @@ class SQLiteStore:
 
     def load_idempotent_answer(self, scope: str, key: str) -> IdempotentAnswer | None:
         """The answer stored under ``(scope, key)`` (its primary key), or None."""
-        rows = self._read(
+        rows = self._point_read(
             "SELECT fingerprint, status, headers, body, created_at, expires_at"
             " FROM idempotent_answers WHERE scope = ? AND key = ?",
             (scope, key),
@@ -561,6 +574,9 @@ class SQLiteStore:
         # Nothing is left to lose if closing fails: every write has been answered.
         with self._conn_lock, contextlib.suppress(sqlite3.Error):
             self._conn.close()
+        if self._reader is not None:
+            with self._reader_lock, contextlib.suppress(sqlite3.Error):
+                self._reader.close()
 
     # ---------------------------------------------------------------- internals
 
@@ -743,6 +759,18 @@ class SQLiteStore:
                 raise StoreError("store is closed")
             try:
                 return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {describe(exc)}") from exc
+
+    def _point_read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """A read on the reader's connection (see ``__init__``), else as ``_read``."""
+        if self._reader is None:
+            return self._read(sql, params)
+        with self._reader_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            try:
+                return self._reader.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"store read failed: {describe(exc)}") from exc
 
