@@ -8,9 +8,10 @@ key by the credential that sent it, and either replays the stored answer or lets
 the request run and hands its answer over to be kept.
 
 It runs after authentication (``AuthMiddleware``), so a key never lets a caller past
-a check it would fail, and the scope is a digest of the whole ``Authorization``
-header: a client holding another token can neither read nor collide with this
-one's answers.
+a check it would fail (agent-scoped calls, whose token the responder checks, are
+replayed only for a token that is still an agent's), and the scope is a digest of
+the whole ``Authorization`` header: a client holding another token can neither read
+nor collide with this one's answers.
 
 Keyed requests never take the HTTP loop's fast path (``InlineAnswers`` sends them to
 the workers, and this middleware also takes the list of held writes away, so the
@@ -29,6 +30,7 @@ from typing import Any
 import falcon
 
 from orch.errors import Invalid
+from orch.http.auth import Scope
 from orch.http.errors import PayloadTooLarge
 from orch.http.media import MAX_BODY_BYTES
 from orch.http.resources.base import ANSWER_WRITES
@@ -125,6 +127,10 @@ class IdempotencyMiddleware:
         if raw is None:
             return
         key = parse_key(raw)
+        if resource.scopes.get(req.method) is Scope.AGENT and not _live_agent_token(req, resource):
+            # Agent-scoped calls check the token in the responder: a replay must not
+            # skip that, so a token that is nobody's now is refused there (401).
+            return
         body = _take_body(req)
         scope = credential_scope(req)
         request_fingerprint = fingerprint(req.method, req.relative_uri, body)
@@ -157,6 +163,11 @@ class IdempotencyMiddleware:
             self._keys.abandon(scope, key)
             raise
         self._keys.finish(scope, key, request_fingerprint, resp.status_code, headers, body)
+
+
+def _live_agent_token(req: falcon.Request, resource: Any) -> bool:
+    token = getattr(req.context, "token", None)
+    return token is not None and resource.orch.controllers.tokens.owner(token) is not None
 
 
 def _take_body(req: falcon.Request) -> bytes:

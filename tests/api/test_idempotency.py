@@ -72,6 +72,17 @@ def test_a_retried_registration_keeps_the_first_token(client):
     assert [e["type"] for e in events].count("agent.registered") == 1
 
 
+def test_a_token_that_is_nobodys_now_gets_no_replay(client):
+    token = register(client, "a1", start=True)
+    assigned = client.simulate_post("/tasks/assign", json={"task_id": "t1", "agent_id": "a1"})
+    assert assigned.status_code == 200
+    headers = keyed("done", **bearer(token))
+    done = client.simulate_post("/tasks/t1/complete", json={}, headers=headers)
+    assert done.status_code == 200, done.text
+    assert client.simulate_delete("/agents/a1").status_code == 200  # the token dies with it
+    assert_problem(client.simulate_post("/tasks/t1/complete", json={}, headers=headers), 401)
+
+
 def test_a_retried_completion_is_not_a_conflict(client, agent):
     assigned = client.simulate_post("/tasks/assign", json={"task_id": "t1", "payload": {}})
     assert assigned.json["status"] == "assigned"
