@@ -54,10 +54,12 @@ TERMINAL_TASK_STATES = frozenset({"completed", "dead", "cancelled"})
 
 
 class Unreachable(Unavailable):
-    """No connection to the orchestrator (refused, reset, DNS, connect time-out).
+    """No server given could be used (refused, reset, DNS, connect time-out, no leader).
 
-    Separate from other ``Unavailable`` answers because the cure differs: the server
-    is not there at all, rather than there and busy.
+    Raised once every URL has been tried for the client's ``failover_wait_s``; the
+    message names each with what it last said. Separate from other ``Unavailable``
+    answers because the cure differs: the server is not there at all, rather than
+    there and busy.
     """
 
     code = "unreachable"
