@@ -4,7 +4,9 @@
 facade (``orch.Orchestrator``) so code can move between the two transports. Errors
 come back as the same ``orch.errors`` classes the facade raises, rebuilt from the
 problem+json ``code``; a server that cannot be reached is ``Unreachable`` (an
-``Unavailable``), so callers never see a ``requests`` exception.
+``Unavailable``), so callers never see a ``requests`` exception. Given several URLs
+(a cluster's nodes), a call moves on from one that cannot be reached or has no
+leader, and its writes carry one ``Idempotency-Key`` over every try.
 
 ``AgentClient`` is what a remote agent runs: it registers, starts, heartbeats on a
 background thread at the interval the orchestrator sends back, receives assignments
