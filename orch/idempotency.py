@@ -14,6 +14,14 @@ the write twice. This module owns the two pieces of state that takes:
   rather than run beside it. Only one process answers writes (the leader), so
   in-process is where they are.
 
+What the store holds is no secret's copy: a registration's answer carries the
+agent's token, which the orchestrator otherwise keeps only as a hash. So the store
+gets a digest of the key (``key_digest``), never the key, and the body sealed with
+AES-GCM under a key derived from the client's key and credential (``seal``), which
+only a retry presenting both can open. A reader of the database (or a backup)
+learns statuses and content types, not answers; how safe that is depends on the
+key being hard to guess, as the SDK's random UUIDs are.
+
 The HTTP layer (``orch/http/idempotency.py``) reads the key, the request's
 fingerprint and the credential, and calls ``begin`` before the request runs and
 ``finish`` once its answer is durable; nothing here knows about HTTP beyond a
@@ -29,12 +37,23 @@ that saw an answer always gets the same one on a retry.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import os
 import threading
 from collections.abc import Iterable
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from orch.clock import Clock
-from orch.errors import IdempotencyKeyInUse, IdempotencyKeyReused, OrchestratorError
+from orch.errors import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    OrchestratorError,
+    StoreError,
+)
 from orch.events import Events
 from orch.model import IdempotentAnswer
 from orch.store.base import Store
@@ -48,6 +67,39 @@ PRUNE_INTERVAL_S = 60.0
 #: once the cause is fixed, is answered afresh. 5xx answers are never kept either:
 #: they say the request was not applied, or not yet.
 NOT_KEPT = frozenset({401, 403, 408, 429})
+
+
+#: AES-GCM's nonce: random per answer, stored in front of the sealed body.
+NONCE_BYTES = 12
+
+
+def key_digest(key: str) -> str:
+    """What the store keeps instead of the client's key (a retry finds it by this)."""
+    return hashlib.sha256(b"orch-idempotency-key\0" + key.encode()).hexdigest()
+
+
+def _sealing_key(scope: str, key: str) -> bytes:
+    # Another digest of the key than the stored one: the stored one does not open it.
+    return hashlib.sha256(
+        b"orch-idempotency-seal\0" + scope.encode() + b"\0" + key.encode()
+    ).digest()
+
+
+def seal(scope: str, key: str, fingerprint: str, body: bytes) -> bytes:
+    """``body`` encrypted and authenticated for the retries of this request only."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(_sealing_key(scope, key)).encrypt(nonce, body, fingerprint.encode())
+
+
+def unseal(scope: str, key: str, fingerprint: str, sealed: bytes) -> bytes:
+    """The body ``seal`` sealed; ``StoreError`` if it does not open (altered, or not ours)."""
+    nonce, ciphertext = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:]
+    try:
+        return AESGCM(_sealing_key(scope, key)).decrypt(nonce, ciphertext, fingerprint.encode())
+    except (InvalidTag, ValueError):
+        raise StoreError(
+            "store read failed: a kept answer does not open with its key (altered in the store?)"
+        ) from None
 
 
 def keeps(status: int) -> bool:
@@ -78,7 +130,8 @@ class IdempotencyKeys:
         return len(self._in_flight)
 
     def begin(self, scope: str, key: str, fingerprint: str) -> IdempotentAnswer | None:
-        """The stored answer to replay, or None: the caller runs the request, then ``finish``.
+        """The stored answer to replay (opened: its ``body`` as it was sent), or None:
+        the caller runs the request, then ``finish``.
 
         Raises ``IdempotencyKeyInUse`` while the key's first request is being answered,
         ``IdempotencyKeyReused`` if the key was used for another request (another
@@ -97,7 +150,7 @@ class IdempotencyKeys:
                 " retry shortly to get its answer"
             )
         try:
-            stored = self._store.load_idempotent_answer(scope, key)
+            stored = self._store.load_idempotent_answer(scope, key_digest(key))
         except BaseException:
             self.abandon(scope, key)
             raise
@@ -106,8 +159,9 @@ class IdempotencyKeys:
         self.abandon(scope, key)
         if stored.fingerprint != fingerprint:
             raise _reused(key)
+        body = unseal(scope, key, fingerprint, stored.body)
         self._events.signal("idempotency.replayed")
-        return stored
+        return dataclasses.replace(stored, key=key, body=body)
 
     def finish(
         self,
@@ -118,7 +172,7 @@ class IdempotencyKeys:
         headers: Iterable[tuple[str, str]],
         body: bytes,
     ) -> bool:
-        """Store the first answer (if ``keeps(status)``), durably, then free the key.
+        """Store the first answer (if ``keeps(status)``), sealed, durably; then free the key.
 
         Returns whether it was stored. A store that fails here is logged, not raised:
         the change behind the answer is durable already, and the answer itself is the
@@ -129,7 +183,14 @@ class IdempotencyKeys:
                 return False
             now = self._clock.time()
             answer = IdempotentAnswer(
-                scope, key, fingerprint, status, tuple(headers), body, now, now + self.ttl_s
+                scope,
+                key_digest(key),
+                fingerprint,
+                status,
+                tuple(headers),
+                seal(scope, key, fingerprint, body),
+                now,
+                now + self.ttl_s,
             )
             try:
                 self._store.put_idempotent_answer(answer)

@@ -520,11 +520,12 @@ class IdempotentAnswer:
     same key and credential (``scope``) gets this answer back instead of being applied
     again, until ``expires_at`` (wall clock, ``ORCH_IDEMPOTENCY_TTL_S`` after it was
     given). ``headers`` are those that describe the answer (content type, ETag,
-    Location), never hop-by-hop ones; ``body`` is the bytes as they were sent.
+    Location), never hop-by-hop ones; ``body`` is the bytes as they were sent, which
+    the store holds sealed (``orch.idempotency.seal``): they may hold a token.
     """
 
     scope: str  # whose key: a digest of the Authorization header ("" without one)
-    key: str
+    key: str  # in the store, a digest of the client's key (orch/idempotency.py)
     fingerprint: str
     status: int
     headers: tuple[tuple[str, str], ...]

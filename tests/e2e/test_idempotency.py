@@ -127,16 +127,24 @@ def test_a_kept_answer_survives_kill_9_and_a_restart(tmp_path: Path):
     server = start_server(env)
     try:
         first = requests.post(
-            f"{server.url}/agents/register", json=body, headers={KEY: "reg"}, timeout=10
+            f"{server.url}/agents/register", json=body, headers={KEY: "reg-key-7f3a"}, timeout=10
         )
         assert first.status_code == 201
     finally:
         server.process.kill()  # SIGKILL: nothing is flushed on the way out
         server.process.wait(10)
+    # The kept answer holds the agent's token; the database must not show it, nor the key.
+    stored = b"".join(
+        path.read_bytes() for path in tmp_path.iterdir() if path.name.startswith("orch.db")
+    )
+    assert first.json()["token"].encode() not in stored
+    assert b"reg-key-7f3a" not in stored
     again_server = start_server(env)
     try:
         url = again_server.url
-        again = requests.post(f"{url}/agents/register", json=body, headers={KEY: "reg"}, timeout=10)
+        again = requests.post(
+            f"{url}/agents/register", json=body, headers={KEY: "reg-key-7f3a"}, timeout=10
+        )
         assert again.status_code == 201
         assert again.content == first.content
         assert again.headers["Idempotent-Replayed"] == "true"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from orch import ManualClock
 from orch.errors import IdempotencyKeyInUse, IdempotencyKeyReused, StoreError
 from orch.events import Events
-from orch.idempotency import PRUNE_INTERVAL_S, IdempotencyKeys, keeps
+from orch.idempotency import PRUNE_INTERVAL_S, IdempotencyKeys, keeps, key_digest
 from orch.store import MemoryStore
 from tests.conftest import wait_until
 
@@ -76,7 +78,7 @@ def test_which_answers_are_kept(keys, store, status, kept):
     assert keeps(status) is kept
     keys.begin("s", "k", "fp")
     assert keys.finish("s", "k", "fp", status, HEADERS, b"x") is kept
-    assert (store.load_idempotent_answer("s", "k") is not None) is kept
+    assert (store.load_idempotent_answer("s", key_digest("k")) is not None) is kept
 
 
 def test_a_store_that_cannot_be_read_runs_nothing_and_frees_the_key(keys, store):
@@ -99,19 +101,42 @@ def test_the_ticker_prunes_expired_answers_once_a_minute(store, clock):
     keys.finish("s", "k", "fp", 200, HEADERS, b"{}")
     clock.advance(11.0)
     keys.tick()  # the first minute has not passed
-    assert store.load_idempotent_answer("s", "k") is not None  # expired, not yet pruned
+    assert store.load_idempotent_answer("s", key_digest("k")) is not None  # expired, not yet pruned
     clock.advance(PRUNE_INTERVAL_S)
     keys.tick()
-    wait_until(lambda: store.load_idempotent_answer("s", "k") is None, message="pruned")
+    wait_until(lambda: store.load_idempotent_answer("s", key_digest("k")) is None, message="pruned")
     keys.begin("s", "k2", "fp")
     keys.finish("s", "k2", "fp", 200, HEADERS, b"{}")
     clock.advance(11.0)
     keys.tick()  # within the minute since the last pruning: not again
-    assert store.load_idempotent_answer("s", "k2") is not None
+    assert store.load_idempotent_answer("s", key_digest("k2")) is not None
     clock.advance(PRUNE_INTERVAL_S)
 
     def pruned() -> bool:
         keys.tick()  # a no-op while the last pruning thread is still finishing
-        return store.load_idempotent_answer("s", "k2") is None
+        return store.load_idempotent_answer("s", key_digest("k2")) is None
 
     wait_until(pruned, message="pruned")
+
+
+def test_the_store_holds_neither_the_key_nor_the_answer_in_the_clear(keys, store):
+    token_answer = b'{"agent_id":"a1","status":"registered","token":"s3cret-token"}'
+    keys.begin("s", "my-key", "fp")
+    keys.finish("s", "my-key", "fp", 201, HEADERS, token_answer)
+    assert store.load_idempotent_answer("s", "my-key") is None  # not under the key itself
+    kept = store.load_idempotent_answer("s", key_digest("my-key"))
+    assert kept is not None and b"s3cret-token" not in kept.body
+    assert kept.key != "my-key" and "my-key" not in kept.key
+    replay = keys.begin("s", "my-key", "fp")
+    assert replay is not None and replay.body == token_answer and replay.key == "my-key"
+
+
+def test_an_altered_answer_is_refused_not_replayed(keys, store):
+    keys.begin("s", "k", "fp")
+    keys.finish("s", "k", "fp", 200, HEADERS, b"{}")
+    kept = store.load_idempotent_answer("s", key_digest("k"))
+    assert kept is not None
+    store.put_idempotent_answer(replace(kept, body=kept.body[:-1] + bytes([kept.body[-1] ^ 1])))
+    with pytest.raises(StoreError, match="does not open"):
+        keys.begin("s", "k", "fp")
+    assert keys.in_flight == 0
