@@ -16,6 +16,7 @@ from orch.events import Events
 from orch.http import errors
 from orch.http.auth import AuthMiddleware, FailedTokenThrottle
 from orch.http.guards import RequestGuard
+from orch.http.idempotency import IdempotencyMiddleware
 from orch.http.media import BodyLimit
 from orch.http.openapi import build_document
 from orch.http.resources import agents, config, events, locks, monitoring, tasks, ui
@@ -120,6 +121,8 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
                     lockout_s=settings.auth_lockout_s,
                 ),
             ),
+            # After authentication: a key never lets a request past a check.
+            IdempotencyMiddleware(orchestrator.idempotency),
         ]
     )
     json_handler = falcon.media.JSONHandler(
