@@ -46,6 +46,24 @@ class StopAgent(Struct):
     drain: bool = True
 
 
+class AgentMetadata(Struct):
+    """PUT /agents/{id}/metadata: the agent's new ``metadata``, replacing the old."""
+
+    metadata: dict[str, Any]
+
+
+class ProcessExit(Struct):
+    """POST /agents/{id}/exits: a launcher saw the agent's process end.
+
+    Exactly one of ``exit_code`` and ``signal`` (its name, e.g. ``SIGKILL``);
+    ``restarting`` says whether the launcher starts the process again.
+    """
+
+    restarting: bool
+    exit_code: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] | None = None
+    signal: Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Z0-9+]+$")] | None = None
+
+
 class AssignTask(Struct):
     """POST /tasks/assign: to ``agent_id`` if named, else to the best eligible agent."""
 
@@ -155,6 +173,8 @@ class Problem(Struct):
 REQUEST_BODIES: tuple[type[Struct], ...] = (
     RegisterAgent,
     StopAgent,
+    AgentMetadata,
+    ProcessExit,
     AssignTask,
     CompleteTask,
     FailTask,
