@@ -33,6 +33,22 @@ def add_launcher_command(
         " the orchestrator. " + EXIT_CODES_HELP + ".",
     )
     launcher.add_argument("--config", metavar="FILE", help="the launcher's TOML file")
+    # The top level holds the defaults ($ORCH_URL, $ORCH_ADMIN_TOKEN); given here, they win.
+    launcher.add_argument(
+        "--url", default=argparse.SUPPRESS, help="the orchestrator's URL (default: $ORCH_URL)"
+    )
+    launcher.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="the admin token (default: $ORCH_ADMIN_TOKEN); never passed to the processes",
+    )
+    launcher.add_argument(
+        "--timeout",
+        type=float,
+        default=argparse.SUPPRESS,
+        metavar="S",
+        help="time limit of each request to the orchestrator (default: 10)",
+    )
     launcher.add_argument(
         "--log-dir",
         default=os.environ.get("ORCH_LAUNCHER_LOG_DIR") or DEFAULT_LOG_DIR,
