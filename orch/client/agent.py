@@ -154,7 +154,12 @@ class AgentClient:
         if self._beater is not None:
             return self
         if self.joined:
-            self._absorb(self.client.heartbeat(self.agent_id, token=self._current_token()))
+            try:
+                self._absorb(self.client.heartbeat(self.agent_id, token=self._current_token()))
+            except Unavailable as exc:
+                # The launcher keeps its processes through an outage; so does the agent:
+                # the heartbeat thread retries with backoff until the server is back.
+                self._failed_beat(exc)
             self._start_beating()
             return self
         self._register(take_over_stopped=True)

@@ -215,7 +215,9 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 def worker_program(name: str = "worker", instances: int = 1, **fields: Any) -> str:
     """A ``[programs.NAME]`` table running ``examples/worker.py``, short timings."""
-    return program(name, [sys.executable, str(ROOT / "examples" / "worker.py")], instances, **fields)
+    return program(
+        name, [sys.executable, str(ROOT / "examples" / "worker.py")], instances, **fields
+    )
 
 
 def program(name: str, command: list[str], instances: int = 1, **fields: Any) -> str:
