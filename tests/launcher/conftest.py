@@ -7,6 +7,7 @@ launcher is killed, and every process carrying this test's marker in its environ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -190,14 +191,10 @@ class Rig:
                 launcher.process.kill()
             launcher.process.wait(10)
         for pid in pids_with(self.marker):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for server in self.servers:
             if server.process.poll() is None:
                 server.process.kill()
