@@ -526,8 +526,17 @@ class Launcher:
                 self._stop(instance, now)
 
     def _requeue_what_is_left(self) -> None:
-        """Agents still draining when their process was stopped give their tasks back."""
+        """Tell what is still untold; agents still draining give their tasks back."""
         for instance in self.instances.values():
+            for report in instance.pending_exits:
+                try:
+                    self.client.process_exited(instance.agent_id, **report)
+                except OrchestratorError as exc:
+                    logger.warning(
+                        "could not report the exit of %s: %s", instance.agent_id, exc.message
+                    )
+                    break
+            instance.pending_exits.clear()
             if instance.server_state != "stopping" or instance.token is None:
                 continue
             try:

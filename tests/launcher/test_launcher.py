@@ -117,6 +117,24 @@ def test_rest_stop_stops_the_process_and_start_launches_it_again(rig):
     assert again["restarts"] == 0  # a stop and a start are not a crash
 
 
+def test_a_stop_drains_first_and_the_process_ends_after_its_task(rig, tmp_path):
+    rig.start_server()
+    rig.start_launcher(
+        rig.write_config(program("gated", [sys.executable, program_file("gated.py")]))
+    )
+    pid = rig.running("gated-1")["metadata"]["pid"]
+    gate = tmp_path / "gate"
+    with rig.client as client:
+        task_id = client.assign_task(payload={"gate": str(gate)}, capabilities=["code"])["task_id"]
+        poll(lambda: client.task(task_id)["status"] == "running", message="task running")
+        assert client.stop_agent("gated-1")["status"] == "stopping"
+        assert alive(pid)  # draining: the process finishes its task first
+        gate.touch()
+        poll(lambda: not alive(pid), message="stopped once drained")
+        assert client.task(task_id)["status"] == "completed"
+        assert client.agent("gated-1")["status"] == "stopped"
+
+
 def test_a_process_that_ignores_sigterm_is_killed_after_stop_grace(rig):
     rig.start_server()
     launcher = rig.start_launcher(
