@@ -7,9 +7,12 @@ tables (``config``), registers agents ``NAME-1..n`` and runs one process each
 in-process agents' restart intensity (``orch.supervision``) and carries out the
 orchestrator's stop and start decisions, learned from the event feed (``feed``,
 ``control``). It talks to the orchestrator through ``orch.client`` only.
+
+The control loop (``orch.launcher.control.Launcher``) is imported only by the
+``launcher`` command, so ``python -m orch`` serving or acting as a client loads none
+of it.
 """
 
 from orch.launcher.config import LauncherConfig, LauncherConfigError, Program, load_config
-from orch.launcher.control import Launcher
 
-__all__ = ["Launcher", "LauncherConfig", "LauncherConfigError", "Program", "load_config"]
+__all__ = ["LauncherConfig", "LauncherConfigError", "Program", "load_config"]

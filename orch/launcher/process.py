@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import signal
@@ -26,8 +26,12 @@ from orch.launcher.logs import AgentLog
 logger = logging.getLogger("orch.launcher")
 
 _PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_prctl = _libc.prctl  # looked up here: the child may not import or allocate much
+
+
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    """libc's ``prctl``, looked up in the parent: the forked child must not load anything."""
+    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _die_with(parent_pid: int) -> Callable[[], None]:
@@ -37,9 +41,10 @@ def _die_with(parent_pid: int) -> Callable[[], None]:
     started from the launcher's main thread. If the launcher died before the
     request took effect, the child ends itself at once rather than run unsupervised.
     """
+    prctl = _prctl()
 
     def preexec() -> None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:
             os.kill(os.getpid(), signal.SIGKILL)
 
