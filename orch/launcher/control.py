@@ -101,6 +101,7 @@ class Launcher:
         self._backoff_s = 0.1
         self._next_reconcile_at = 0.0
         self._deregistered_seen: set[str] = set()
+        self._skip_warned: set[str] = set()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -218,10 +219,17 @@ class Launcher:
             self._next_reconcile_at = now + RECONCILE_INTERVAL_S
             for instance in self.instances.values():
                 instance.needs_read = True
+                instance.skipped = None  # another launcher's agent may be free by now
         if now >= self._retry_at:
             try:
                 for instance in list(self.instances.values()):
-                    self._talk(instance, now)
+                    try:
+                        self._talk(instance, now)
+                    except OrchestratorError as exc:
+                        # A refusal about this agent alone (the server's answer says
+                        # why): the others carry on, and it is read again next turn.
+                        logger.error("%s: %s", instance.agent_id, exc.message)
+                        instance.needs_read = True
                 if not self._server_up:
                     logger.info("orchestrator %s reachable again", self.url)
                 self._server_up = True
@@ -298,7 +306,8 @@ class Launcher:
             if owner not in (None, self.launcher_id) and existing["status"] in RUN_STATES | {
                 "stopping"
             }:
-                if instance.skipped is None:
+                if agent_id not in self._skip_warned:
+                    self._skip_warned.add(agent_id)
                     logger.error(
                         "%s is %s and belongs to launcher %s; not running it here",
                         agent_id,
@@ -324,6 +333,7 @@ class Launcher:
             instance.skipped = exc.message
             return
         instance.token = registration.token
+        self._skip_warned.discard(agent_id)
         instance.needs_registration = False
         instance.server_state = "idle"
         instance.gave_up = False

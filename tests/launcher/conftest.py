@@ -118,7 +118,9 @@ class Rig:
         path.write_text(text)
         return path
 
-    def start_launcher(self, config: Path, *, url: str | None = None) -> LauncherProcess:
+    def start_launcher(
+        self, config: Path, *, url: str | None = None, launcher_id: str = "test-host"
+    ) -> LauncherProcess:
         assert self.server is not None
         env = {
             **os.environ,
@@ -126,7 +128,7 @@ class Rig:
             "LAUNCHER_TEST_MARKER": self.marker,
             "PYTHONUNBUFFERED": "1",
         }
-        log_dir = self.tmp / "logs"
+        log_dir = self.tmp / f"logs-{launcher_id}"
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -140,7 +142,7 @@ class Rig:
                 "--log-dir",
                 str(log_dir),
                 "--id",
-                "test-host",
+                launcher_id,
             ],
             env=env,
             cwd=ROOT,

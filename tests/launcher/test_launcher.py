@@ -213,6 +213,21 @@ def test_sigkill_of_the_launcher_leaves_no_orphan_and_a_new_one_takes_over(rig):
         assert client.wait_for_task(submitted["task_id"], timeout_s=30)["status"] == "completed"
 
 
+def test_a_live_agent_of_another_launcher_is_left_alone(rig):
+    rig.start_server()
+    config = rig.write_config(worker_program())
+    rig.start_launcher(config, launcher_id="host-a")
+    pid = rig.running("worker-1")["metadata"]["pid"]
+    other = rig.start_launcher(config, launcher_id="host-b")
+    poll(lambda: other.logged("belongs to launcher host-a"), message="refused to take over")
+    agent = rig.agent("worker-1")
+    assert agent["metadata"]["launcher"] == "host-a" and agent["metadata"]["pid"] == pid
+    assert (
+        not (other.log_dir / "worker-1.log").exists()
+        or "launched" not in (other.log_dir / "worker-1.log").read_text()
+    )
+
+
 def test_the_server_going_away_and_coming_back(rig, tmp_path):
     db = str(tmp_path / "orch.db")
     server = rig.start_server(ORCH_DB=db)
