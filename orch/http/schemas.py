@@ -8,7 +8,7 @@ actor is asked and so that the OpenAPI document states the same limits.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -52,6 +52,10 @@ class AgentMetadata(Struct):
     metadata: dict[str, Any]
 
 
+ExitCode = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+SignalName = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Z0-9+]+$")]
+
+
 class ProcessExit(Struct):
     """POST /agents/{id}/exits: a launcher saw the agent's process end.
 
@@ -60,8 +64,13 @@ class ProcessExit(Struct):
     """
 
     restarting: bool
-    exit_code: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] | None = None
-    signal: Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Z0-9+]+$")] | None = None
+    exit_code: ExitCode | UnsetType = UNSET
+    signal: SignalName | UnsetType = UNSET
+
+    #: What the document says and the controller checks: one of the two, not both.
+    JSON_SCHEMA_RULES: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["exit_code"]}, {"required": ["signal"]}]
+    }
 
 
 class AssignTask(Struct):

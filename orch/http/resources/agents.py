@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import falcon
+from msgspec import UNSET
 
 from orch.http.auth import Scope, acting_agent
 from orch.http.media import read_body, send
@@ -139,7 +140,7 @@ class AgentExits(Resource):
             self.orch.process_exited(
                 agent_id,
                 restarting=body.restarting,
-                exit_code=body.exit_code,
-                signal=body.signal,
+                exit_code=None if body.exit_code is UNSET else body.exit_code,
+                signal=None if body.signal is UNSET else body.signal,
             ),
         )
