@@ -40,10 +40,8 @@ from orch.errors import (
 )
 from orch.launcher.config import LauncherConfig, LauncherConfigError, load_config
 from orch.launcher.feed import EventFeed, Notice
-from orch.launcher.instance import RUN_STATES, Instance
+from orch.launcher.instance import RUN_STATES, Instance, LaunchContext
 from orch.launcher.logs import AgentLog
-from orch.launcher.process import ChildProcess, describe_exit
-from orch.supervision import decide_restart
 
 logger = logging.getLogger("orch.launcher")
 
@@ -102,6 +100,12 @@ class Launcher:
         self._next_reconcile_at = 0.0
         self._deregistered_seen: set[str] = set()
         self._skip_warned: set[str] = set()
+        self._context = LaunchContext(
+            url=self.url,
+            # The admin token is the launcher's alone: its processes never see it.
+            base_env={k: v for k, v in os.environ.items() if k != "ORCH_ADMIN_TOKEN"},
+            identity={"launcher": self.launcher_id, "host": self.host},
+        )
 
     # -------------------------------------------------------------- lifecycle
 
@@ -214,7 +218,7 @@ class Launcher:
         """One turn of the loop: reap, tell the server, act on its decisions, launch."""
         now = self._clock()
         for instance in list(self.instances.values()):
-            self._reap(instance, now)
+            instance.reap(now, shutting_down=self._shutting_down)
         if now >= self._next_reconcile_at:
             self._next_reconcile_at = now + RECONCILE_INTERVAL_S
             for instance in self.instances.values():
@@ -241,7 +245,12 @@ class Launcher:
                 self._retry_at = now + self._backoff_s
                 self._backoff_s = min(5.0, self._backoff_s * 2)
         for instance in list(self.instances.values()):
-            self._act(instance, self._clock())
+            instance.act(
+                self._clock(),
+                self._context,
+                shutting_down=self._shutting_down,
+                server_up=self._server_up,
+            )
 
     def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A call to the server; away (unreachable, 503, time-out) is ``ServerAway``."""
@@ -324,7 +333,7 @@ class Launcher:
                 agent_id,
                 program.agent_type,
                 capabilities=program.capabilities,
-                metadata=self._metadata(instance, None),
+                metadata={**self._context.identity, "program": program.name},
                 max_concurrent_tasks=program.max_concurrent_tasks,
             )
             self._call(self.client.start_agent, agent_id)
@@ -355,7 +364,7 @@ class Launcher:
                 instance.needs_registration = True
             instance.server_state = None
             instance.token = None if instance.removed else instance.token
-            self._stop(instance, self._clock())
+            instance.stop(self._clock())
             return
         status = record["status"]
         instance.server_state = status
@@ -363,9 +372,9 @@ class Launcher:
             instance.restart_at = None
             if status == "stopped":
                 instance.gave_up = False  # a start after a stop is a fresh start
-            self._stop(instance, self._clock())
+            instance.stop(self._clock())
         elif status == "lost":
-            self._stop(instance, self._clock())
+            instance.stop(self._clock())
             instance.needs_registration = True
         elif status in RUN_STATES and instance.gave_up:
             logger.info("%s was started again; launching it", agent_id)
@@ -403,127 +412,6 @@ class Launcher:
         instance.log.close()
         del self.instances[instance.agent_id]
 
-    # ------------------------------------------------------------ processes
-
-    def _act(self, instance: Instance, now: float) -> None:
-        """Local decisions: escalate a stop, end a drain, launch what should run."""
-        child = instance.child
-        if child is not None:
-            if instance.kill_at is not None and now >= instance.kill_at:
-                logger.warning(
-                    "%s did not stop within %gs; SIGKILL",
-                    instance.agent_id,
-                    instance.program.stop_grace_s,
-                )
-                child.signal_group(signal.SIGKILL)
-                instance.kill_at = None
-            elif instance.term_sent_at is None and instance.draining_until is not None:
-                if instance.server_state != "stopping" or now >= instance.draining_until:
-                    self._stop(instance, now)
-            elif instance.term_sent_at is None and (self._shutting_down and not self._server_up):
-                self._stop(instance, now)  # cannot drain through an absent server
-            return
-        if not instance.wants_process(self._shutting_down):
-            return
-        if instance.restart_at is not None and now < instance.restart_at:
-            return
-        self._launch(instance, now)
-
-    def _launch(self, instance: Instance, now: float) -> None:
-        program = instance.program
-        assert instance.token is not None
-        env = {k: v for k, v in os.environ.items() if k != "ORCH_ADMIN_TOKEN"}
-        env.update(program.env)
-        env.update(
-            ORCH_URL=self.url, ORCH_AGENT_ID=instance.agent_id, ORCH_AGENT_TOKEN=instance.token
-        )
-        instance.restart_at = None
-        try:
-            instance.child = ChildProcess(
-                instance.agent_id, program.command, env, program.cwd, instance.log
-            )
-        except OSError as exc:
-            logger.error("%s: cannot start %s: %s", instance.agent_id, program.command[0], exc)
-            instance.log.note(f"cannot start {program.command[0]}: {exc}")
-            self._crashed(instance, {"exit_code": 127}, now)
-            return
-        instance.term_sent_at = instance.kill_at = instance.draining_until = None
-        instance.drain_requested = False
-        instance.pending_metadata = self._metadata(instance, instance.child.pid)
-        instance.log.note(f"launched pid {instance.child.pid}")
-        logger.info("%s launched (pid %d)", instance.agent_id, instance.child.pid)
-
-    def _metadata(self, instance: Instance, pid: int | None) -> dict[str, Any]:
-        metadata: dict[str, Any] = {
-            "launcher": self.launcher_id,
-            "host": self.host,
-            "program": instance.program.name,
-        }
-        if pid is not None:
-            metadata["pid"] = pid
-            metadata["launched_at"] = time.time()
-        return metadata
-
-    def _stop(self, instance: Instance, now: float) -> None:
-        """SIGTERM to the process group; SIGKILL after the grace (``_act``)."""
-        child = instance.child
-        if child is None or instance.term_sent_at is not None:
-            return
-        instance.term_sent_at = now
-        instance.kill_at = now + instance.program.stop_grace_s
-        instance.log.note("stopping: SIGTERM")
-        child.signal_group(signal.SIGTERM)
-
-    def _reap(self, instance: Instance, now: float) -> None:
-        child = instance.child
-        if child is None:
-            return
-        returncode = child.poll()
-        if returncode is None:
-            return
-        child.reap()
-        instance.child = None
-        outcome = describe_exit(returncode)
-        how = f"signal {outcome['signal']}" if "signal" in outcome else f"status {returncode}"
-        instance.log.note(f"pid {child.pid} exited ({how})")
-        expected = instance.term_sent_at is not None
-        instance.term_sent_at = instance.kill_at = instance.draining_until = None
-        instance.drain_requested = False
-        if expected:
-            logger.info("%s stopped (%s)", instance.agent_id, how)
-            return
-        if instance.server_state == "stopping" or self._shutting_down or instance.retiring:
-            logger.warning("%s exited while stopping (%s)", instance.agent_id, how)
-            instance.pending_exits.append({**outcome, "restarting": False})
-            return
-        if instance.server_state not in RUN_STATES:
-            return  # stopped or failed already: nothing to restart or settle
-        self._crashed(instance, outcome, now)
-
-    def _crashed(self, instance: Instance, outcome: dict[str, Any], now: float) -> None:
-        """An unexpected exit: restart after the backoff, or give up (restart intensity)."""
-        policy = instance.program.restart
-        decision = decide_restart(policy, instance.restart_history, now)
-        instance.restart_history = decision.history
-        what = ", ".join(f"{k} {v}" for k, v in outcome.items())
-        if decision.restart_in_s is None:
-            logger.error(
-                "%s exited (%s): more than %d restarts in %gs; giving up (failed)",
-                instance.agent_id,
-                what,
-                policy.max_restarts,
-                policy.restart_window_s,
-            )
-            instance.gave_up = True
-            instance.server_state = "failed"
-            instance.pending_exits.append({**outcome, "restarting": False})
-            return
-        logger.warning(
-            "%s exited (%s); restarting in %gs", instance.agent_id, what, decision.restart_in_s
-        )
-        instance.restart_at = now + decision.restart_in_s
-        instance.pending_exits.append({**outcome, "restarting": True})
-
     # -------------------------------------------------------------- shutdown
 
     def _begin_shutdown(self) -> None:
@@ -533,7 +421,7 @@ class Launcher:
         for instance in self.instances.values():
             instance.restart_at = None
             if instance.child is not None and not self._server_up:
-                self._stop(instance, now)
+                instance.stop(now)
 
     def _requeue_what_is_left(self) -> None:
         """Tell what is still untold; agents still draining give their tasks back."""
