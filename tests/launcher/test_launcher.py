@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -211,6 +212,22 @@ def test_sigkill_of_the_launcher_leaves_no_orphan_and_a_new_one_takes_over(rig):
     with rig.client as client:
         submitted = client.assign_task(payload={"n": 1}, capabilities=["code"])
         assert client.wait_for_task(submitted["task_id"], timeout_s=30)["status"] == "completed"
+
+
+def test_a_hung_process_whose_agent_is_lost_is_replaced_and_registered_again(rig):
+    rig.start_server(ORCH_HEARTBEAT_INTERVAL_S="0.2")
+    rig.start_launcher(rig.write_config(worker_program(stop_grace_s=1)))
+    pid = rig.running("worker-1")["metadata"]["pid"]
+    os.kill(pid, signal.SIGSTOP)  # hung: no more heartbeats, deaf to SIGTERM
+    try:
+        agent = rig.running("worker-1", other_than=pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert not alive(pid)
+    assert agent["restarts"] == 0  # a new registration
+    events = [e["type"] for e in rig.client.events(0)["events"] if e.get("agent_id") == "worker-1"]
+    assert "agent.lost" in events and events.count("agent.registered") == 2
 
 
 def test_a_live_agent_of_another_launcher_is_left_alone(rig):
