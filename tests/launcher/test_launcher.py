@@ -305,3 +305,31 @@ def test_a_bad_file_is_refused_at_start_with_one_line_naming_program_and_field(t
 
 
 BOUND_EXIT_S = 30
+
+
+def test_a_launcher_the_server_refuses_exits_1_saying_why(rig):
+    rig.start_server()
+    config = rig.write_config(worker_program())
+    env = {k: v for k, v in os.environ.items() if k != "ORCH_ADMIN_TOKEN"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orch",
+            "launcher",
+            "--config",
+            str(config),
+            "--url",
+            rig.server.url,
+            "--log-dir",
+            str(rig.tmp / "logs"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "ORCH_ADMIN_TOKEN": "wrong"},
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "the orchestrator refuses the launcher" in done.stderr
+    assert "ORCH_ADMIN_TOKEN" in done.stderr
