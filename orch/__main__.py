@@ -18,6 +18,7 @@ import sys
 from orch import cli
 from orch.config import ENVIRONMENT_VARIABLES, ConfigError, Settings
 from orch.errors import OrchestratorError
+from orch.launcher.command import add_launcher_command, run_launcher
 from orch.logs import configure_logging
 
 
@@ -50,12 +51,15 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the summary as JSON"
     )
     cli.add_commands(commands)
+    add_launcher_command(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "launcher":
+        return run_launcher(args)
     if args.command in cli.COMMANDS:
         # A client of some server: the server's own settings are none of its business.
         return cli.run(args)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from orch import supervision
+
 #: Where the service keeps its state unless ``ORCH_DB`` says otherwise.
 SERVICE_DB = "orchestrator.db"
 #: The collector thresholds the service applies (orch/gc_tuning.py says why).
@@ -74,10 +76,10 @@ class Settings:
     lost_after_missed: float = 10.0
     task_timeout_s: float = 3600.0
 
-    max_restarts: int = 5
-    restart_window_s: float = 60.0
-    restart_backoff_initial_s: float = 0.1
-    restart_backoff_max_s: float = 10.0
+    max_restarts: int = supervision.DEFAULT_MAX_RESTARTS
+    restart_window_s: float = supervision.DEFAULT_RESTART_WINDOW_S
+    restart_backoff_initial_s: float = supervision.DEFAULT_BACKOFF_INITIAL_S
+    restart_backoff_max_s: float = supervision.DEFAULT_BACKOFF_MAX_S
 
     retry_backoff_initial_s: float = 1.0
     retry_backoff_max_s: float = 60.0

@@ -184,6 +184,8 @@ class Orchestrator:
     stop_agent = _ControllerMethod("agents", AgentsController.stop_agent)
     deregister_agent = _ControllerMethod("agents", AgentsController.deregister_agent)
     heartbeat = _ControllerMethod("agents", AgentsController.heartbeat)
+    update_agent_metadata = _ControllerMethod("agents", AgentsController.update_agent_metadata)
+    process_exited = _ControllerMethod("agents", AgentsController.process_exited)
     agent = _ControllerMethod("agents", AgentsController.agent)
     agents = _ControllerMethod("agents", AgentsController.agents)
     agent_tasks = _ControllerMethod("agents", AgentsController.agent_tasks)

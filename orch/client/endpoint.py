@@ -331,6 +331,28 @@ class OrchestratorClient:
         """Remove the agent; its tasks are requeued, its locks released, its id freed."""
         return self._json("DELETE", f"/agents/{_segment(agent_id)}")
 
+    def update_agent_metadata(self, agent_id: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the agent's ``metadata``; returns the agent."""
+        return self._json(
+            "PUT", f"/agents/{_segment(agent_id)}/metadata", json={"metadata": dict(metadata)}
+        )
+
+    def process_exited(
+        self,
+        agent_id: str,
+        *,
+        restarting: bool,
+        exit_code: int | None = None,
+        signal: str | None = None,
+    ) -> dict[str, Any]:
+        """Report that the agent's process ended (a launcher's call): ``{status, restarts}``."""
+        body: dict[str, Any] = {"restarting": restarting}
+        if exit_code is not None:
+            body["exit_code"] = exit_code
+        if signal is not None:
+            body["signal"] = signal
+        return self._json("POST", f"/agents/{_segment(agent_id)}/exits", json=body)
+
     def heartbeat(self, agent_id: str, *, token: str) -> Heartbeat:
         """Prove liveness; the answer lists every current assignment.
 

@@ -159,6 +159,42 @@ class AgentsController:
         self._calls.ask(self._actors.supervisor.deregister(agent_id))
         return {"agent_id": agent_id, "status": "deregistered"}
 
+    def update_agent_metadata(self, agent_id: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace an agent's ``metadata``; returns the agent (a launcher's pid, host, ...)."""
+        if not isinstance(metadata, Mapping):
+            raise Invalid("metadata", "must be an object")
+        copy = json_copy("metadata", dict(metadata), self._settings.max_metadata_bytes)
+        entry = self._actors.live_entry(agent_id)
+        record = self._calls.ask(entry.actor.update_metadata(copy))
+        return record.to_dict(self._actors.task_id_of)
+
+    def process_exited(
+        self,
+        agent_id: str,
+        *,
+        restarting: bool,
+        exit_code: int | None = None,
+        signal: str | None = None,
+    ) -> dict[str, Any]:
+        """A launcher reports that the agent's process ended (exit status or signal).
+
+        Its tasks are failed with that as the error and retried by policy; with
+        ``restarting`` the restart is counted, else the agent is ``failed``
+        (``AgentActor.process_exited``). Returns ``{agent_id, status, restarts}``.
+        """
+        validate_bool("restarting", restarting)
+        if (exit_code is None) == (signal is None):
+            raise Invalid("exit_code", "give exactly one of exit_code and signal")
+        if exit_code is not None:
+            validate_int("exit_code", exit_code, -(2**31), 2**31 - 1)
+            error = f"process exited with status {exit_code}"
+        else:
+            validate_id("signal", signal)
+            error = f"process killed by {signal}"
+        entry = self._actors.live_entry(agent_id)
+        record = self._calls.ask(entry.actor.process_exited(error, restarting))
+        return {"agent_id": agent_id, "status": str(record.state), "restarts": record.restarts}
+
     def heartbeat(
         self, agent_id: str, *, answer_writes: list[PendingWrite] | None = None
     ) -> dict[str, Any]:

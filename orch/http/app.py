@@ -36,6 +36,8 @@ ROUTES: list[tuple[str, type[Resource]]] = [
     ("/agents/{agent_id}/stop", agents.AgentStop),
     ("/agents/{agent_id}/heartbeat", agents.AgentHeartbeat),
     ("/agents/{agent_id}/tasks", agents.AgentTasks),
+    ("/agents/{agent_id}/metadata", agents.AgentMetadataResource),
+    ("/agents/{agent_id}/exits", agents.AgentExits),
     ("/agents/{agent_id}/config", config.AgentConfigResource),
     ("/config/defaults", config.ConfigDefaults),
     ("/tasks/assign", tasks.TaskAssignment),

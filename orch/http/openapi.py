@@ -221,6 +221,10 @@ def build_document(
         (*REQUEST_BODIES, Problem), ref_template=_REF
     )
     _state_lock_limits(components, settings)
+    for body in REQUEST_BODIES:  # rules across fields, which a Struct cannot state
+        rules = getattr(body, "JSON_SCHEMA_RULES", None)
+        if rules:
+            components[body.__name__].update(rules)
     required_bodies = {
         body.__name__
         for body in REQUEST_BODIES

@@ -18,6 +18,8 @@ SAMPLE_BODIES = {
     ("/agents/{agent_id}/config", "PUT"): {},
     ("/agents/{agent_id}/config", "PATCH"): {"max_concurrent_tasks": 2},
     ("/config/defaults", "PUT"): {"task_timeout_s": 60},
+    ("/agents/{agent_id}/metadata", "PUT"): {"metadata": {"pid": 1}},
+    ("/agents/{agent_id}/exits", "POST"): {"exit_code": 1, "restarting": True},
 }
 PATH_VALUES = {"agent_id": "a1", "task_id": "t1", "resource": "repo"}
 
