@@ -58,6 +58,11 @@ class FatalRefusal(Exception):
     """The orchestrator refuses the launcher itself (its admin token): exit 1."""
 
 
+#: How long one call may go round the server URLs before the loop's own backoff takes
+#: over (``OrchestratorClient.failover_wait_s``).
+LOOP_FAILOVER_WAIT_S = 1.0
+
+
 class Launcher:
     """Runs the programs of one file as supervised agent processes."""
 
@@ -82,11 +87,18 @@ class Launcher:
         self.launcher_id = launcher_id or self.host
         self._admin_token = admin_token
         self._clock = clock
-        self.client = OrchestratorClient(url, token=admin_token, timeout_s=timeout_s)
+        # A short failover wait: the client still tries every URL of ORCH_URL once
+        # (and backs off briefly), but an outage is the loop's to ride out with its own
+        # backoff, so that a call never holds up signals, reaping and restarts for long.
+        self.client = OrchestratorClient(
+            url, token=admin_token, timeout_s=timeout_s, failover_wait_s=LOOP_FAILOVER_WAIT_S
+        )
         self._notices: queue.Queue[Notice] = queue.Queue()
         self.instances: dict[str, Instance] = {}
         self._feed = EventFeed(
-            OrchestratorClient(url, token=admin_token, timeout_s=timeout_s),
+            OrchestratorClient(
+                url, token=admin_token, timeout_s=timeout_s, failover_wait_s=LOOP_FAILOVER_WAIT_S
+            ),
             lambda agent_id: agent_id in self.instances,
             self._notices.put,
             wait_s=feed_wait_s,
