@@ -89,8 +89,10 @@ def _lock_refused(details: dict[str, Any], agent_id: str) -> str:
     holders = details.get("holders") or []
     for holder in holders:
         if holder.get("agent_id") == agent_id and holder.get("task_id") is not None:
+            # A task's locks are held under "<task key>#<submission>" (lock_owner).
+            task = str(holder["task_id"]).rpartition("#")[0] or holder["task_id"]
             return (
-                f"Your task {holder['task_id']} already holds this lock: it was granted "
+                f"Your task {task} already holds this lock: it was granted "
                 "with the task. Use the fencing token next_task gave you "
                 f"({holder.get('fencing_token')}); it is released when the task ends."
             )
