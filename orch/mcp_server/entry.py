@@ -93,18 +93,26 @@ def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
     except _UsageError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # Until the transport takes over SIGTERM, it interrupts like Ctrl-C, so that a
+    # client that gives up during start-up still gets its agent stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         session.open()
+        from orch.mcp_server.tools import build_server
+
+        _serve_stdio(build_server(session), session)
     except OrchestratorError as exc:
         print(f"{PROG}: {_one_line(exc.message)}", file=sys.stderr)
         return EXIT_UNREACHABLE if exc.code == "unreachable" else EXIT_REFUSED
-    try:
-        from orch.mcp_server.tools import build_server
-
-        _serve_stdio(build_server(session))
+    except KeyboardInterrupt:
+        pass
     finally:
         session.close()
     return EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class _UsageError(Exception):
@@ -144,8 +152,13 @@ def _session(args: argparse.Namespace, env: dict[str, str]) -> Any:
     return AgentSession(url, agent_id=agent_id, token=token, admin_token=admin_token)
 
 
-def _serve_stdio(server: Any) -> None:
-    """Serve until stdin closes, or SIGTERM/SIGINT arrives (then end at once)."""
+def _serve_stdio(server: Any, session: Any) -> None:
+    """Serve until stdin closes, or SIGTERM/SIGINT arrives.
+
+    The SDK reads stdin on a worker thread that no cancellation can interrupt while
+    the client keeps the pipe open, so a signal ends the session here: the agent is
+    stopped as at any end, then the process exits at once.
+    """
     import anyio
 
     async def serve() -> None:
@@ -153,9 +166,14 @@ def _serve_stdio(server: Any) -> None:
 
             async def end_on_signal() -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for _ in signals:
-                        group.cancel_scope.cancel()
-                        return
+                    async for signum in signals:
+                        logging.getLogger("orch.mcp").info(
+                            "%s: ending the session", signal.Signals(signum).name
+                        )
+                        await anyio.to_thread.run_sync(session.close)
+                        logging.shutdown()
+                        sys.stderr.flush()
+                        os._exit(EXIT_OK)
 
             group.start_soon(end_on_signal)
             await server.run_stdio_async()

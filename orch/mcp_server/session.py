@@ -14,6 +14,7 @@ model can act on it and the server never crashes on one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -158,9 +159,20 @@ class AgentSession:
 
     def close(self) -> None:
         """End the session: a self-registered agent is stopped, drained; tasks it was
-        given and did not finish go back to the queue without counting an attempt."""
-        self.agent.close(drain=True)
-        logger.info("session of agent %r ended (%s)", self.agent_id, self.agent.status)
+        given and did not finish go back to the queue without counting an attempt.
+
+        Safe to call after ``open`` failed or was interrupted: an agent this session
+        registered is still stopped; one it did not (an id in use) is left alone.
+        """
+        agent = self.agent
+        if agent._beater is None:  # open() did not finish
+            if self.self_registered and agent.registrations:
+                with contextlib.suppress(OrchestratorError):
+                    agent.client.stop_agent(self.agent_id, drain=False)
+            agent.client.close()
+            return
+        agent.close(drain=True)
+        logger.info("session of agent %r ended (%s)", self.agent_id, agent.status)
 
     # ------------------------------------------------------------------ tools
 

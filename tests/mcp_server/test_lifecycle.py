@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import pytest
 
 from orch.client import OrchestratorClient
+from tests.conftest import reap, wait_until
 from tests.mcp_server.conftest import (
     ADMIN_TOKEN,
     REPO,
@@ -162,3 +166,47 @@ def test_stdin_closing_at_once_ends_a_joined_session_cleanly(
     ended = start_mcp(url, ORCH_AGENT_ID=agent_id, ORCH_AGENT_TOKEN=token)
     assert ended.returncode == 0 and ended.stdout == "", ended.stderr
     assert admin.agent(agent_id)["status"] == "idle"  # joined: left running
+
+
+@pytest.mark.parametrize("when", ["starting", "serving"])
+def test_sigterm_ends_the_session_and_drains_a_self_registered_agent(
+    url: str, admin: OrchestratorClient, name: Callable, tmp_path: Path, when: str
+):
+    agent_id = name("terminated")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    log = tmp_path / "stderr.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orch", "mcp", *register_args(agent_id)],
+        env={**environ, "ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN},
+        cwd=REPO,
+        stdin=subprocess.PIPE,  # held open: only the signal ends the session
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+    )
+    try:
+        wait_until(lambda: "acting for agent" in log.read_text(), timeout_s=20)
+        assert admin.agent(agent_id)["status"] == "idle"
+        if when == "serving":  # the MCP handshake answered: the transport is running
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(json.dumps(INITIALIZE) + "\n")
+            process.stdin.flush()
+            answer = json.loads(process.stdout.readline())
+            assert answer["id"] == 1 and answer["result"]["serverInfo"]["name"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0, log.read_text()
+        assert admin.agent(agent_id)["status"] == "stopped"
+    finally:
+        reap(process)
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    },
+}
