@@ -213,6 +213,7 @@ class AgentSession:
         return answer
 
     def acquire_lock(self, resource: str, mode: str, ttl_s: float, wait_s: float) -> dict[str, Any]:
+        _check_resource("acquire_lock", resource)
         agent = self.agent
 
         def acquire() -> Any:
@@ -230,6 +231,7 @@ class AgentSession:
         return {**grant, "next_steps": _LEASE_ADVICE}
 
     def renew_lock(self, resource: str, fencing_token: int, ttl_s: float) -> dict[str, Any]:
+        _check_resource("renew_lock", resource)
         agent = self.agent
         grant = _grant(
             self._call(
@@ -243,6 +245,7 @@ class AgentSession:
         return grant
 
     def release_lock(self, resource: str, fencing_token: int) -> dict[str, Any]:
+        _check_resource("release_lock", resource)
         agent = self.agent
         answer = self._call(
             "release_lock",
@@ -326,6 +329,15 @@ _LEASE_ADVICE = (
     "Pass fencing_token with every write to this resource, renew_lock before expires_at "
     "if you need longer, and release_lock when done."
 )
+
+
+def _check_resource(tool: str, resource: str) -> None:
+    """A name of dots only would travel as a path segment of its own ("..")."""
+    if not resource.strip("."):
+        raise Refusal(
+            f"{tool} was refused: a resource name cannot be only dots. Nothing was changed. "
+            f"Correct `resource` and call {tool} again."
+        )
 
 
 def _grant(grant: Any) -> dict[str, Any]:

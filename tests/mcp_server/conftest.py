@@ -38,6 +38,7 @@ SHARED_ENV = {
     "ORCH_HEARTBEAT_INTERVAL_S": "0.2",
     "ORCH_UNHEALTHY_AFTER_MISSED": "15",
     "ORCH_LOST_AFTER_MISSED": "50",
+    "ORCH_LOCK_MAX_TTL_S": "600",  # below the tools' own bound: the server's 400 is tested
 }
 
 _numbers = itertools.count(1)

@@ -287,9 +287,13 @@ def test_every_refusal_is_a_tool_error_that_says_what_to_do(
             assert "409" in text and other in text
             text = await refused(session, "release_lock", resource=held, fencing_token=1)
             assert "404" in text and "acquire_lock again" in text
-            # 400 from the orchestrator: a ttl over its limit names the field.
-            text = await refused(session, "acquire_lock", resource=name("free"), ttl_s=3600.5)
-            assert "Error" in text
+            # 400 from the orchestrator: a lease longer than this server allows
+            # (ORCH_LOCK_MAX_TTL_S) though within the tool's schema; the field is named.
+            text = await refused(session, "acquire_lock", resource=name("free"), ttl_s=1000)
+            assert "400" in text and "Correct `ttl_s`" in text
+            # A name that is only dots would be a path segment of its own: refused here.
+            text = await refused(session, "acquire_lock", resource="..")
+            assert "Correct `resource`" in text
             # Arguments outside their schema are refused before anything is sent.
             text = await refused(session, "report_progress", task_id=theirs, message="x" * 1025)
             assert "message" in text
