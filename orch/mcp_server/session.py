@@ -181,11 +181,16 @@ class AgentSession:
         wait_s = max(0.0, min(float(wait_s), MAX_NEXT_TASK_WAIT_S))
         task = self._call("next_task", lambda: self.agent.next_task(timeout=wait_s))
         if task is None:
-            return {
-                "task": None,
-                "message": f"No task was assigned within {wait_s:g} s. Call next_task again "
-                "to keep waiting, or stop if there is nothing else to do.",
-            }
+            message = f"No task was assigned within {wait_s:g} s."
+            if self.agent.status == "busy":
+                message += (
+                    " You still hold tasks (agent_status lists them): finish them with "
+                    "complete_task or fail_task before asking for more."
+                )
+            else:
+                message += " Call next_task again to keep waiting, or stop if there is nothing"
+                message += " else to do."
+            return {"task": None, "message": message}
         return {
             "task": _describe(task),
             "next_steps": "Do the work the payload describes. Call report_progress now and "

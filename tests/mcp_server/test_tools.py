@@ -118,6 +118,9 @@ def test_a_whole_task_from_next_task_through_progress_to_complete_task(
             status = await ok(session, "agent_status")
             assert status["agent_id"] == agent_id and status["state"] == "busy"
             assert [t["task_id"] for t in status["tasks"]] == [task_id]
+            # Its one slot is taken: asking for more says to finish this one first.
+            more = await ok(session, "next_task", wait_s=0)
+            assert more["task"] is None and "You still hold tasks" in more["message"]
 
             reported = await ok(
                 session, "report_progress", task_id=task_id, message="found the race", percent=40
