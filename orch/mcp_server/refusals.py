@@ -25,7 +25,8 @@ class Refusal(Exception):
 
 def explain(tool: str, exc: OrchestratorError, url: str, agent_id: str) -> str:
     """The tool error text for ``exc``, raised by ``tool`` acting for ``agent_id``."""
-    head = f"{tool} was refused: {exc.message} (HTTP {exc.status}, {exc.code})."
+    # The SDK puts "Error executing tool <tool>: " in front of this.
+    head = f"the orchestrator refused: {exc.message} (HTTP {exc.status}, {exc.code})."
     return f"{head} {_advice(tool, exc, url, agent_id)}"
 
 

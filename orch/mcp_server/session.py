@@ -340,7 +340,7 @@ def _check_resource(tool: str, resource: str) -> None:
     """A name of dots only would travel as a path segment of its own ("..")."""
     if not resource.strip("."):
         raise Refusal(
-            f"{tool} was refused: a resource name cannot be only dots. Nothing was changed. "
+            "a resource name cannot be only dots. Nothing was changed. "
             f"Correct `resource` and call {tool} again."
         )
 
