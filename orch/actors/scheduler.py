@@ -328,6 +328,7 @@ class Scheduler(GatedActor):
         """Keep the holder's latest progress report with the task; its state is unchanged."""
         noted = self._table.progressed(agent_id, task_id, message, percent, self._clock.time())
         self._change(noted)
+        self._events.signal("task.progress_reported")
         return noted
 
     def complete_from_agent(self, agent_id: str, key: str, attempt: int, result: Any) -> None:

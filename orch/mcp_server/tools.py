@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from importlib import metadata
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio.to_thread
@@ -65,6 +66,7 @@ def build_server(session: AgentSession) -> MCPServer[Any]:
     server: MCPServer[Any] = MCPServer(
         "june-orchestrator",
         title="June Orchestrator agent",
+        version=_version(),
         instructions=INSTRUCTIONS,
         log_level="WARNING",
     )
@@ -217,3 +219,10 @@ def build_server(session: AgentSession) -> MCPServer[Any]:
         return await run(session.agent_status)
 
     return server
+
+
+def _version() -> str:
+    try:
+        return metadata.version("june-orchestrator")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

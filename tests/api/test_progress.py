@@ -155,6 +155,9 @@ def test_progress_events_are_thinned_per_task_on_the_injected_clock(clock):
         # ... yet every report was kept: the task shows the latest.
         assert client.simulate_get("/tasks/t1").json["progress"]["message"] == "step 49"
 
+        metrics = client.simulate_get("/metrics").text
+        assert "orchestrator_task_progress_reports_total 51.0" in metrics
+
         clock.advance(9.9)
         report("t1", 50)
         assert len(progress_events(orch)) == 2

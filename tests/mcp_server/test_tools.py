@@ -42,6 +42,9 @@ def test_the_tools_are_listed_with_descriptions_and_bounded_schemas(
         async with mcp_session(
             url, *register_args(name("lister")), errlog=errlog, ORCH_ADMIN_TOKEN=ADMIN_TOKEN
         ) as session:
+            info = session.initialize_result
+            assert info is not None and info.server_info.name == "june-orchestrator"
+            assert info.instructions and "next_task" in info.instructions
             tools = {tool.name: tool for tool in (await session.list_tools()).tools}
             assert set(tools) == TOOLS
             for tool in tools.values():
