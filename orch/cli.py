@@ -3,12 +3,17 @@
 ``june-orchestrator agents list`` and friends (``python -m orch`` too) dispatch here;
 ``main(argv)`` runs one command and returns the exit status:
 
-* 0 - done (``health``: the server is healthy or degraded)
+* 0 - done (``health``: the server is healthy or degraded; ``--wait``: the task
+  completed)
 * 1 - the server answered with an error (one line on stderr:
-  ``june-orchestrator: <detail>``), ``health`` found it unhealthy, or a ``--wait``
-  ran out
+  ``june-orchestrator: <detail>``), or ``health`` found it unhealthy
 * 2 - usage error (bad option, malformed ``--payload``)
 * 3 - cannot connect to the server
+* 4 - ``tasks submit|show --wait``: the task ended ``dead`` (failed, no attempts left)
+* 5 - ``tasks submit|show --wait``: the task ended ``cancelled``
+* 6 - ``tasks submit|show --wait``: the wait ran out before the task ended
+
+So ``submit --wait S && next-step`` goes on only after a completed task.
 
 Output is a human-readable table unless ``--json`` asks for the server's JSON
 (``events --follow --json`` writes one event per line).
@@ -39,7 +44,7 @@ from orch.cli_output import (
     when,
 )
 from orch.client import DEFAULT_URL, TERMINAL_TASK_STATES, OrchestratorClient, Unreachable
-from orch.errors import OrchestratorError
+from orch.errors import OrchestratorError, Timeout
 
 PROG = "june-orchestrator"
 
@@ -47,13 +52,24 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_TASK_DEAD = 4
+EXIT_TASK_CANCELLED = 5
+EXIT_WAIT_RAN_OUT = 6
+
+#: The exit status of a ``--wait`` by how the task ended.
+TASK_END_EXIT = {
+    "completed": EXIT_OK,
+    "dead": EXIT_TASK_DEAD,
+    "cancelled": EXIT_TASK_CANCELLED,
+}
 
 #: Top-level commands this module handles (``serve`` and ``config`` are the server's).
 COMMANDS = ("agents", "tasks", "locks", "stats", "health", "events")
 
 EXIT_CODES_HELP = (
-    "exit status: 0 ok; 1 the server answered with an error (or health is unhealthy, "
-    "or --wait ran out); 2 usage error; 3 cannot connect"
+    "exit status: 0 ok; 1 the server answered with an error (or health is unhealthy); "
+    "2 usage error; 3 cannot connect; tasks submit|show --wait and tasks watch: "
+    "0 completed, 4 dead, 5 cancelled, 6 the wait ran out"
 )
 
 
@@ -190,7 +206,10 @@ def add_commands(
     )
     command(tasks, "cancel", _tasks_cancel, "cancel a task").add_argument("task_id")
     watch = command(
-        tasks, "watch", _tasks_watch, "follow a task's state and progress until it ends"
+        tasks,
+        "watch",
+        _tasks_watch,
+        "follow a task's state and progress until it ends (exit as --wait)",
     )
     watch.add_argument("task_id")
     watch.add_argument(
@@ -336,7 +355,7 @@ def _tasks_submit(client: OrchestratorClient, args: argparse.Namespace, out: Tex
         force=args.force,
     )
     if args.wait is not None:
-        return _print_task(client.wait_for_task(answer["task_id"], args.wait), args, out)
+        return _wait_for_end(client, answer["task_id"], args, out)
     if args.json:
         return print_json(answer, out)
     where = f" to {answer['agent_id']}" if answer.get("agent_id") else ""
@@ -390,10 +409,23 @@ def _tasks_list(client: OrchestratorClient, args: argparse.Namespace, out: TextI
 
 def _tasks_show(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.wait is not None:
-        task = client.wait_for_task(args.task_id, args.wait)
-    else:
-        task = client.task(args.task_id)
-    return _print_task(task, args, out)
+        return _wait_for_end(client, args.task_id, args, out)
+    return _print_task(client.task(args.task_id), args, out)
+
+
+def _wait_for_end(
+    client: OrchestratorClient, task_id: Any, args: argparse.Namespace, out: TextIO
+) -> int:
+    """Print the task once it has ended; the exit status says how (``TASK_END_EXIT``)."""
+    try:
+        task = client.wait_for_task(task_id, args.wait)
+    except Timeout as exc:
+        if "status" not in exc.details:
+            raise  # a request that timed out, not the wait: an error like any other
+        print(f"{PROG}: {_one_line(exc.message)}", file=sys.stderr)
+        return EXIT_WAIT_RAN_OUT
+    _print_task(task, args, out)
+    return TASK_END_EXIT.get(task["status"], EXIT_ERROR)
 
 
 def _print_task(task: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
@@ -412,8 +444,8 @@ def _progress_text(progress: Mapping[str, Any]) -> str:
 def _tasks_watch(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     """One line per change of state, attempt, agent or progress, until the task ends.
 
-    Exit status 0 when it completed; 1 when it ended dead or cancelled, or ``--wait``
-    ran out first.
+    Exit status as for ``--wait`` (``TASK_END_EXIT``): 0 completed, 4 dead,
+    5 cancelled, 6 ``--wait`` ran out first.
     """
     deadline = None if args.wait is None else time.monotonic() + args.wait
     shown = None
@@ -424,10 +456,10 @@ def _tasks_watch(client: OrchestratorClient, args: argparse.Namespace, out: Text
             shown = seen
             print(json.dumps(task) if args.json else _watch_line(task), file=out, flush=True)
         if task["status"] in TERMINAL_TASK_STATES:
-            return EXIT_OK if task["status"] == "completed" else EXIT_ERROR
+            return TASK_END_EXIT.get(task["status"], EXIT_ERROR)
         if deadline is not None and time.monotonic() >= deadline:
             print(f"{PROG}: task {args.task_id} is still {task['status']}", file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_WAIT_RAN_OUT
         pause_s = (
             args.interval if deadline is None else min(args.interval, deadline - time.monotonic())
         )

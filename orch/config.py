@@ -20,6 +20,13 @@ SERVICE_DB = "orchestrator.db"
 SERVICE_GC_THRESHOLDS = (700, 10, 100)
 
 
+#: How to turn off each optional service the server checks (said in its warnings).
+OFF_SWITCHES = {
+    "todo_service": "to turn off the TODO intake and this check, start with TODO_SERVICE_URL=",
+    "gateway": "to turn off this check, start with GATEWAY_URL=",
+}
+
+
 class ConfigError(ValueError):
     """An environment variable has a value the orchestrator cannot use."""
 
@@ -81,6 +88,14 @@ class Settings:
     dependency_check_interval_s: float = 10.0
     todo_poll_s: float = 5.0
     todo_timeout_s: float = 5.0  # per request to the TODO service; a hung one is given up
+    # A todo: task that ends dead: "block" marks it blocked in the TODO service (with its
+    # last error as notes); "cooldown" gives it back after todo_cooldown_s, doubling
+    # with each death of the same task up to todo_cooldown_max_s.
+    todo_dead_tasks: str = "block"
+    todo_cooldown_s: float = 300.0
+    todo_cooldown_max_s: float = 86_400.0
+    # Answered failures (a refusal, a 500) after which one task's outcome is given up.
+    todo_outcome_max_failures: int = 5
     tick_interval_s: float = 0.05
     ask_timeout_s: float = 5.0
 
@@ -114,6 +129,10 @@ class Settings:
             raise ConfigError("ORCH_HTTP_MAX_HEADER_BYTES must be at least 1024")
         if self.http_max_body_bytes < 1024:
             raise ConfigError("ORCH_HTTP_MAX_BODY_BYTES must be at least 1024")
+        if self.todo_dead_tasks not in ("block", "cooldown"):
+            raise ConfigError("ORCH_TODO_DEAD_TASKS must be 'block' or 'cooldown'")
+        if self.todo_cooldown_max_s < self.todo_cooldown_s:
+            raise ConfigError("ORCH_TODO_COOLDOWN_MAX_S must be at least ORCH_TODO_COOLDOWN_S")
 
     def describe(self) -> dict[str, Any]:
         """Settings as shown to operators; secrets are masked."""
@@ -174,6 +193,13 @@ def _log_format(raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("text", "json"):
         raise ValueError("must be 'text' or 'json'")
+    return value
+
+
+def _dead_task_policy(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("block", "cooldown"):
+        raise ValueError("must be 'block' (mark it blocked) or 'cooldown' (give it back later)")
     return value
 
 
@@ -244,6 +270,10 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_PROGRESS_EVENT_INTERVAL_S": ("progress_event_interval_s", _positive_float),
     "ORCH_TODO_POLL_S": ("todo_poll_s", _positive_float),
     "ORCH_TODO_TIMEOUT_S": ("todo_timeout_s", _positive_float),
+    "ORCH_TODO_DEAD_TASKS": ("todo_dead_tasks", _dead_task_policy),
+    "ORCH_TODO_COOLDOWN_S": ("todo_cooldown_s", _positive_float),
+    "ORCH_TODO_COOLDOWN_MAX_S": ("todo_cooldown_max_s", _positive_float),
+    "ORCH_TODO_OUTCOME_MAX_FAILURES": ("todo_outcome_max_failures", _positive_int),
     "ORCH_DEPENDENCY_CHECK_INTERVAL_S": ("dependency_check_interval_s", _positive_float),
     "ORCH_TICK_INTERVAL_S": ("tick_interval_s", _positive_float),
     "ORCH_ASK_TIMEOUT_S": ("ask_timeout_s", _positive_float),

@@ -140,9 +140,19 @@ class TaskCancelled(OrchestratorError):
     title = "Task cancelled"
 
 
-class AgentCrashed(Exception):
+class LoggedFailure(Exception):
+    """An actor's failure whose cause was already logged where it happened.
+
+    The runtime stops the actor as for any failure but does not log Pykka's
+    "Unhandled exception" traceback, which would show only the orchestrator's own
+    frames, a second time, instead of the cause.
+    """
+
+
+class AgentCrashed(LoggedFailure):
     """In-process agent code raised; the agent's actor dies and is restarted.
 
     Deliberately not an ``OrchestratorError``: it never reaches a caller, it is the
-    reason an AgentActor stops so that its Supervisor restarts it.
+    reason an AgentActor stops so that its Supervisor restarts it. The user's
+    exception, with its own traceback, was logged by the runner that caught it.
     """

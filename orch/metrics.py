@@ -59,6 +59,12 @@ EVENT_COUNTERS: dict[str, tuple[str, str]] = {
     "intake.reserved": ("intake_reservations", "TODO tasks reserved and assigned."),
     "intake.completed": ("intake_completions", "TODO tasks reported complete."),
     "intake.released": ("intake_releases", "TODO tasks given back (unlocked)."),
+    "intake.blocked": ("intake_blocks", "Dead TODO tasks marked blocked in the TODO service."),
+    "intake.cooling": ("intake_cool_downs", "Dead TODO tasks held for a cool-down."),
+    "intake.outcome_abandoned": (
+        "intake_outcomes_abandoned",
+        "TODO outcomes (complete, unlock, block) given up after repeated refusals.",
+    ),
 }
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -27,11 +27,12 @@ from orch import gc_tuning
 from orch.actors.directory import Directory
 from orch.actors.health import HealthMonitor
 from orch.actors.intake import Intake, todo_task_id
+from orch.actors.intake_view import IntakeView
 from orch.actors.lock_broker import LockBroker
 from orch.actors.scheduler import Scheduler, TaskView
 from orch.actors.supervisor import Supervisor
 from orch.clock import Clock, SystemClock
-from orch.config import Settings
+from orch.config import OFF_SWITCHES, Settings
 from orch.controllers import (
     Actors,
     AgentsController,
@@ -156,7 +157,14 @@ class Orchestrator:
                 ("gateway", self.settings.gateway_url),
             ):
                 if url:
-                    self.dependencies.add_http(name, url)
+                    self.dependencies.add_http(name, url, off_hint=OFF_SWITCHES[name])
+        #: What the Intake holds and how it is doing, read without an ask (None: no intake).
+        self.intake_view: IntakeView | None = None
+        if connect_services and self.settings.todo_service_url:
+            self.intake_view = IntakeView(
+                self.settings.todo_service_url, self.clock, self.settings.todo_poll_s
+            )
+            self.dependencies.add("intake", self.intake_view.check, critical=False)
         self._auto_tick = auto_tick
         self._connect_services = connect_services
         self._ticker: threading.Thread | None = None
@@ -279,8 +287,10 @@ class Orchestrator:
             self.events_log,
             self.directory,
             s,
+            self.intake_view,
         )
         self.actors.refs.append(intake_ref)
+        self.actors.intake_view = self.intake_view
         intake = self.actors.intake = cast("IntakeProxy", intake_ref.proxy())
         intake.set_scheduler(self.actors.scheduler).get(timeout=s.ask_timeout_s)
         intake.recover().get(timeout=s.ask_timeout_s)

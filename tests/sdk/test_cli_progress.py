@@ -72,15 +72,22 @@ def test_tasks_watch_follows_progress_until_the_task_ends(
     assert "90% linking" in lines[-1] and lines[-1].endswith('{"built":true}')
 
 
-def test_tasks_watch_exits_1_when_the_task_ends_badly_or_the_wait_runs_out(
+def test_tasks_watch_exits_as_wait_does_when_the_task_ends_badly_or_the_wait_runs_out(
     capsys: pytest.CaptureFixture[str], url: str, admin: OrchestratorClient, name: Callable
 ):
     agent_id, task_id = name("watch-bad"), name("watch-bad-task")
-    held_task(admin, agent_id, task_id)
+    token = held_task(admin, agent_id, task_id)
     code, out, err = run_main(capsys, url, "tasks", "watch", task_id, "--wait", "0.2")
-    assert code == 1 and f"task {task_id} is still assigned" in err
+    assert code == cli.EXIT_WAIT_RAN_OUT and f"task {task_id} is still assigned" in err
     admin.cancel_task(task_id)
     code, out, _ = run_main(capsys, url, "tasks", "watch", task_id)
-    assert code == 1 and "cancelled" in out
+    assert code == cli.EXIT_TASK_CANCELLED and "cancelled" in out
+
+    doomed = name("watch-dead")
+    admin.assign_task({}, task_id=doomed, agent_id=agent_id, max_attempts=1)
+    admin.fail_task(agent_id, doomed, "no such repo", False, token=token)
+    code, out, _ = run_main(capsys, url, "tasks", "watch", doomed)
+    assert code == cli.EXIT_TASK_DEAD and "no such repo" in out
+
     code, _, err = run_main(capsys, url, "tasks", "watch", name("no-such-task"))
-    assert code == 1 and "no task" in err
+    assert code == cli.EXIT_ERROR and "no task" in err
