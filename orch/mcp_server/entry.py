@@ -27,6 +27,7 @@ from typing import Any
 from orch.errors import OrchestratorError
 
 PROG = "june-orchestrator mcp"
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 DESCRIPTION = (
@@ -83,10 +84,14 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
     """Run the server until the session ends; returns the exit status."""
     env = dict(os.environ if environ is None else environ)
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    if level not in _LOG_LEVELS:
+        print(
+            f"{PROG}: LOG_LEVEL={level!r}: must be one of {', '.join(_LOG_LEVELS)}", file=sys.stderr
+        )
+        return EXIT_USAGE
     logging.basicConfig(
-        stream=sys.stderr,
-        level=env.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         session = _session(args, env)

@@ -156,6 +156,9 @@ def test_a_wrong_token_or_missing_identity_ends_the_process_with_one_line(
     unreachable = start_mcp("http://127.0.0.1:9", ORCH_AGENT_ID="a", ORCH_AGENT_TOKEN="t")
     assert unreachable.returncode == 3 and "cannot connect" in unreachable.stderr
 
+    noisy = start_mcp(url, ORCH_AGENT_ID="a", ORCH_AGENT_TOKEN="t", LOG_LEVEL="chatty")
+    assert noisy.returncode == 2 and "LOG_LEVEL='CHATTY'" in noisy.stderr
+
 
 def test_stdin_closing_at_once_ends_a_joined_session_cleanly(
     url: str, admin: OrchestratorClient, name: Callable
