@@ -131,10 +131,11 @@ def _session(args: argparse.Namespace, env: dict[str, str]) -> Any:
         raise _UsageError(
             "the MCP SDK is not installed: pip install 'june-orchestrator[mcp]'"
         ) from None
-    from orch.client import DEFAULT_URL
+    from orch.client import DEFAULT_TIMEOUT_S, DEFAULT_URL
     from orch.mcp_server.session import AgentSession, Registration
 
     url = getattr(args, "url", None) or env.get("ORCH_URL") or DEFAULT_URL
+    timeout_s = getattr(args, "timeout", None) or DEFAULT_TIMEOUT_S
     admin_token = getattr(args, "token", None) or env.get("ORCH_ADMIN_TOKEN") or None
     agent_id = args.agent_id or env.get("ORCH_AGENT_ID")
     if args.register:
@@ -146,7 +147,11 @@ def _session(args: argparse.Namespace, env: dict[str, str]) -> Any:
             max_concurrent_tasks=args.max_concurrent_tasks,
         )
         return AgentSession(
-            url, agent_id=agent_id, admin_token=admin_token, registration=registration
+            url,
+            agent_id=agent_id,
+            admin_token=admin_token,
+            registration=registration,
+            timeout_s=timeout_s,
         )
     token = env.get("ORCH_AGENT_TOKEN")
     if not agent_id or not token:
@@ -154,7 +159,9 @@ def _session(args: argparse.Namespace, env: dict[str, str]) -> Any:
             "set ORCH_AGENT_ID and ORCH_AGENT_TOKEN to act for a registered agent, "
             "or pass --register --agent-id ID to register one"
         )
-    return AgentSession(url, agent_id=agent_id, token=token, admin_token=admin_token)
+    return AgentSession(
+        url, agent_id=agent_id, token=token, admin_token=admin_token, timeout_s=timeout_s
+    )
 
 
 def _serve_stdio(server: Any, session: Any) -> None:
