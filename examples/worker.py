@@ -6,8 +6,9 @@ terminal and submit work, for example with
 Ctrl-C, or SIGTERM (``docker stop``, systemd), stops the agent cleanly: it stops
 taking work and ends ``stopped``.
 
-``ORCH_URL`` points it at another server, ``ORCH_ADMIN_TOKEN`` is passed on when
-the server needs one (registering and stopping an agent are operator calls).
+``ORCH_URL`` points it at another server (or several, separated by commas: the nodes
+of a cluster, tried in turn), ``ORCH_ADMIN_TOKEN`` is passed on when the server
+needs one (registering and stopping an agent are operator calls).
 """
 
 from __future__ import annotations

@@ -43,7 +43,13 @@ from orch.cli_output import (
     print_table,
     when,
 )
-from orch.client import DEFAULT_URL, TERMINAL_TASK_STATES, OrchestratorClient, Unreachable
+from orch.client import (
+    DEFAULT_FAILOVER_WAIT_S,
+    DEFAULT_URL,
+    TERMINAL_TASK_STATES,
+    OrchestratorClient,
+    Unreachable,
+)
 from orch.errors import OrchestratorError, Timeout
 
 PROG = "june-orchestrator"
@@ -93,7 +99,11 @@ def add_client_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
     group.add_argument(
         "--url",
         default=default(os.environ.get("ORCH_URL") or DEFAULT_URL),
-        help=f"the orchestrator's URL (default: $ORCH_URL or {DEFAULT_URL})",
+        help=(
+            "the orchestrator's URL, or several separated by commas (a cluster's nodes:"
+            " the next is tried when one cannot be reached or has no leader)"
+            f" (default: $ORCH_URL or {DEFAULT_URL})"
+        ),
     )
     group.add_argument(
         "--token",
@@ -112,6 +122,16 @@ def add_client_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
         default=default(10.0),
         metavar="S",
         help="time limit of each request in seconds (default: 10)",
+    )
+    group.add_argument(
+        "--failover-wait",
+        type=_non_negative_float,
+        default=default(DEFAULT_FAILOVER_WAIT_S),
+        metavar="S",
+        help=(
+            "how long a command keeps trying the URLs, with backoff, before it gives"
+            f" up as unreachable (default: {DEFAULT_FAILOVER_WAIT_S:g})"
+        ),
     )
 
 
@@ -259,6 +279,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 # ------------------------------------------------------------------- entry
 
 
@@ -275,7 +302,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run a parsed client command against ``args.url``."""
     out = out or sys.stdout
     err = err or sys.stderr
-    client = OrchestratorClient(args.url, token=args.token, timeout_s=args.timeout)
+    try:
+        client = OrchestratorClient(
+            args.url,
+            token=args.token,
+            timeout_s=args.timeout,
+            failover_wait_s=args.failover_wait,
+        )
+    except OrchestratorError as exc:  # a --url (or $ORCH_URL) that is not one
+        print(f"{PROG}: {exc.message}", file=err)
+        return EXIT_USAGE
     try:
         return args.handler(client, args, out)
     except UsageError as exc:

@@ -45,6 +45,8 @@ class Settings:
     db: str = ":memory:"  # embedded default; the service defaults to SERVICE_DB (below)
     db_sync: str = "full"
     task_retention_s: float = 7 * 86_400.0
+    # How long the first answer to a write with an Idempotency-Key is kept for retries.
+    idempotency_ttl_s: float = 86_400.0
     admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
     http_threads: int = 8
     # Hot POSTs answered on the event loop's thread, each held until stored
@@ -243,6 +245,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_DB": ("db", _nonempty),
     "ORCH_DB_SYNC": ("db_sync", _sync_mode),
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
+    "ORCH_IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _positive_float),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
     "ORCH_HTTP_INLINE": ("http_inline", _flag),

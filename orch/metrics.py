@@ -213,6 +213,18 @@ class Metrics:
             " instead (orchestrator_http_requests still counts the app's status).",
             registry=reg,
         )
+        self.idempotent_replays = Counter(
+            "orchestrator_idempotent_replays",
+            "Retries of a write with an Idempotency-Key answered with the stored first"
+            " answer instead of being applied again.",
+            registry=reg,
+        )
+        self.idempotent_unkept = Counter(
+            "orchestrator_idempotent_answers_unkept",
+            "First answers to keyed writes the store failed to keep (a retry of one is"
+            " applied again).",
+            registry=reg,
+        )
         self.intake_polls = Counter(
             "orchestrator_intake_polls", "Polls of the TODO service.", registry=reg
         )
@@ -284,6 +296,10 @@ class Metrics:
             self.progress_reports.inc()
         elif signal_type == "http.answer_withdrawn":
             self.answers_withdrawn.inc()
+        elif signal_type == "idempotency.replayed":
+            self.idempotent_replays.inc()
+        elif signal_type == "idempotency.unkept":
+            self.idempotent_unkept.inc()
         elif signal_type == "intake.polled":
             self.intake_polls.inc()
         elif signal_type == "intake.error":

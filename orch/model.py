@@ -550,3 +550,32 @@ class LockGrant:
         if self.task_key is not None:
             out["task_id"] = self.task_key
         return out
+
+
+# ------------------------------------------------------------------ idempotent answers
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """The first answer to a write that carried an ``Idempotency-Key``, kept for its retries.
+
+    A retry of the same request (same ``fingerprint``: method, path, body) under the
+    same key and credential (``scope``) gets this answer back instead of being applied
+    again, until ``expires_at`` (wall clock, ``ORCH_IDEMPOTENCY_TTL_S`` after it was
+    given). ``headers`` are those that describe the answer (content type, ETag,
+    Location), never hop-by-hop ones; ``body`` is the bytes as they were sent, which
+    the store holds sealed (``orch.idempotency.seal``): they may hold a token.
+    """
+
+    scope: str  # whose key: a digest of the Authorization header ("" without one)
+    key: str  # in the store, a digest of the client's key (orch/idempotency.py)
+    fingerprint: str
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    created_at: float  # wall clock
+    expires_at: float  # wall clock
+
+    def expired(self, wall: float) -> bool:
+        """Whether the answer is past its keeping at wall-clock time ``wall``."""
+        return self.expires_at <= wall

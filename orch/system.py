@@ -48,6 +48,7 @@ from orch.controllers.base import STOPPED
 from orch.dependencies import DependencyChecks
 from orch.errors import Unavailable
 from orch.events import Event, Events
+from orch.idempotency import IdempotencyKeys
 from orch.integrations.todo import TodoClient
 from orch.logs import log_event
 from orch.metrics import Metrics
@@ -137,7 +138,7 @@ class Orchestrator:
         #: The running actors as the controllers reach them (stand-ins while none run).
         self.actors = Actors(calls, self.directory, TaskView())
         self.controllers = Controllers(
-            agents=AgentsController(self.actors, self.settings, self.events_log),
+            agents=AgentsController(self.actors, self.settings, self.events_log, self.clock),
             tasks=TasksController(self.actors),
             locks=LocksController(self.actors, self.settings, self.events_log),
             config=ConfigController(self.actors),
@@ -150,6 +151,10 @@ class Orchestrator:
             self.events_log, self.controllers.observation.stats, lambda: self.store.stats()
         )
         self.events_log.subscribe(log_event)
+        #: Keyed writes under way and their stored answers (the HTTP layer's retries).
+        self.idempotency = IdempotencyKeys(
+            self.store, self.clock, self.events_log, self.settings.idempotency_ttl_s
+        )
         self.dependencies.add("store", self.store.check, critical=True)
         if connect_services:
             for name, url in (
@@ -351,6 +356,7 @@ class Orchestrator:
         futures.append(a.health.tick(force=True))
         if a.intake is not None:
             futures.append(a.intake.tick())
+        self.idempotency.tick()
         a.calls.ask_all(futures)
 
     def _ticking(self) -> list[Any]:
@@ -372,6 +378,7 @@ class Orchestrator:
                     # stop restarts, time-outs, leases and health checks.
                     if outstanding[i] is None or _done(outstanding[i]):
                         outstanding[i] = actor.tick()
+                self.idempotency.tick()
             except pykka.ActorDeadError:
                 return
 

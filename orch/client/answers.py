@@ -19,6 +19,8 @@ import requests
 from orch.errors import (
     Conflict,
     Forbidden,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     Invalid,
     NotFound,
     OrchestratorError,
@@ -143,6 +145,8 @@ _ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
         Timeout,
         StoreError,
         TooManyRequests,
+        IdempotencyKeyInUse,
+        IdempotencyKeyReused,
     )
 }
 _ERRORS_BY_CODE["precondition_failed"] = VersionMismatch

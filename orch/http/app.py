@@ -16,9 +16,10 @@ from orch.events import Events
 from orch.http import errors
 from orch.http.auth import AuthMiddleware, FailedTokenThrottle
 from orch.http.guards import RequestGuard
+from orch.http.idempotency import IdempotencyMiddleware
 from orch.http.media import BodyLimit
 from orch.http.openapi import build_document
-from orch.http.resources import agents, config, events, locks, monitoring, tasks
+from orch.http.resources import agents, config, events, locks, monitoring, tasks, ui
 from orch.http.resources.base import Resource
 from orch.system import Orchestrator
 
@@ -52,6 +53,14 @@ ROUTES: list[tuple[str, type[Resource]]] = [
     ("/locks/{resource}/release", locks.LockRelease),
 ]
 
+#: The dashboard (``orch/http/ui/``): public static files, not part of the API's
+#: OpenAPI document. ``/ui/`` is ``/ui`` here: trailing slashes are stripped.
+UI_ROUTES: list[tuple[str, type[Resource]]] = [
+    ("/", ui.Root),
+    ("/ui", ui.DashboardIndex),
+    ("/ui/{name}", ui.DashboardFile),
+    ("/ui/views/{name}", ui.DashboardView),
+]
 
 access_logger = logging.getLogger("orch.access")
 
@@ -113,6 +122,8 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
                     lockout_s=settings.auth_lockout_s,
                 ),
             ),
+            # After authentication: a key never lets a request past a check.
+            IdempotencyMiddleware(orchestrator.idempotency),
         ]
     )
     json_handler = falcon.media.JSONHandler(
@@ -128,7 +139,8 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
         # Lock waits and event long-polls park a waitress thread each; together they
         # may take at most half, so releases and everything else always find one.
         "wait_slots": threading.BoundedSemaphore(max(1, settings.http_threads // 2)),
+        "ui_files": ui.load_files(),
     }
-    for template, resource in ROUTES:
+    for template, resource in ROUTES + UI_ROUTES:
         app.add_route(template, resource(orchestrator, **options))
     return app

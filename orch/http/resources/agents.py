@@ -47,11 +47,13 @@ class AgentCollection(Resource):
             "agent_type": ID,
             "capability": ID,
             "limit": LIMIT,
+            "offset": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         }
     }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """List agents: ``{agents, total, active}``; filters status, agent_type, capability."""
+        """List agents by id: ``{agents, total, active, matched}``; filters status,
+        agent_type, capability; a page of ``limit`` from ``offset`` (the dashboard's)."""
         send(
             resp,
             self.orch.agents(
@@ -59,6 +61,7 @@ class AgentCollection(Resource):
                 agent_type=req.get_param("agent_type"),
                 capability=req.get_param("capability"),
                 limit=req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT) or 1000,
+                offset=req.get_param_as_int("offset", min_value=0, max_value=2**31 - 1) or 0,
             ),
         )
 
