@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -42,7 +43,13 @@ from orch.cli_output import (
     print_table,
     when,
 )
-from orch.client import DEFAULT_FAILOVER_WAIT_S, DEFAULT_URL, OrchestratorClient, Unreachable
+from orch.client import (
+    DEFAULT_FAILOVER_WAIT_S,
+    DEFAULT_URL,
+    TERMINAL_TASK_STATES,
+    OrchestratorClient,
+    Unreachable,
+)
 from orch.errors import OrchestratorError, Timeout
 
 PROG = "june-orchestrator"
@@ -67,8 +74,8 @@ COMMANDS = ("agents", "tasks", "locks", "stats", "health", "events")
 
 EXIT_CODES_HELP = (
     "exit status: 0 ok; 1 the server answered with an error (or health is unhealthy); "
-    "2 usage error; 3 cannot connect; tasks submit|show --wait: 0 completed, 4 dead, "
-    "5 cancelled, 6 the wait ran out"
+    "2 usage error; 3 cannot connect; tasks submit|show --wait and tasks watch: "
+    "0 completed, 4 dead, 5 cancelled, 6 the wait ran out"
 )
 
 
@@ -167,7 +174,7 @@ def add_commands(
     )
     command(agents, "remove", _agents_remove, "deregister an agent").add_argument("agent_id")
 
-    tasks = group("tasks", "submit, list, show or cancel tasks")
+    tasks = group("tasks", "submit, list, show, watch or cancel tasks")
     submit = command(tasks, "submit", _tasks_submit, "submit a task (queued or assigned)")
     submit.add_argument("--id", dest="task_id", help="task id (default: the server makes one)")
     payload = submit.add_mutually_exclusive_group()
@@ -218,6 +225,19 @@ def add_commands(
         "--wait", type=_positive_float, metavar="S", help="first wait up to S seconds for its end"
     )
     command(tasks, "cancel", _tasks_cancel, "cancel a task").add_argument("task_id")
+    watch = command(
+        tasks,
+        "watch",
+        _tasks_watch,
+        "follow a task's state and progress until it ends (exit as --wait)",
+    )
+    watch.add_argument("task_id")
+    watch.add_argument(
+        "--interval", type=_positive_float, default=1.0, metavar="S", help="poll every S s (1)"
+    )
+    watch.add_argument(
+        "--wait", type=_positive_float, metavar="S", help="give up (exit 1) after S seconds"
+    )
 
     locks = group("locks", "look at locks")
     command(locks, "list", _locks_list, "every held or awaited lock")
@@ -445,7 +465,52 @@ def _wait_for_end(
 
 
 def _print_task(task: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
+    if not args.json and task.get("progress"):
+        task = {**task, "progress": _progress_text(task["progress"])}
     return print_record(task, args, out, times=("created_at", "assigned_at", "finished_at"))
+
+
+def _progress_text(progress: Mapping[str, Any]) -> str:
+    """``62% tests pass (2026-12-06T23:10:00+00:00)``: the latest report, one line."""
+    percent = progress.get("percent")
+    share = "" if percent is None else f"{percent:g}% "
+    return f"{share}{_one_line(str(progress.get('message', '')))} ({when(progress.get('at'))})"
+
+
+def _tasks_watch(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    """One line per change of state, attempt, agent or progress, until the task ends.
+
+    Exit status as for ``--wait`` (``TASK_END_EXIT``): 0 completed, 4 dead,
+    5 cancelled, 6 ``--wait`` ran out first.
+    """
+    deadline = None if args.wait is None else time.monotonic() + args.wait
+    shown = None
+    while True:
+        task = client.task(args.task_id)
+        seen = (task["status"], task["attempts"], task["agent_id"], task.get("progress"))
+        if seen != shown:
+            shown = seen
+            print(json.dumps(task) if args.json else _watch_line(task), file=out, flush=True)
+        if task["status"] in TERMINAL_TASK_STATES:
+            return TASK_END_EXIT.get(task["status"], EXIT_ERROR)
+        if deadline is not None and time.monotonic() >= deadline:
+            print(f"{PROG}: task {args.task_id} is still {task['status']}", file=sys.stderr)
+            return EXIT_WAIT_RAN_OUT
+        pause_s = (
+            args.interval if deadline is None else min(args.interval, deadline - time.monotonic())
+        )
+        time.sleep(max(0.0, pause_s))
+
+
+def _watch_line(task: Mapping[str, Any]) -> str:
+    parts = [when(time.time()), task["status"]]
+    if task.get("agent_id"):
+        parts.append(f"attempt {task['attempts']} on {task['agent_id']}")
+    if task.get("progress"):
+        parts.append(_progress_text(task["progress"]))
+    if task["status"] in TERMINAL_TASK_STATES:
+        parts.append(cell(task.get("result") if task["status"] == "completed" else task["error"]))
+    return "  ".join(parts)
 
 
 def _tasks_cancel(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:

@@ -87,6 +87,7 @@ class Settings:
     lock_max_ttl_s: float = 3600.0
     lock_max_wait_s: float = 30.0
     events_max_wait_s: float = 20.0  # a long-poll of /events holds a thread this long at most
+    progress_event_interval_s: float = 1.0  # one task.progress event per task per interval
 
     dependency_check_interval_s: float = 10.0
     todo_poll_s: float = 5.0
@@ -271,6 +272,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_LOCK_MAX_TTL_S": ("lock_max_ttl_s", _positive_float),
     "ORCH_LOCK_MAX_WAIT_S": ("lock_max_wait_s", _positive_float),
     "ORCH_EVENTS_MAX_WAIT_S": ("events_max_wait_s", _positive_float),
+    "ORCH_PROGRESS_EVENT_INTERVAL_S": ("progress_event_interval_s", _positive_float),
     "ORCH_TODO_POLL_S": ("todo_poll_s", _positive_float),
     "ORCH_TODO_TIMEOUT_S": ("todo_timeout_s", _positive_float),
     "ORCH_TODO_DEAD_TASKS": ("todo_dead_tasks", _dead_task_policy),

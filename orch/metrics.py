@@ -197,6 +197,11 @@ class Metrics:
         self.heartbeats = Counter(
             "orchestrator_heartbeats", "Heartbeats received from agents.", registry=reg
         )
+        self.progress_reports = Counter(
+            "orchestrator_task_progress_reports",
+            "Progress reports kept with tasks (every one; the task.progress events are thinned).",
+            registry=reg,
+        )
         self.lock_refusals = Counter(
             "orchestrator_lock_refusals",
             "Lock requests refused (held, or the wait ran out).",
@@ -287,6 +292,8 @@ class Metrics:
             self.lock_wait.observe(data["seconds"])
         elif signal_type == "lock.refused":
             self.lock_refusals.inc()
+        elif signal_type == "task.progress_reported":
+            self.progress_reports.inc()
         elif signal_type == "http.answer_withdrawn":
             self.answers_withdrawn.inc()
         elif signal_type == "idempotency.replayed":

@@ -195,6 +195,7 @@ class Orchestrator:
     wait_for_task = _ControllerMethod("tasks", TasksController.wait_for_task)
     complete_task = _ControllerMethod("tasks", TasksController.complete_task)
     fail_task = _ControllerMethod("tasks", TasksController.fail_task)
+    report_progress = _ControllerMethod("tasks", TasksController.report_progress)
     cancel_task = _ControllerMethod("tasks", TasksController.cancel_task)
     task = _ControllerMethod("tasks", TasksController.task)
     tasks = _ControllerMethod("tasks", TasksController.tasks)

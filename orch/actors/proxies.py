@@ -81,6 +81,7 @@ class SchedulerProxy(ActorMemberMixin, pykka.ActorProxy[Scheduler]):
     mark_running = message(Scheduler.mark_running)
     pending = message(Scheduler.pending)
     recover_orphans = message(Scheduler.recover_orphans)
+    report_progress = message(Scheduler.report_progress)
     resources_freed = message(Scheduler.resources_freed)
     set_lock_broker = message(Scheduler.set_lock_broker)
     stats = message(Scheduler.stats)

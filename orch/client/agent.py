@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -273,7 +274,7 @@ class AgentClient:
                         task = self._inbox.popleft()
                         if task.key in self._current:  # not cancelled or requeued meanwhile
                             self._in_progress[task.key] = threading.current_thread()
-                            return task
+                            return dataclasses.replace(task, agent=self)
                     if self._closing:
                         return None
                     remaining_s = None if deadline is None else deadline - time.monotonic()
@@ -303,6 +304,19 @@ class AgentClient:
             lambda task_id: self.client.fail_task(
                 self.agent_id, task_id, error, retryable, token=self._current_token()
             ),
+        )
+
+    def progress(
+        self, task: AssignedTask | int | str, message: str, percent: float | None = None
+    ) -> dict[str, Any]:
+        """Say how far ``task`` has come: a note (<= 1 KiB) and optionally 0-100 percent.
+
+        The orchestrator keeps the latest report with the task (``GET /tasks/{id}``) and
+        puts it in the event feed. It does not extend the task's lease.
+        """
+        task_id = task.task_id if isinstance(task, AssignedTask) else task
+        return self.client.report_progress(
+            self.agent_id, task_id, message, percent, token=self._current_token()
         )
 
     def _report(

@@ -480,6 +480,21 @@ class OrchestratorClient:
         body = {"agent_id": agent_id, "error": error, "retryable": retryable}
         return self._json("POST", f"/tasks/{_segment(task_id)}/fail", json=body, token=token)
 
+    def report_progress(
+        self,
+        agent_id: str,
+        task_id: int | str,
+        message: str,
+        percent: float | None = None,
+        *,
+        token: str,
+    ) -> dict[str, Any]:
+        """Say how far the task has come, as the agent holding it (message <= 1 KiB)."""
+        body: dict[str, Any] = {"agent_id": agent_id, "message": message}
+        if percent is not None:
+            body["percent"] = percent
+        return self._json("POST", f"/tasks/{_segment(task_id)}/progress", json=body, token=token)
+
     def cancel_task(self, task_id: int | str) -> dict[str, Any]:
         """Cancel a task that has not ended."""
         return self._json("POST", f"/tasks/{_segment(task_id)}/cancel")

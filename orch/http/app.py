@@ -46,6 +46,7 @@ ROUTES: list[tuple[str, type[Resource]]] = [
     ("/tasks/{task_id}", tasks.TaskItem),
     ("/tasks/{task_id}/complete", tasks.TaskCompletion),
     ("/tasks/{task_id}/fail", tasks.TaskFailure),
+    ("/tasks/{task_id}/progress", tasks.TaskProgressReport),
     ("/tasks/{task_id}/cancel", tasks.TaskCancellation),
     ("/locks", locks.LockCollection),
     ("/locks/acquire", locks.MultiLockAcquisition),

@@ -191,6 +191,7 @@ _LINKS: dict[tuple[str, str, int], dict[str, Any]] = {
             "CancelTask": _link("post_TaskCancellation", task_id=_TASK_ID_FROM_ANSWER),
             "CompleteTask": _link("post_TaskCompletion", task_id=_TASK_ID_FROM_ANSWER),
             "FailTask": _link("post_TaskFailure", task_id=_TASK_ID_FROM_ANSWER),
+            "ReportProgress": _link("post_TaskProgressReport", task_id=_TASK_ID_FROM_ANSWER),
         }
         for status in (200, 202)
     },

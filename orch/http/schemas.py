@@ -106,6 +106,21 @@ class FailTask(Struct):
     retryable: bool = True
 
 
+class ReportProgress(Struct):
+    """POST /tasks/{id}/progress, by the agent holding the task (its token)."""
+
+    message: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=1024,
+            description="what the agent is doing now; at most 1024 bytes of UTF-8",
+        ),
+    ]
+    percent: Annotated[float, Meta(ge=0, le=100)] | None = None
+    agent_id: Id | None = None
+
+
 class AcquireLock(Struct):
     """POST /locks/{resource}/acquire."""
 
@@ -187,6 +202,7 @@ REQUEST_BODIES: tuple[type[Struct], ...] = (
     AssignTask,
     CompleteTask,
     FailTask,
+    ReportProgress,
     AcquireLock,
     AcquireLocks,
     RenewLock,

@@ -15,6 +15,7 @@ from orch.model import (
     LockMode,
     Task,
     TaskId,
+    TaskProgress,
     TaskSpec,
     TaskState,
 )
@@ -78,6 +79,7 @@ def make_task(
         lease_deadline=1030.5,
         retry_at=None,
         queued_at=1000.25,
+        progress=TaskProgress("tests pass; writing docs", 62.5, 1_700_000_002.25),
     )
     return replace(task, **changes)
 
