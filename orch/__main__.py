@@ -1,7 +1,9 @@
 """``python -m orch`` / ``june-orchestrator``: serve the API, show the configuration,
 back up the store, or (``agents``, ``tasks``, ``locks``, ``stats``, ``health``,
 ``events``) act as the command-line client of a running orchestrator (``orch/cli.py``),
-or (``mcp``) serve the Model Context Protocol for one agent (``orch/mcp_server/``).
+or (``launcher``) start and supervise agent processes on this machine
+(``orch/launcher/``), or (``mcp``) serve the Model Context Protocol for one agent
+(``orch/mcp_server/``).
 
 With no command it serves, as it always has. Serving stops before it starts, with one
 line on stderr, if the configuration is bad (exit 2) or the store cannot be used, e.g. a
