@@ -79,8 +79,16 @@ def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _segment(value: object) -> str:
-    """A path segment; ids are letters, digits and ``._:-`` but quote whatever comes."""
-    return quote(str(value), safe=":")
+    """A path segment; ids are letters, digits and ``._:-`` but quote whatever comes.
+
+    A segment of dots only is refused here: requests and urllib3 undo ``%2E`` and then
+    drop dot segments, so ``/locks/../acquire`` would leave as ``/acquire`` (another
+    endpoint), and the server never accepts such an id anyway.
+    """
+    text = str(value)
+    if text.strip(".") == "":
+        raise Invalid("id", f"{text!r} cannot be an id: ids are not made of dots only")
+    return quote(text, safe=":")
 
 
 class OrchestratorClient:

@@ -217,3 +217,14 @@ def test_urls_are_listed_with_commas_and_checked():
     client = OrchestratorClient("http://a:1,http://b:2")
     assert (client.url, client.urls) == ("http://a:1", ("http://a:1", "http://b:2"))
     assert repr(client) == "OrchestratorClient('http://a:1,http://b:2')"
+
+
+@pytest.mark.parametrize("resource", ["..", ".", ""])
+def test_an_id_of_dots_only_is_refused_before_it_can_name_another_endpoint(
+    admin: OrchestratorClient, resource: str
+):
+    # requests would turn /locks/../acquire into /acquire, another endpoint.
+    with pytest.raises(Invalid, match="cannot be an id"):
+        admin.acquire_lock("nobody", resource, token="t")
+    with pytest.raises(Invalid, match="cannot be an id"):
+        admin.agent(resource)
