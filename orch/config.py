@@ -15,10 +15,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from orch import supervision
+
 #: Where the service keeps its state unless ``ORCH_DB`` says otherwise.
 SERVICE_DB = "orchestrator.db"
 #: The collector thresholds the service applies (orch/gc_tuning.py says why).
 SERVICE_GC_THRESHOLDS = (700, 10, 100)
+
+
+#: How to turn off each optional service the server checks (said in its warnings).
+OFF_SWITCHES = {
+    "todo_service": "to turn off the TODO intake and this check, start with TODO_SERVICE_URL=",
+    "gateway": "to turn off this check, start with GATEWAY_URL=",
+}
 
 
 class ConfigError(ValueError):
@@ -42,6 +51,8 @@ class Settings:
     # fails (503 store_unavailable); README, "PostgreSQL store".
     db_write_wait_s: float = 10.0
     task_retention_s: float = 7 * 86_400.0
+    # How long the first answer to a write with an Idempotency-Key is kept for retries.
+    idempotency_ttl_s: float = 86_400.0
     admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
     http_threads: int = 8
     # Hot POSTs answered on the event loop's thread, each held until stored
@@ -69,10 +80,10 @@ class Settings:
     lost_after_missed: float = 10.0
     task_timeout_s: float = 3600.0
 
-    max_restarts: int = 5
-    restart_window_s: float = 60.0
-    restart_backoff_initial_s: float = 0.1
-    restart_backoff_max_s: float = 10.0
+    max_restarts: int = supervision.DEFAULT_MAX_RESTARTS
+    restart_window_s: float = supervision.DEFAULT_RESTART_WINDOW_S
+    restart_backoff_initial_s: float = supervision.DEFAULT_BACKOFF_INITIAL_S
+    restart_backoff_max_s: float = supervision.DEFAULT_BACKOFF_MAX_S
 
     retry_backoff_initial_s: float = 1.0
     retry_backoff_max_s: float = 60.0
@@ -80,10 +91,19 @@ class Settings:
     lock_max_ttl_s: float = 3600.0
     lock_max_wait_s: float = 30.0
     events_max_wait_s: float = 20.0  # a long-poll of /events holds a thread this long at most
+    progress_event_interval_s: float = 1.0  # one task.progress event per task per interval
 
     dependency_check_interval_s: float = 10.0
     todo_poll_s: float = 5.0
     todo_timeout_s: float = 5.0  # per request to the TODO service; a hung one is given up
+    # A todo: task that ends dead: "block" marks it blocked in the TODO service (with its
+    # last error as notes); "cooldown" gives it back after todo_cooldown_s, doubling
+    # with each death of the same task up to todo_cooldown_max_s.
+    todo_dead_tasks: str = "block"
+    todo_cooldown_s: float = 300.0
+    todo_cooldown_max_s: float = 86_400.0
+    # Answered failures (a refusal, a 500) after which one task's outcome is given up.
+    todo_outcome_max_failures: int = 5
     tick_interval_s: float = 0.05
     ask_timeout_s: float = 5.0
 
@@ -117,6 +137,10 @@ class Settings:
             raise ConfigError("ORCH_HTTP_MAX_HEADER_BYTES must be at least 1024")
         if self.http_max_body_bytes < 1024:
             raise ConfigError("ORCH_HTTP_MAX_BODY_BYTES must be at least 1024")
+        if self.todo_dead_tasks not in ("block", "cooldown"):
+            raise ConfigError("ORCH_TODO_DEAD_TASKS must be 'block' or 'cooldown'")
+        if self.todo_cooldown_max_s < self.todo_cooldown_s:
+            raise ConfigError("ORCH_TODO_COOLDOWN_MAX_S must be at least ORCH_TODO_COOLDOWN_S")
 
     def describe(self) -> dict[str, Any]:
         """Settings as shown to operators; secrets are masked."""
@@ -187,6 +211,13 @@ def _log_format(raw: str) -> str:
     return value
 
 
+def _dead_task_policy(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("block", "cooldown"):
+        raise ValueError("must be 'block' (mark it blocked) or 'cooldown' (give it back later)")
+    return value
+
+
 def _flag(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -228,6 +259,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_DB_SYNC": ("db_sync", _sync_mode),
     "ORCH_DB_WRITE_WAIT_S": ("db_write_wait_s", _positive_float),
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
+    "ORCH_IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _positive_float),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
     "ORCH_HTTP_INLINE": ("http_inline", _flag),
@@ -252,8 +284,13 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_LOCK_MAX_TTL_S": ("lock_max_ttl_s", _positive_float),
     "ORCH_LOCK_MAX_WAIT_S": ("lock_max_wait_s", _positive_float),
     "ORCH_EVENTS_MAX_WAIT_S": ("events_max_wait_s", _positive_float),
+    "ORCH_PROGRESS_EVENT_INTERVAL_S": ("progress_event_interval_s", _positive_float),
     "ORCH_TODO_POLL_S": ("todo_poll_s", _positive_float),
     "ORCH_TODO_TIMEOUT_S": ("todo_timeout_s", _positive_float),
+    "ORCH_TODO_DEAD_TASKS": ("todo_dead_tasks", _dead_task_policy),
+    "ORCH_TODO_COOLDOWN_S": ("todo_cooldown_s", _positive_float),
+    "ORCH_TODO_COOLDOWN_MAX_S": ("todo_cooldown_max_s", _positive_float),
+    "ORCH_TODO_OUTCOME_MAX_FAILURES": ("todo_outcome_max_failures", _positive_int),
     "ORCH_DEPENDENCY_CHECK_INTERVAL_S": ("dependency_check_interval_s", _positive_float),
     "ORCH_TICK_INTERVAL_S": ("tick_interval_s", _positive_float),
     "ORCH_ASK_TIMEOUT_S": ("ask_timeout_s", _positive_float),

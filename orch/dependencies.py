@@ -62,6 +62,7 @@ class DependencyChecks:
         self._wall = wall
         self._checks: dict[str, tuple[Callable[[], None], str | None, bool]] = {}
         self._results: dict[str, CheckResult] = {}
+        self._off_hints: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._session = requests.Session()
@@ -73,9 +74,15 @@ class DependencyChecks:
         self._checks[name] = (check, target, critical)
         self._results[name] = CheckResult("unknown", target=target)
 
-    def add_http(self, name: str, base_url: str) -> None:
-        """Check a service's ``/health`` (not critical: it makes us ``degraded``)."""
+    def add_http(self, name: str, base_url: str, *, off_hint: str | None = None) -> None:
+        """Check a service's ``/health`` (not critical: it makes us ``degraded``).
+
+        ``off_hint`` says how to turn the check off; the warning of a failing check
+        ends with it, because a new user's first run has none of these services.
+        """
         self.add(name, http_probe(base_url, self._session), target=base_url, critical=False)
+        if off_hint:
+            self._off_hints[name] = off_hint
 
     def results(self) -> dict[str, CheckResult]:
         return dict(self._results)
@@ -111,8 +118,16 @@ class DependencyChecks:
             )
             changed = previous is not None and previous.status != result.status
             if changed and (error or previous.status != "unknown"):
-                log = logger.warning if error else logger.info
-                log("dependency %s is now %s%s", name, result.status, f": {error}" if error else "")
+                if error:
+                    hint = self._off_hints.get(name)
+                    logger.warning(
+                        "dependency %s is now failing: %s%s",
+                        name,
+                        error,
+                        f"; {hint}" if hint else "",
+                    )
+                else:
+                    logger.info("dependency %s is now %s", name, result.status)
             self._results[name] = result
 
     def start(self) -> None:

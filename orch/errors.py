@@ -64,6 +64,31 @@ class VersionMismatch(Conflict):
     title = "Precondition failed"
 
 
+class IdempotencyKeyInUse(Conflict):
+    """A request with this ``Idempotency-Key`` is still being answered; retry shortly.
+
+    The IETF draft's answer to a retry that overtakes the original (409): the first
+    one's answer will be kept, and a retry after it has ended gets that answer.
+    """
+
+    code = "idempotency_key_in_use"
+    title = "Request with this key in progress"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+
+
+class IdempotencyKeyReused(OrchestratorError):
+    """An ``Idempotency-Key`` already used for another request (method, path or body).
+
+    The IETF draft's 422: a key names one request; a different one needs a new key.
+    """
+
+    code = "idempotency_key_reused"
+    status = 422
+    title = "Idempotency key reused"
+
+
 class Unauthorized(OrchestratorError):
     """No credentials, or credentials that do not match any identity."""
 
@@ -140,9 +165,19 @@ class TaskCancelled(OrchestratorError):
     title = "Task cancelled"
 
 
-class AgentCrashed(Exception):
+class LoggedFailure(Exception):
+    """An actor's failure whose cause was already logged where it happened.
+
+    The runtime stops the actor as for any failure but does not log Pykka's
+    "Unhandled exception" traceback, which would show only the orchestrator's own
+    frames, a second time, instead of the cause.
+    """
+
+
+class AgentCrashed(LoggedFailure):
     """In-process agent code raised; the agent's actor dies and is restarted.
 
     Deliberately not an ``OrchestratorError``: it never reaches a caller, it is the
-    reason an AgentActor stops so that its Supervisor restarts it.
+    reason an AgentActor stops so that its Supervisor restarts it. The user's
+    exception, with its own traceback, was logged by the runner that caught it.
     """

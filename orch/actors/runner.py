@@ -111,6 +111,7 @@ class InProcessRunner:
                 result = self._instance().handle(assignment)
             except BaseException as exc:  # the guard: nothing escapes into Pykka
                 own_error: str | None = f"{type(exc).__name__}: {exc}"
+                self._log_user_error(assignment, exc)
                 report, args = self._actor.task_crashed, (own_error,)
             else:
                 own_error = None
@@ -130,6 +131,27 @@ class InProcessRunner:
                     report.defer(assignment.key, assignment.attempt, *args)
             except pykka.ActorDeadError:
                 return  # the actor died; its crash report already failed this task
+
+    def _log_user_error(self, assignment: Assignment, exc: BaseException) -> None:
+        """Log the user's exception once, with their own traceback, at ERROR.
+
+        The first frame is this runner's call of ``handle``; the rest is theirs. The
+        actor's crash that follows is logged as a one-line WARNING, never as a
+        traceback of the orchestrator's internals (``LoggedFailure``).
+        """
+        traceback = exc.__traceback__
+        if traceback is not None and traceback.tb_next is not None:
+            traceback = traceback.tb_next  # from their code on
+        logger.error(
+            "agent %s: task %s (attempt %d) raised %s: %s",
+            self._agent_id,
+            assignment.task_id,
+            assignment.attempt,
+            type(exc).__name__,
+            exc,
+            exc_info=(type(exc), exc, traceback),
+            extra={"agent_id": self._agent_id, "task_id": assignment.task_id},
+        )
 
     def _report_orphan(self, assignment: Assignment, own_error: str | None) -> None:
         """The actor crashed while this ran: fail the attempt with the Scheduler itself."""

@@ -49,6 +49,8 @@ class Actors:
     health: Any
     #: The Intake actor, when serving with the TODO service connected; else None.
     intake: Any
+    #: What the Intake publishes (``IntakeView``), read without an ask; else None.
+    intake_view: Any
     #: The Scheduler's gate (callers run its messages while it is idle); None when stopped.
     scheduler_gate: Any
 
@@ -92,6 +94,7 @@ class Actors:
         self.broker = not_running
         self.health = not_running
         self.intake = None
+        self.intake_view = None
         self._scheduler_handle = ActorHandle(not_running)
 
     def check_running(self) -> None:

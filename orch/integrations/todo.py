@@ -2,8 +2,16 @@
 
 One pooled ``requests.Session``, a time-out on every call, and retries with backoff
 only where a retry cannot do harm: listing tasks and the health check. Reserving,
-completing and unlocking change the service's state, so a failure is reported to the
-caller (the Intake), which decides, with what it has stored, whether to try again.
+completing, unlocking and blocking change the service's state, so a failure is
+reported to the caller (the Intake), which decides, with what it has stored, whether
+to try again.
+
+The real service's answers decide the exceptions (tests/fakes/todo_service.py
+behaves the same): ``reserve_task`` and ``complete_task`` refuse with **200**
+``{"success": false}``; unlocking an id it does not know fails with a bare **500**.
+So only "no answer" (cannot connect, time-out) and the gateway-style 502/503/504
+mean the service is down (``TodoUnavailable``); a 500 is a failure of that one
+request (``TodoRequestFailed``), which must not stop the Intake from polling.
 """
 
 from __future__ import annotations
@@ -21,7 +29,11 @@ class TodoServiceError(Exception):
 
 
 class TodoUnavailable(TodoServiceError):
-    """The TODO service could not be reached, timed out or failed (5xx)."""
+    """The TODO service could not be reached, timed out, or said it is down (502-504)."""
+
+
+class TodoRequestFailed(TodoServiceError):
+    """The service failed on this one request (500): not evidence that it is down."""
 
 
 class ReservationRefused(TodoServiceError):
@@ -83,10 +95,19 @@ class TodoClient:
         return body
 
     def unlock_task(self, task_id: Any, agent_id: str) -> None:
-        """Give a reserved task back so another consumer may take it."""
-        body = self._call("POST", f"/tasks/{task_id}/unlock", {"agent_id": agent_id})
-        if body.get("success") is False:
-            raise TodoServiceError(str(body.get("error") or "unlock refused"))
+        """Give a reserved task back so another consumer may take it.
+
+        The service checks neither owner nor status and answers without ``success``;
+        an id it does not know is its bare 500 (``TodoRequestFailed``).
+        """
+        self._call("POST", f"/tasks/{task_id}/unlock", {"agent_id": agent_id})
+
+    def block_task(self, task_id: Any, notes: str) -> dict[str, Any]:
+        """Mark the task ``blocked`` with ``notes`` (why), so no consumer takes it again."""
+        body = self._call("PATCH", f"/tasks/{task_id}", {"task_status": "blocked", "notes": notes})
+        if body.get("task_status") != "blocked":
+            raise TodoServiceError(f"PATCH /tasks/{task_id} left it {body.get('task_status')!r}")
+        return body
 
     def _call(
         self, method: str, path: str, payload: Any, *, idempotent: bool = False
@@ -111,19 +132,33 @@ class TodoClient:
             raise TodoUnavailable(
                 f"{method} {url}: cannot connect ({type(exc).__name__})"
             ) from None
-        if answer.status_code >= 500:
-            raise TodoUnavailable(f"{method} {url} answered {answer.status_code}")
+        status = answer.status_code
+        if status in (502, 503, 504):
+            raise TodoUnavailable(f"{method} {url} answered {status}")
+        if status >= 500:
+            text = " ".join(answer.text.split())[:200]
+            raise TodoRequestFailed(f"{method} {url} answered {status}: {text or 'no body'}")
         try:
             body = answer.json()
         except ValueError:
-            raise TodoServiceError(
-                f"{method} {url} answered non-JSON ({answer.status_code})"
-            ) from None
-        if answer.status_code >= 400:
-            detail = body.get("error") or body.get("detail") if isinstance(body, dict) else None
-            if answer.status_code in (404, 409):
-                raise ReservationRefused(str(detail or f"answered {answer.status_code}"))
-            raise TodoServiceError(f"{method} {url} answered {answer.status_code}: {detail}")
+            raise TodoServiceError(f"{method} {url} answered non-JSON ({status})") from None
+        if status >= 400:
+            raise TodoServiceError(f"{method} {url} answered {status}: {_detail(body)}")
         if not isinstance(body, dict):
             raise TodoServiceError(f"{method} {url} answered JSON that is not an object")
         return body
+
+
+def _detail(body: Any) -> str:
+    """The service's reason: ``error``, or FastAPI's ``detail`` (a string, or 422's list)."""
+    if not isinstance(body, dict):
+        return "no reason given"
+    detail = body.get("error") or body.get("detail")
+    if isinstance(detail, list):  # 422: [{"loc": [...], "msg": ...}, ...]
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        return "; ".join(parts) or "invalid request"
+    return str(detail or "no reason given")

@@ -17,7 +17,9 @@ Deviation from Pykka: a ``BaseException`` escaping a message makes Pykka stop ev
 actor in the process; here it fails this actor like any other exception (its
 ``on_failure`` runs, so the Supervisor restarts it), because a pool thread must not
 be lost and one Orchestrator must never stop another's actors (tests run many in
-one process).
+one process). And a failure that is an ``orch.errors.LoggedFailure`` (an in-process
+agent's crash, whose cause the runner logged with the user's traceback) stops the
+actor without Pykka's "Unhandled exception" traceback of our own frames.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import time
 from typing import Any
 
 import pykka
+
+from orch.errors import LoggedFailure
 
 logger = logging.getLogger("orch.pool")
 pykka_logger = logging.getLogger("pykka")
@@ -169,6 +173,16 @@ class PooledActor(pykka.ThreadingActor):
                 self._scheduled = False
                 return
         self._pool.schedule(self)
+
+    def _handle_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        if isinstance(exception_value, LoggedFailure):
+            # Pykka's own, without its log line: the cause was logged where it happened
+            # (an in-process agent's runner logs the user's traceback), and Pykka's
+            # would show only our frames.
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            return
+        super()._handle_failure(exception_type, exception_value, traceback)
 
     def _handle_envelope(self, envelope: Any) -> None:
         # Pykka's ``_actor_loop_running`` for one envelope, but see the module docstring

@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 import psycopg
 
 from orch.errors import BackupError, StoreError
-from orch.model import TERMINAL_TASK_STATES, AgentRecord, LockGrant, Task, TaskState
+from orch.model import (
+    TERMINAL_TASK_STATES,
+    AgentRecord,
+    IdempotentAnswer,
+    LockGrant,
+    Task,
+    TaskState,
+)
 from orch.store import codec
 from orch.store.base import BackupSummary, CommitListeners, StoreStats
 from orch.store.postgres_schema import SCHEMA_VERSION, connect, describe, migrate, redact
@@ -30,6 +37,7 @@ from orch.store.postgres_writer import (
     PUT_AGENT,
     PUT_CREDENTIAL,
     PUT_TASK,
+    PostgresReader,
     PostgresWriter,
     QueuedWrite,
 )
@@ -112,6 +120,7 @@ class PostgresStore:
             raise
         self.schema_version = SCHEMA_VERSION
         self._writer = PostgresWriter(conn, url, self._options, self.where, self._listeners)
+        self._reader = PostgresReader(url, self._options, self.where)
 
     # ------------------------------------------------------------------ agents
 
@@ -303,6 +312,67 @@ class PostgresStore:
         rows = self._read("SELECT todo_id, data FROM intake_reservations")
         return {todo_id: codec.decode(data.encode()) for todo_id, data in rows}
 
+    # ------------------------------------------------------ idempotent answers
+
+    def put_idempotent_answer(self, answer: IdempotentAnswer) -> None:
+        """Store the answer under its scope and key, replacing any earlier one."""
+        headers = self._encode("answer's headers", codec.encode, [list(h) for h in answer.headers])
+        self._submit_all(
+            [
+                (
+                    "INSERT INTO idempotent_answers (scope, key, fingerprint, status, headers,"
+                    " body, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+                    " status = excluded.status, headers = excluded.headers, body = excluded.body,"
+                    " created_at = excluded.created_at, expires_at = excluded.expires_at",
+                    (
+                        answer.scope,
+                        answer.key,
+                        answer.fingerprint,
+                        answer.status,
+                        headers,
+                        bytes(answer.body),
+                        answer.created_at,
+                        answer.expires_at,
+                    ),
+                )
+            ]
+        )
+
+    def load_idempotent_answer(self, scope: str, key: str) -> IdempotentAnswer | None:
+        """The answer stored under ``(scope, key)`` (its primary key), or None."""
+        rows = self._read(
+            "SELECT fingerprint, status, headers, body, created_at, expires_at"
+            " FROM idempotent_answers WHERE scope = %s AND key = %s",
+            (scope, key),
+        )
+        if not rows:
+            return None
+        fingerprint, status, headers, body, created_at, expires_at = rows[0]
+        try:
+            pairs = tuple((str(name), str(value)) for name, value in codec.decode(headers))
+        except (TypeError, ValueError) as exc:  # msgspec.DecodeError included
+            raise StoreError(
+                f"store read failed: idempotent answer {key!r} in {self.where} is not"
+                f" a valid record ({type(exc).__name__}: {exc})"
+            ) from exc
+        return IdempotentAnswer(
+            scope, key, fingerprint, status, pairs, bytes(body), created_at, expires_at
+        )
+
+    def prune_idempotent_answers(self, expired_before_wall: float) -> int:
+        """Delete answers that expired before the cutoff, ``PRUNE_BATCH_ROWS`` a turn."""
+        sql = (
+            "DELETE FROM idempotent_answers WHERE (scope, key) IN (SELECT scope, key FROM"
+            f" idempotent_answers WHERE expires_at < %s LIMIT {PRUNE_BATCH_ROWS})"
+        )
+        removed = 0
+        while True:
+            deleted = self._submit_all([(sql, (expired_before_wall,))])
+            removed += deleted
+            if deleted < PRUNE_BATCH_ROWS:
+                return removed
+
     # --------------------------------------------------------------- lifecycle
 
     def check(self) -> None:
@@ -359,6 +429,7 @@ class PostgresStore:
         ``StoreError("store is closed")``.
         """
         self._writer.close()
+        self._reader.close()
 
     # ---------------------------------------------------------------- internals
 
@@ -383,9 +454,9 @@ class PostgresStore:
         pending = self._queue_write(statements)
         return self._writer.wait(pending._write)
 
-    def _read(self, sql: str) -> list[Any]:
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of ``sql``; waits for an unreachable server as a write does, then fails."""
-        return self._writer.read(sql, self.write_wait_s)
+        return self._reader.rows(sql, params, self.write_wait_s)
 
     def _decode_rows(
         self, table: str, rows: list[Any], decode: Callable[[str], Value]

@@ -46,6 +46,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # check() writes here to prove that a write can still commit.
         "CREATE TABLE store_probe (id INTEGER PRIMARY KEY CHECK (id = 1),"
         " checked_at DOUBLE PRECISION NOT NULL)",
+        # The first answers to writes that carried an Idempotency-Key.
+        "CREATE TABLE idempotent_answers ("
+        " scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,"
+        " status INTEGER NOT NULL, headers TEXT NOT NULL, body BYTEA NOT NULL,"
+        " created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (scope, key))",
+        # Expiry deletes the oldest answers first.
+        "CREATE INDEX idempotent_answers_by_expiry ON idempotent_answers (expires_at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,7 +18,8 @@ One failed write does not sink the others grouped with it: a write the server
 refuses for its own values (a data or constraint error) is failed alone and the rest
 committed; anything else (a lock not granted in time, a full disk) fails the batch.
 
-Reads (start-up and rebuilds only) share the connection under the writer's lock.
+Reads go through a connection of their own (``PostgresReader``), so that a point
+read while serving never waits behind a commit.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class PostgresWriter:
         self._commit_seconds = 0.0
         # Why the server is unreachable, and since when (monotonic); None while it is not.
         self._lost: tuple[str, float] | None = None
-        self._conn_lock = threading.Lock()  # held by the writer per transaction, by reads
+        self._conn_lock = threading.Lock()  # held by the writer per transaction, by close
         self._closing_lock = threading.Lock()  # makes "not closed, so enqueue" atomic
         self._closed = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -196,33 +197,6 @@ class PostgresWriter:
                 with contextlib.suppress(psycopg.Error):
                     self._conn.close()
                 self._conn = None
-
-    def read(self, sql: str, wait_s: float) -> list[Any]:
-        """Rows of ``sql``; waits for an unreachable server as a write does, then fails."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            with self._conn_lock:
-                if self._closed:
-                    raise StoreError("store is closed")
-                conn = self._conn
-                try:
-                    if conn is None or conn.closed:
-                        conn = self._conn = connect(self._url, **self._options)
-                    return conn.execute(sql).fetchall()  # type: ignore[arg-type]  # fixed SQL
-                except psycopg.Error as exc:
-                    sqlstate = getattr(exc, "sqlstate", None) or ""
-                    lost = conn is None or conn.closed or conn.broken
-                    if not (lost or sqlstate.startswith(_LOST_CLASSES)):
-                        raise StoreError(f"store read failed: {describe(exc)}") from exc
-                    if conn is not None:
-                        with contextlib.suppress(psycopg.Error):
-                            conn.close()
-                    if time.monotonic() >= deadline:
-                        raise StoreError(
-                            f"store read failed: PostgreSQL at {self._where}"
-                            f" unreachable ({describe(exc)})"
-                        ) from exc
-            time.sleep(RECONNECT_PAUSE_S[0])
 
     def _unreachable(self, lost: tuple[str, float]) -> str:
         reason, since = lost
@@ -320,10 +294,7 @@ class PostgresWriter:
             self._lost = (describe(exc), self._lost[1] if self._lost else time.monotonic())
             return False
         with self._conn_lock:
-            if self._conn is not None and not self._conn.closed:
-                conn.close()  # a read connected first; keep its connection
-            else:
-                self._conn = conn
+            self._conn = conn
         self._lost = None
         return True
 
@@ -450,3 +421,56 @@ def _merged(pending: list[QueuedWrite]) -> Statement | None:
     *first, last = parts
     joined = ", ".join(f"merged_{n} AS ({part})" for n, part in enumerate(first))
     return (f"WITH {joined} {last}" if first else last), tuple(values)
+
+
+class PostgresReader:
+    """The store's reads, on a connection of their own (MVCC: never behind a commit).
+
+    Loads run at start-up and when actors rebuild; point reads (idempotent answers)
+    while serving requests, from any thread, one at a time on the connection. A lost
+    connection is opened again, for at most ``wait_s`` per read, as a write waits.
+    """
+
+    def __init__(self, url: str, options: dict[str, Any], where: str) -> None:
+        self._url = url
+        self._options = options
+        self._where = where
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def rows(self, sql: str, params: tuple[Any, ...], wait_s: float) -> list[Any]:
+        """Rows of ``sql``; waits for an unreachable server up to ``wait_s``, then fails."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise StoreError("store is closed")
+                conn = self._conn
+                try:
+                    if conn is None or conn.closed:
+                        conn = self._conn = connect(self._url, **self._options)
+                    return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+                except psycopg.Error as exc:
+                    sqlstate = getattr(exc, "sqlstate", None) or ""
+                    lost = conn is None or conn.closed or conn.broken
+                    if not (lost or sqlstate.startswith(_LOST_CLASSES)):
+                        raise StoreError(f"store read failed: {describe(exc)}") from exc
+                    if conn is not None:
+                        with contextlib.suppress(psycopg.Error):
+                            conn.close()
+                    if time.monotonic() >= deadline:
+                        raise StoreError(
+                            f"store read failed: PostgreSQL at {self._where}"
+                            f" unreachable ({describe(exc)})"
+                        ) from exc
+            time.sleep(RECONNECT_PAUSE_S[0])
+
+    def close(self) -> None:
+        """Close the connection; later reads raise ``StoreError("store is closed")``."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None

@@ -96,6 +96,7 @@ def test_an_outage_backs_off_warns_once_and_recovers(todo, make_orch, caplog):
             orch.tick()
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
+        assert "start with TODO_SERVICE_URL=" in warnings[0].getMessage()
         assert counter(orch, "orchestrator_intake_errors_total") == 4
         orch.dependencies.run_once()
         health = orch.health()
@@ -133,13 +134,15 @@ def test_a_task_whose_agent_is_lost_is_given_back(todo, make_orch):
     assert orch.task("todo:1")["status"] == "cancelled"
 
 
-def test_a_task_that_ends_dead_is_given_back(todo, make_orch):
+def test_a_task_that_ends_dead_is_marked_blocked_not_given_back(todo, make_orch):
     orch = reserved_for_r1(todo, make_orch)
     orch.heartbeat("r1")
     orch.fail_task("r1", "todo:1", "cannot be done", retryable=False)
-    wait_until(lambda: todo.tasks[1]["task_status"] == "available", message="unlocked")
-    assert todo.tasks[1]["assigned_agent"] is None
+    wait_until(lambda: todo.tasks[1]["task_status"] == "blocked", message="blocked")
+    assert todo.tasks[1]["notes"] == "cannot be done"
     assert orch.task("todo:1")["status"] == "dead"
+    wait_until(lambda: counter(orch, "orchestrator_intake_blocks_total") == 1)
+    assert "/tasks/1/unlock" not in todo.calls
 
 
 def test_a_task_retried_on_another_agent_takes_its_reservation_along(todo, make_orch):

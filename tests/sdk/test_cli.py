@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -58,7 +59,9 @@ def test_agents_commands_print_tables_and_change_state(
 
     code, out, _ = run_main(capsys, url, "agents", "show", agent_id)
     assert code == 0
-    assert "status         idle" in out and f"capabilities   [{json.dumps(capability)}]" in out
+    # Keys are padded to the longest one; the test does not pin that width.
+    assert re.search(r"^status +idle$", out, re.M)
+    assert re.search(rf"^capabilities +\[{re.escape(json.dumps(capability))}\]$", out, re.M)
 
     assert run_main(capsys, url, "agents", "stop", agent_id)[1] == f"agent {agent_id}: stopped\n"
     assert admin.agent(agent_id)["status"] == "stopped"
@@ -117,14 +120,80 @@ def test_tasks_submit_show_list_and_cancel(
     assert (code, out) == (0, f"task {queued}: cancelled\n")
 
 
-def test_submit_can_wait_for_the_result(
+def test_a_wait_that_runs_out_has_its_own_exit_status(
     capsys: pytest.CaptureFixture[str], url: str, name: Callable
 ):
     code, out, err = run_main(
         capsys, url, "tasks", "submit", "--capability", name("nobody"), "--wait", "0.3"
     )
-    assert code == 1 and out == ""
+    assert code == cli.EXIT_WAIT_RAN_OUT == 6 and out == ""
     assert err.startswith("june-orchestrator: task ") and "has not ended after 0.3s" in err
+
+
+def _ends(url: str, admin: OrchestratorClient, agent_id: str, token: str, how: str) -> None:
+    """Play ``agent_id``: take its one task and end it ``how`` (completed or dead)."""
+    task_id = wait_until(
+        lambda: admin.agent(agent_id)["current_tasks"], timeout_s=20, message="nothing assigned"
+    )[0]
+    with OrchestratorClient(url, timeout_s=10) as agent:
+        if how == "completed":
+            agent.complete_task(agent_id, task_id, {"ok": True}, token=token)
+        else:
+            agent.fail_task(agent_id, task_id, "it broke", retryable=False, token=token)
+
+
+@pytest.mark.parametrize(
+    ("how", "status"), [("completed", cli.EXIT_OK), ("dead", cli.EXIT_TASK_DEAD)]
+)
+def test_submit_wait_exits_by_how_the_task_ended(
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    admin: OrchestratorClient,
+    name: Callable,
+    how: str,
+    status: int,
+):
+    agent_id, capability = name("cli-ender"), name("cli-end")
+    token = _agent(admin, agent_id, capability)
+    ender = threading.Thread(target=_ends, args=(url, admin, agent_id, token, how))
+    ender.start()
+    try:
+        code, out, _ = run_main(
+            capsys, url, "tasks", "submit", "--capability", capability, "--wait", "20"
+        )
+    finally:
+        ender.join(30)
+    assert code == status
+    lines = dict(line.split(None, 1) for line in out.splitlines())
+    assert lines["status"] == how
+
+
+def test_a_cancelled_task_has_its_own_exit_status(
+    capsys: pytest.CaptureFixture[str], url: str, admin: OrchestratorClient, name: Callable
+):
+    queued = name("cli-cancelled")
+    admin.assign_task({}, task_id=queued, capabilities=[name("nobody")])
+    admin.cancel_task(queued)
+    code, out, _ = run_main(capsys, url, "tasks", "show", queued, "--wait", "5")
+    assert code == cli.EXIT_TASK_CANCELLED == 5
+    assert dict(line.split(None, 1) for line in out.splitlines())["status"] == "cancelled"
+    code, _, _ = run_main(capsys, url, "tasks", "show", queued)  # no --wait: just shown
+    assert code == 0
+
+
+def test_the_exit_statuses_are_distinct_and_documented():
+    statuses = [
+        cli.EXIT_OK,
+        cli.EXIT_ERROR,
+        cli.EXIT_USAGE,
+        cli.EXIT_UNREACHABLE,
+        cli.EXIT_TASK_DEAD,
+        cli.EXIT_TASK_CANCELLED,
+        cli.EXIT_WAIT_RAN_OUT,
+    ]
+    assert len(set(statuses)) == len(statuses)
+    for status in statuses:
+        assert f"{status} " in cli.EXIT_CODES_HELP
 
 
 def test_locks_stats_health_and_events(
@@ -192,10 +261,19 @@ def test_exit_codes_and_one_line_errors(url: str, name: Callable):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    unreachable = run_process("--url", f"http://127.0.0.1:{port}", "health")
+    dead = f"http://127.0.0.1:{port}"
+    unreachable = run_process("--url", dead, "--failover-wait", "0.3", "health")
     assert unreachable.returncode == 3
     assert unreachable.stderr == (
-        f"june-orchestrator: cannot connect to http://127.0.0.1:{port} (connection refused)\n"
+        f"june-orchestrator: cannot connect to {dead} (connection refused)\n"
+    )
+    # Several URLs: the dead one is passed over, and the command works.
+    over = run_process("stats", env={**env, "ORCH_URL": f"{dead}, {url}"})
+    assert over.returncode == 0, over.stderr
+    not_a_url = run_process("--url", "ftp://x", "health")
+    assert not_a_url.returncode == 2
+    assert (
+        not_a_url.stderr == "june-orchestrator: url: 'ftp://x' is not an http:// or https:// URL\n"
     )
 
     bad_payload = run_process("tasks", "submit", "--payload", "[1, 2]", env=env)

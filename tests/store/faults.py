@@ -71,6 +71,7 @@ class PostgresLockedElsewhere:
         "config_defaults",
         "intake_reservations",
         "store_probe",
+        "idempotent_answers",
     )
 
     def __init__(self, url: str) -> None:

@@ -47,6 +47,9 @@ def test_settings_are_frozen():
         ("ORCH_ADMIN_TOKEN", "", "admin_token", None),  # empty means no token, not ""
         ("ORCH_HEARTBEAT_INTERVAL_S", "0.5", "heartbeat_interval_s", 0.5),
         ("ORCH_HTTP_THREADS", "16", "http_threads", 16),
+        ("ORCH_TODO_DEAD_TASKS", " Cooldown ", "todo_dead_tasks", "cooldown"),
+        ("ORCH_TODO_COOLDOWN_S", "60", "todo_cooldown_s", 60.0),
+        ("ORCH_TODO_OUTCOME_MAX_FAILURES", "3", "todo_outcome_max_failures", 3),
     ],
 )
 def test_each_kind_of_value_is_parsed(variable, raw, attr, parsed):
@@ -70,6 +73,8 @@ def test_each_kind_of_value_is_parsed(variable, raw, attr, parsed):
         ("ORCH_TASK_TIMEOUT_S", "-1", "positive number"),
         ("ORCH_TASK_TIMEOUT_S", "nan", "positive number"),
         ("ORCH_TASK_TIMEOUT_S", "inf", "positive number"),
+        ("ORCH_TODO_DEAD_TASKS", "retry", "'block' (mark it blocked) or 'cooldown'"),
+        ("ORCH_TODO_OUTCOME_MAX_FAILURES", "0", "positive integer"),
     ],
 )
 def test_a_bad_value_fails_with_one_line_naming_the_variable(variable, raw, reason):
@@ -90,6 +95,10 @@ def test_a_bad_value_fails_with_one_line_naming_the_variable(variable, raw, reas
         ({"ORCH_HEARTBEAT_INTERVAL_S": "0.05"}, "ORCH_HEARTBEAT_INTERVAL_S"),
         ({"ORCH_HTTP_MAX_HEADER_BYTES": "512"}, "ORCH_HTTP_MAX_HEADER_BYTES"),
         ({"ORCH_HTTP_MAX_BODY_BYTES": "512"}, "ORCH_HTTP_MAX_BODY_BYTES"),
+        (
+            {"ORCH_TODO_COOLDOWN_S": "600", "ORCH_TODO_COOLDOWN_MAX_S": "60"},
+            "ORCH_TODO_COOLDOWN_MAX_S",
+        ),
     ],
 )
 def test_combinations_no_single_parser_sees_are_refused(environ, named):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -56,3 +57,28 @@ def test_embedded_orchestrators_do_not_connect_services_unless_asked():
     with Orchestrator(Settings()) as orch:
         assert set(orch.health()["checks"]) == {"actors", "store"}
         assert orch.health()["status"] == "healthy"
+
+
+def test_the_warning_of_a_service_that_is_not_there_says_how_to_turn_its_check_off(caplog):
+    # A new user's first `make run`: nothing listens at the default addresses.
+    settings = Settings(
+        todo_service_url=f"http://127.0.0.1:{free_port()}",
+        gateway_url=f"http://127.0.0.1:{free_port()}",
+        dependency_check_interval_s=3600,
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="orch.dependencies"),
+        Orchestrator(settings, connect_services=True),
+    ):
+        pass
+    warnings = {
+        r.getMessage().split()[1]: r.getMessage()
+        for r in caplog.records
+        if r.name == "orch.dependencies" and r.levelno == logging.WARNING
+    }
+    assert set(warnings) == {"todo_service", "gateway"}
+    assert warnings["todo_service"].endswith(
+        "; to turn off the TODO intake and this check, start with TODO_SERVICE_URL="
+    )
+    assert warnings["gateway"].endswith("; to turn off this check, start with GATEWAY_URL=")
+    assert "cannot connect" in warnings["gateway"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
 import pykka
 import pytest
 
+from orch import Orchestrator
 from orch.actors.runner import InProcessRunner
 from orch.agent import Agent
 from orch.model import Assignment
@@ -128,3 +131,39 @@ def test_a_stopped_runner_calls_on_stop_and_reports_nothing_more(reports: Any) -
     wait_until(lambda: reports.reports().get())
     runner.close()
     assert (built[0].started, built[0].stopped) == (1, 1)
+
+
+class Broken(Agent):
+    """User code that raises from a helper of its own: its frames must be in the log."""
+
+    agent_type = "broken"
+    capabilities = frozenset()
+
+    def handle(self, task: Any) -> Any:
+        return parse_the_users_config(task.payload)
+
+
+def parse_the_users_config(payload: Any) -> Any:
+    return payload["missing-key"]
+
+
+def test_a_raising_handle_is_logged_once_at_error_with_the_users_own_traceback(
+    live_orch: Orchestrator, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        live_orch.attach(Broken("b1"))
+        live_orch.submit({}, task_id="t1", agent_type="broken", max_attempts=1)
+        wait_until(lambda: live_orch.task("t1")["status"] == "dead", message="never failed")
+        wait_until(lambda: live_orch.agent("b1")["restarts"] >= 1, message="never restarted")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    [record] = errors
+    assert record.name == "orch.agent"
+    assert "agent b1: task t1 (attempt 1) raised KeyError: 'missing-key'" in record.getMessage()
+    frames = traceback.extract_tb(record.exc_info[2])
+    # Their file and line, their functions; none of the orchestrator's own frames.
+    assert [f.name for f in frames] == ["handle", "parse_the_users_config"]
+    assert all(f.filename == __file__ for f in frames)
+    assert frames[-1].line == 'return payload["missing-key"]'
+    assert "Traceback" in caplog.text and "parse_the_users_config" in caplog.text
+    assert "Unhandled exception" not in caplog.text  # no Pykka traceback of our internals

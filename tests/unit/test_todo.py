@@ -12,6 +12,7 @@ import pytest
 from orch.integrations.todo import (
     ReservationRefused,
     TodoClient,
+    TodoRequestFailed,
     TodoServiceError,
     TodoUnavailable,
 )
@@ -68,11 +69,56 @@ def test_success_false_answers_are_clear_exceptions(todo):
     client.reserve_task(1, "a1")
     with pytest.raises(ReservationRefused, match="not available"):
         client.reserve_task(1, "a2")  # another consumer has it
-    with pytest.raises(TodoServiceError, match="not reserved by this agent") as refused:
-        client.complete_task(1, "a2", None)
+    with pytest.raises(ReservationRefused, match="not found"):
+        client.reserve_task(99, "a1")  # the real service: 200 success false, never 404
+    with pytest.raises(TodoServiceError, match="not found") as refused:
+        client.complete_task(99, "a1", None)
     assert not isinstance(refused.value, TodoUnavailable)
-    with pytest.raises(TodoServiceError, match="not reserved by this agent"):
-        client.unlock_task(1, "a2")
+
+
+def test_the_services_own_rules_hold_for_the_client(todo):
+    """Complete and unlock check neither owner nor status; an unknown type lists nothing."""
+    todo.add_task(1)
+    todo.add_task(2)
+    client = TodoClient(todo.url, timeout_s=2)
+    client.reserve_task(1, "a1")
+    client.unlock_task(1, "someone-else")  # no owner check, and no `success` in the answer
+    assert todo.tasks[1]["task_status"] == "available"
+    todo.tasks[2]["task_status"] = "cancelled"
+    client.complete_task(2, "anyone", "done anyway")  # any status, cancelled included
+    assert todo.tasks[2]["task_status"] == "complete"
+    client.unlock_task(2, "a1")  # even a completed task
+    assert todo.tasks[2]["task_status"] == "available"
+    assert client.list_available_tasks("reviewer", 10) == []
+
+
+def test_unlocking_an_unknown_id_is_a_failed_request_not_an_outage(todo):
+    client = TodoClient(todo.url, timeout_s=2)
+    with pytest.raises(TodoRequestFailed, match="500: Internal Server Error") as failed:
+        client.unlock_task(404, "a1")  # the real service's bare text/plain 500
+    assert not isinstance(failed.value, TodoUnavailable)
+
+
+def test_blocking_marks_the_task_blocked_with_notes(todo):
+    todo.add_task(1)
+    client = TodoClient(todo.url, timeout_s=2)
+    client.reserve_task(1, "a1")
+    answer = client.block_task(1, "ValueError: no such repo")
+    assert answer["task_status"] == "blocked"
+    assert todo.tasks[1]["task_status"] == "blocked"
+    assert todo.tasks[1]["notes"] == "ValueError: no such repo"
+    assert todo.bodies[-1] == (
+        "/tasks/1",
+        {"task_status": "blocked", "notes": "ValueError: no such repo"},
+    )
+    with pytest.raises(TodoServiceError, match="404: Task 7 not found"):
+        client.block_task(7, "gone")
+
+
+def test_validation_errors_name_the_field(todo):
+    client = TodoClient(todo.url, timeout_s=2)
+    with pytest.raises(TodoServiceError, match="422: task_id: Input should be a valid int"):
+        client.reserve_task("seven", "a1")
 
 
 def test_server_errors_are_unavailable_and_only_idempotent_calls_are_retried(failing):
