@@ -3,7 +3,8 @@
 While PostgreSQL is away, ``/health`` shows the store check failing and a write waits
 ``ORCH_DB_WRITE_WAIT_S`` and is answered 503 ``store_unavailable``; once it is back,
 the server serves again, and everything acknowledged before is still there. A database
-from a newer version stops the server with one line; the backup command names pg_dump.
+from a newer version stops the server with one line; the backup command names pg_dump;
+an answer kept for an Idempotency-Key survives kill -9, sealed.
 """
 
 from __future__ import annotations
@@ -114,3 +115,32 @@ def test_the_backup_command_refuses_postgresql_naming_pg_dump(pg_url, tmp_path):
     assert refused.returncode == 1, refused.stderr
     [line] = refused.stderr.strip().splitlines()
     assert "pg_dump" in line and not dest.exists()
+
+
+def test_a_kept_answer_survives_kill_9_and_a_restart_on_postgresql(pg_url):
+    env = {"ORCH_DB": pg_url}
+    body = {"agent_id": "a1", "agent_type": "implementation", "capabilities": ["code"]}
+    key = {"Idempotency-Key": "reg-key-7f3a"}
+    server = start_server(env)
+    try:
+        first = requests.post(f"{server.url}/agents/register", json=body, headers=key, timeout=10)
+        assert first.status_code == 201
+    finally:
+        server.process.kill()  # SIGKILL: nothing is flushed on the way out
+        server.process.wait(10)
+    with psycopg.connect(pg_url) as conn:  # kept, and neither the token nor the key in clear
+        [(stored_key, stored_body)] = conn.execute(
+            "SELECT key, body FROM idempotent_answers"
+        ).fetchall()
+    assert "reg-key-7f3a" not in stored_key
+    assert first.json()["token"].encode() not in bytes(stored_body)
+    again_server = start_server(env)
+    try:
+        url = again_server.url
+        again = requests.post(f"{url}/agents/register", json=body, headers=key, timeout=10)
+        assert again.status_code == 201
+        assert again.content == first.content
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert requests.get(f"{url}/agents", timeout=10).json()["total"] == 1
+    finally:
+        assert again_server.stop() == 0
