@@ -144,3 +144,21 @@ def test_a_kept_answer_survives_kill_9_and_a_restart_on_postgresql(pg_url):
         assert requests.get(f"{url}/agents", timeout=10).json()["total"] == 1
     finally:
         assert again_server.stop() == 0
+
+
+def test_serving_an_unreachable_database_fails_with_one_line_without_its_password():
+    from tests.pg.server import free_port
+
+    port = free_port()  # nothing listens there
+    served = run_orch(
+        "serve",
+        env={
+            "ORCH_DB": f"postgresql://orch:s3cret@127.0.0.1:{port}/orch",
+            "ORCHESTRATOR_PORT": "0",
+            "TODO_SERVICE_URL": "",
+        },
+    )
+    assert served.returncode == 1, served.stderr
+    [line] = served.stderr.strip().splitlines()  # no traceback
+    assert f"cannot open store postgresql://orch@127.0.0.1:{port}/orch" in line
+    assert "s3cret" not in served.stderr
