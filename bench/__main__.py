@@ -215,6 +215,17 @@ def run(sizes: dict[str, Any], prefer_wrk: bool, only: set[str] | None) -> dict[
                 ratio >= 0.5,
             )
         )
+        rows.append(
+            _row(
+                f"PostgreSQL vs memory store, 32 callers (median of {durability.ROUNDS} in turns)",
+                ", ".join(
+                    f"{c}: {durable['postgresql'][c]:,.0f} vs {durable['memory'][c]:,.0f}/s"
+                    for c in durable["memory"]
+                ),
+                ">= 50% at 32",
+                durable["postgresql_ratio"]["32"] >= 0.5,
+            )
+        )
     return {"results": results, "rows": rows}
 
 

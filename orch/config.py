@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -46,6 +47,9 @@ class Settings:
     access_log: bool = False
     db: str = ":memory:"  # embedded default; the service defaults to SERVICE_DB (below)
     db_sync: str = "full"
+    # PostgreSQL store: how long a write waits for an unreachable server before it
+    # fails (503 store_unavailable); README, "PostgreSQL store".
+    db_write_wait_s: float = 10.0
     task_retention_s: float = 7 * 86_400.0
     # How long the first answer to a write with an Idempotency-Key is kept for retries.
     idempotency_ttl_s: float = 86_400.0
@@ -142,7 +146,14 @@ class Settings:
         """Settings as shown to operators; secrets are masked."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["admin_token"] = "***" if self.admin_token else None
+        out["db"] = _without_password(self.db)
         return out
+
+
+def _without_password(db: str) -> str:
+    """A database URL with any password masked (``postgresql://u:***@host/db``)."""
+    masked = re.sub(r"^([a-z]+://[^/@:]*:)[^/@]*@", r"\1***@", db)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
 
 
 def _port(raw: str) -> int:
@@ -246,6 +257,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_ACCESS_LOG": ("access_log", _flag),
     "ORCH_DB": ("db", _nonempty),
     "ORCH_DB_SYNC": ("db_sync", _sync_mode),
+    "ORCH_DB_WRITE_WAIT_S": ("db_write_wait_s", _positive_float),
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
     "ORCH_IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _positive_float),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),

@@ -12,6 +12,7 @@ import pytest
 from orch import ManualClock, Orchestrator, Settings
 from orch.store import MemoryStore
 from tests.fakes.todo_service import FakeTodoService
+from tests.pg.server import Databases, PrivateServer, databases_for_tests
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, message: str = "") -> Any:
@@ -76,3 +77,29 @@ def todo() -> Iterator[FakeTodoService]:
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Databases]:
+    """Fresh PostgreSQL databases: on ``$ORCH_TEST_PG_URL``'s server, or on a private
+    server started once per session (tests/pg/server.py) and stopped at its end."""
+    with databases_for_tests() as databases:
+        yield databases
+
+
+@pytest.fixture
+def pg_url(pg_databases: Databases) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped after it."""
+    with pg_databases.fresh() as url:
+        yield url
+
+
+@pytest.fixture
+def restartable_pg() -> Iterator[PrivateServer]:
+    """A private PostgreSQL server of this test's own, for tests that stop and start it
+    (never ``$ORCH_TEST_PG_URL``'s, which others share)."""
+    server = PrivateServer()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from orch.errors import BackupError, StoreError
 from orch.model import TERMINAL_TASK_STATES
-from orch.store.base import BackupSummary
+from orch.store.base import POSTGRES_SCHEMES, BackupSummary
 from orch.store.sqlite_file import refuse_newer
 
 __all__ = ["BackupSummary", "backup_connection", "backup_database"]
@@ -44,6 +44,11 @@ def backup_database(source: str, dest: str) -> BackupSummary:
     """
     if source == ":memory:":
         raise BackupError("ORCH_DB is ':memory:': that store keeps nothing to back up")
+    if source.startswith(POSTGRES_SCHEMES):
+        raise BackupError(
+            "ORCH_DB names a PostgreSQL database: back it up with pg_dump"
+            " (README, 'PostgreSQL store'), not june-orchestrator backup"
+        )
     target = _target(dest)
     src = _open_source(source)
     try:

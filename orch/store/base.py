@@ -46,6 +46,9 @@ T = TypeVar("T")
 
 logger = logging.getLogger("orch.store")
 
+#: How ``ORCH_DB`` names a PostgreSQL database (a libpq URI) rather than a SQLite file.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 class PendingWrite(Protocol):
     """A write the store accepted that may not be durable yet (a ``*_nowait`` write).

@@ -18,9 +18,9 @@ databases, which exist per connection, work for tests.
 The file's schema and migrations live in ``orch/store/sqlite_file.py``. This module
 is longer than the house's ~500 lines because the writer (queue, batches, the
 culprit retry, counters) and the table methods share one connection, lock and set
-of counters; the seam to cut along when a second store needs group commit is
-``_attempt``/``_attempt_merged``/``_rollback`` (SQLite's) against the rest (any
-store's).
+of counters. The queued write and its completion (``orch/store/writes.py``) are
+shared with the PostgreSQL store, whose writer has the same shape; what is SQLite's
+own is ``_attempt``/``_attempt_merged``/``_rollback``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from orch.store import codec
 from orch.store.backup import backup_connection, backup_database
 from orch.store.base import BackupSummary, CommitListeners, StoreStats
 from orch.store.sqlite_file import SCHEMA_VERSION, connect, describe
+from orch.store.writes import Statement
+from orch.store.writes import Write as _Write
 
 #: ``ORCH_DB_SYNC`` values and the ``PRAGMA synchronous`` level each selects. ``normal``
 #: survives a process crash (``kill -9``) but may lose the last commits on power loss.
@@ -60,68 +62,10 @@ PRUNE_BATCH_ROWS = 500
 #: Upper bounds (seconds) of the commit-duration histogram ``stats`` reports.
 COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-Statement = tuple[str, tuple[Any, ...]]
 Value = TypeVar("Value")
 
 _STOP = object()  # queued by close(): the writer finishes what is ahead of it, then exits
 _WRITER_LIVENESS_CHECK_S = 1.0
-
-
-class _Done:
-    """``threading.Event`` for one setter, on a single lock held until set.
-
-    Why: every acknowledged write is waited for, and an Event is Python code over a
-    Condition that allocates a lock per wait. With 32 callers cycling tasks through
-    the facade (A/B, same minute) this took the SQLite store from 2,214-2,687 to
-    2,826-3,351 cycles/s (bench/README.md). Only the writer thread sets it.
-    """
-
-    __slots__ = ("_lock", "_set")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._set = False
-
-    def set(self) -> None:
-        if not self._set:
-            self._set = True
-            self._lock.release()
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._set:
-            return True
-        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            self._lock.release()  # the next waiter's turn
-            return True
-        return self._set
-
-
-class _Write:
-    """One caller's write: statements that commit together, and how it ended."""
-
-    __slots__ = ("counted", "done", "error", "rowcount", "statements")
-
-    def __init__(self, statements: list[Statement], *, counted: bool) -> None:
-        self.statements = statements
-        self.counted = counted  # False for check()'s probe, which is not a caller's write
-        self.done = _Done()
-        self.error: str | None = None
-        self.rowcount = 0
-
-    def apply(self, conn: sqlite3.Connection) -> None:
-        for sql, params in self.statements:
-            self.rowcount = conn.execute(sql, params).rowcount
-
-    def finish(self, error: str | None = None) -> None:
-        self.error = error
-        # The rows are not needed once it ended; a handle may be kept long after
-        # (an agent's last start, until its next stored change).
-        self.statements = []
-        self.done.set()
 
 
 _PUT_TASK = (

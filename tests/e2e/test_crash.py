@@ -1,8 +1,9 @@
 """kill -9 in the middle of concurrent work: nothing acknowledged is lost.
 
 Several threads register agents, submit tasks, complete them and take locks against
-the real server on a SQLite file, recording every answer the server acknowledged.
-The server is killed with SIGKILL at a random moment, started again on the same file,
+the real server on a SQLite file (and on PostgreSQL), recording every answer the
+server acknowledged. The server is killed with SIGKILL at a random moment, started
+again on the same store,
 and every acknowledged change must be there; fencing tokens must keep increasing.
 """
 
@@ -12,10 +13,14 @@ import random
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
+import psycopg
 import requests
 
+from tests.conftest import wait_until
 from tests.e2e.conftest import start_server
+from tests.pg.server import Databases, PrivateServer
 
 WORKERS = 4
 
@@ -138,8 +143,46 @@ def drive(url: str, ledger: Ledger, stop: threading.Event, tokens: dict[str, str
 
 
 def test_nothing_acknowledged_is_lost_after_sigkill(tmp_path):
-    db = str(tmp_path / "crash.db")
-    env = {"ORCH_DB": db, "ORCH_DB_SYNC": "full"}
+    crash_and_check({"ORCH_DB": str(tmp_path / "crash.db"), "ORCH_DB_SYNC": "full"})
+
+
+def test_nothing_acknowledged_is_lost_after_sigkill_on_postgresql(pg_url):
+    crash_and_check({"ORCH_DB": pg_url})
+    with psycopg.connect(pg_url) as conn:  # the server kept them there, not elsewhere
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] > 0
+
+
+def test_nothing_acknowledged_is_lost_when_postgresql_restarts_under_load(
+    restartable_pg: PrivateServer,
+):
+    databases = Databases(restartable_pg.url())
+    db_url = databases.url_of(databases.create())
+    # Writes wait through the restart: none is refused, and none acknowledged is lost.
+    env = {"ORCH_DB": db_url, "ORCH_DB_WRITE_WAIT_S": "60"}
+    restarts: list[float] = []
+
+    def restart_database(ledger: Ledger) -> None:
+        restartable_pg.stop()  # fast: every session cut, mid-commit or not
+        restarts.append(time.monotonic())
+        restartable_pg.start()
+        before = len(ledger.tasks) + len(ledger.completed)
+        wait_until(
+            lambda: len(ledger.tasks) + len(ledger.completed) > before + 20,
+            timeout_s=60,
+            message="the server acknowledges work again once PostgreSQL is back",
+        )
+
+    crash_and_check(env, before_crash=restart_database)
+    assert restarts
+
+
+def crash_and_check(
+    env: dict[str, str], before_crash: Callable[[Ledger], None] | None = None
+) -> None:
+    """Drive the server on ``env``'s store, kill -9 it, start it again, check the ledger.
+
+    ``before_crash`` (if given) runs under the load first, then the kill follows.
+    """
     server = start_server(env)
     url = server.url
     tokens = {}
@@ -156,6 +199,9 @@ def test_nothing_acknowledged_is_lost_after_sigkill(tmp_path):
     stop = threading.Event()
     threads, errors = drive(url, ledger, stop, tokens)
     time.sleep(random.uniform(0.8, 1.6))  # the random moment of the crash, not a timing wait
+    if before_crash is not None:
+        before_crash(ledger)
+        time.sleep(random.uniform(0.2, 0.6))  # the random moment of the crash, as above
     server.process.kill()
     server.process.wait(10)
     stop.set()

@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from orch.store import MemoryStore, SQLiteStore, Store
-from tests.store.faults import SQLITE_BUSY_TIMEOUT_S, LockedElsewhere
+from orch.store.postgres import PostgresStore
+from tests.store.faults import (
+    POSTGRES_LOCK_TIMEOUT_S,
+    SQLITE_BUSY_TIMEOUT_S,
+    LockedElsewhere,
+    PostgresLockedElsewhere,
+)
 
 Failure = Callable[[Any], AbstractContextManager[None]]
 
@@ -36,6 +42,8 @@ class Backend:
     failures: tuple[Failure, ...]
     #: Opens a backup the store wrote to ``dest``, as a store; None if it refuses backups.
     open_backup: Callable[[str], Store] | None
+    #: Fixtures the store needs beside its directory (a database server), by name.
+    needs: tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
@@ -51,6 +59,23 @@ def fail_writes(store: Any) -> Iterator[None]:
 def sqlite_locked_elsewhere(store: SQLiteStore) -> LockedElsewhere:
     """Another connection holds the write lock: every commit fails with SQLITE_BUSY."""
     return LockedElsewhere(store.path)
+
+
+def postgres_locked_elsewhere(store: PostgresStore) -> PostgresLockedElsewhere:
+    """Another session holds every table locked: every commit fails with lock_not_available."""
+    return PostgresLockedElsewhere(store.url)
+
+
+#: The file in a test's store directory naming the PostgreSQL database made for it.
+PG_URL_FILE = "postgresql.url"
+
+
+def open_postgres(where: Path) -> PostgresStore:
+    return PostgresStore(
+        (where / PG_URL_FILE).read_text(),
+        write_wait_s=5.0,
+        lock_timeout_s=POSTGRES_LOCK_TIMEOUT_S,
+    )
 
 
 BACKENDS = [
@@ -70,6 +95,14 @@ BACKENDS = [
         failures=(fail_writes, sqlite_locked_elsewhere),
         open_backup=SQLiteStore,
     ),
+    Backend(
+        name="postgresql",
+        open=open_postgres,
+        persists=True,
+        failures=(fail_writes, postgres_locked_elsewhere),
+        open_backup=None,  # pg_dump's job
+        needs=("pg_url",),
+    ),
 ]
 
 
@@ -79,9 +112,11 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def store_dir(tmp_path: Path) -> Path:
+def store_dir(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     where = tmp_path / "store"
     where.mkdir()
+    if "pg_url" in backend.needs:
+        (where / PG_URL_FILE).write_text(request.getfixturevalue("pg_url"))
     return where
 
 

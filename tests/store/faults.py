@@ -51,3 +51,47 @@ class LockedElsewhere:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.on = False
+
+
+class PostgresLockedElsewhere:
+    """Another session holds every table of a PostgreSQL store locked while in the context.
+
+    What a stuck migration or an operator's ``LOCK TABLE`` does: the store accepts a
+    write, its commit waits ``lock_timeout`` and fails, every commit does, reads go
+    on (EXCLUSIVE mode lets them), and the store recovers once the lock is let go.
+    Open the store with ``lock_timeout_s=POSTGRES_LOCK_TIMEOUT_S``.
+    """
+
+    TABLES = (
+        "agents",
+        "credentials",
+        "tasks",
+        "grants",
+        "fencing",
+        "config_defaults",
+        "intake_reservations",
+        "store_probe",
+        "idempotent_answers",
+    )
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._holder: Any = None
+
+    def __enter__(self) -> None:
+        import psycopg
+
+        holder = psycopg.connect(self._url)  # a transaction open until __exit__
+        holder.execute(f"LOCK TABLE {', '.join(self.TABLES)} IN EXCLUSIVE MODE")
+        self._holder = holder
+
+    def __exit__(self, *exc_info: Any) -> None:
+        holder, self._holder = self._holder, None
+        try:
+            holder.rollback()
+        finally:
+            holder.close()
+
+
+#: How long a PostgreSQL store under test waits for a lock held elsewhere.
+POSTGRES_LOCK_TIMEOUT_S = 0.02

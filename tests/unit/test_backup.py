@@ -121,6 +121,7 @@ def test_refusals_name_the_problem_and_leave_nothing_behind(tmp_path):
 
     cases = {
         ":memory:": (":memory:", str(tmp_path / "a.db")),
+        "pg_dump": ("postgresql://orch@db.example/orch", str(tmp_path / "g.db")),
         "no database at": (str(tmp_path / "missing.db"), str(tmp_path / "b.db")),
         "already exists": (str(tmp_path / "live.db"), str(existing)),
         "directory of": (str(tmp_path / "live.db"), str(tmp_path / "no-such-dir" / "c.db")),
