@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -27,12 +27,32 @@ __all__ = [
     "TERMINAL_TASK_STATES",
     "OrchestratorClient",
     "Unreachable",
+    "check_url",
 ]
 
 #: Where ``make run`` serves the API.
 DEFAULT_URL = "http://127.0.0.1:8005"
 #: How long any one call may take, unless it waits on purpose (long-poll, lock wait).
 DEFAULT_TIMEOUT_S = 10.0
+
+
+def check_url(url: str) -> str:
+    """``url`` without its trailing slash, or ``Invalid`` saying what a URL must be.
+
+    Without this, ``localhost:8005`` (no scheme) fails only at the first call, with
+    requests' "No connection adapters were found", which names neither the value's
+    fault nor its fix.
+    """
+    parts = urlsplit(url.strip()) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(
+            "url",
+            f"{url!r} is not an orchestrator URL; give http:// or https:// and a host,"
+            f" like {DEFAULT_URL}",
+        )
+    return url.strip().rstrip("/")
+
+
 #: Task states that do not change any more.
 TERMINAL_TASK_STATES = frozenset({"completed", "dead", "cancelled"})
 
@@ -73,7 +93,7 @@ class OrchestratorClient:
     ) -> None:
         if timeout_s <= 0:
             raise Invalid("timeout_s", "must be positive")
-        self.url = url.rstrip("/")
+        self.url = check_url(url)
         self.timeout_s = timeout_s
         self._token = token
         self._session = session or requests.Session()
@@ -172,14 +192,23 @@ class OrchestratorClient:
         """The server's OpenAPI 3.1 document."""
         return self._json("GET", "/openapi.json")
 
-    def events(self, after: int = 0, *, wait_s: float = 0.0, limit: int = 1000) -> dict[str, Any]:
-        """``{events, next}``: events after ``after``, long-polling up to ``wait_s`` (<= 20).
+    def events(
+        self,
+        after: int = 0,
+        *,
+        wait_s: float = 0.0,
+        limit: int = 1000,
+        epoch: str | None = None,
+    ) -> dict[str, Any]:
+        """``{events, next, epoch}``: events after ``after``, long-polling up to ``wait_s``.
 
-        Numbering restarts at 1 with the server: an ``after`` beyond its newest event
-        answers at once with ``reset: true``, the events from the ring's start and
-        ``next`` in the new numbering, so a follower passing ``next`` on carries on.
+        Numbering restarts at 1 with the server, so pass the last answer's ``epoch``
+        back: from a restarted server the answer comes at once with ``reset: true``,
+        the events from the ring's start and ``next`` in the new numbering. An
+        ``after`` beyond the newest event answers at once with ``ahead: true``, no
+        events and ``next`` the newest seq.
         """
-        params = {"after": after, "limit": limit, "wait": wait_s or None}
+        params = {"after": after, "limit": limit, "wait": wait_s or None, "epoch": epoch}
         return self._json("GET", "/events", params=params, wait_s=wait_s)
 
     # ---------------------------------------------------------------- agents
