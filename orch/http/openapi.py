@@ -211,6 +211,8 @@ def build_document(
         (*REQUEST_BODIES, Problem), ref_template=_REF
     )
     _state_lock_limits(components, settings)
+    # msgspec has no uniqueItems; a resource named twice is refused (AcquireLocks).
+    components["AcquireLocks"]["properties"]["resources"]["uniqueItems"] = True
     required_bodies = {
         body.__name__
         for body in REQUEST_BODIES
