@@ -80,8 +80,12 @@ def test_every_schemathesis_check_passes_on_the_served_document(
             "--report-dir",
             str(tmp_path / "report"),
         ],
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz.cli_hooks"},
-        cwd=Path(__file__).resolve().parents[2],
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.fuzz.cli_hooks",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        },
+        cwd=tmp_path,  # whatever it keeps between runs stays out of the repository
         capture_output=True,
         text=True,
         timeout=600,
