@@ -16,7 +16,11 @@
 So ``submit --wait S && next-step`` goes on only after a completed task.
 
 Output is a human-readable table unless ``--json`` asks for the server's JSON
-(``events --follow --json`` writes one event per line).
+(``events --follow --json`` writes one event per line). ``events`` tells an ``--after``
+beyond the server's newest event ("ahead") from a server that restarted (another
+``epoch``), and ``--follow``, once it has followed a server, waits through a restart.
+A value that cannot be used (``--url`` without a scheme, a number out of range) is
+refused in one sentence naming it and what is allowed, before any request.
 
 The server reads its settings only in ``orch/config.py``; this client is a separate
 program, and reads ``ORCH_URL`` and ``ORCH_ADMIN_TOKEN`` here, as the defaults of

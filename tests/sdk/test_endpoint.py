@@ -200,3 +200,19 @@ def test_unreachable_server_is_one_clear_error():
 def test_client_is_not_confused_by_the_admin_token_on_public_routes(url: str):
     with OrchestratorClient(url, token=ADMIN_TOKEN) as client:
         assert client.health()["status"] in ("healthy", "degraded")
+
+
+@pytest.mark.parametrize("url", ["localhost:8005", "127.0.0.1:8005", "ftp://host", "http://", ""])
+def test_a_url_the_client_cannot_use_is_refused_naming_it(url: str):
+    # Not requests' "No connection adapters were found" at the first call.
+    with pytest.raises(Invalid) as info:
+        OrchestratorClient(url)
+    assert info.value.field == "url"
+    assert info.value.message == (
+        f"url: {url!r} is not an orchestrator URL; give http:// or https:// and a host,"
+        " like http://127.0.0.1:8005"
+    )
+
+
+def test_a_usable_url_loses_only_its_trailing_slash():
+    assert OrchestratorClient(" http://orch.internal:8005/ ").url == "http://orch.internal:8005"
