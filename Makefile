@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # `make run` installs the service alone: the test extra is not what it needs.
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint bench bench-smoke soak clean
+.PHONY: run test lint bench bench-smoke soak clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,21 @@ $(RUN_STAMP): $(BIN)/python setup.cfg pyproject.toml
 run: $(RUN_STAMP)
 	$(BIN)/python -m orch
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded browser).
+# As root (CI) it is installed when missing; otherwise those tests fail naming it.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver) \
+				|| echo "could not install chromium chromium-driver (the browser tests fail without them)"; \
+		else \
+			echo "$(CHROMIUM) missing: apt-get install chromium chromium-driver (the browser tests fail without it)"; \
+		fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -98,6 +98,21 @@ def run(sizes: dict[str, Any], prefer_wrk: bool, only: set[str] | None) -> dict[
                 cycle["tasks_per_s"] >= 1000,
             )
         )
+    keyed = scenario(
+        "keyed_task_cycle",
+        lambda: http_scenarios.keyed_cycle(sizes["cycle_agents"], sizes["duration_s"] / 2),
+    )
+    if keyed:
+        rows.append(
+            _row(
+                f"task cycle over HTTP with Idempotency-Keys, {keyed['agents']} agents (python,"
+                f" median of {http_scenarios.KEYED_ROUNDS} in turns)",
+                f"{keyed['keyed_per_s']:,.0f} vs {keyed['plain_per_s']:,.0f} tasks/s without"
+                f" = {keyed['ratio']:.0%}",
+                "-",
+                None,
+            )
+        )
     embedded = scenario(
         "embedded_task_cycle",
         lambda: core.embedded_task_rate(sizes["embedded_tasks"], agents=8, submitters=4),

@@ -4,7 +4,8 @@ With the server running (``make run``) and a worker (``python examples/worker.py
 ``python examples/submit.py`` submits three tasks that need the ``code``
 capability, then polls ``GET /tasks/{id}`` until each has ended, and prints results.
 
-``ORCH_URL`` and ``ORCH_ADMIN_TOKEN`` are honoured, as by the command line.
+``ORCH_URL`` (one URL, or several separated by commas) and ``ORCH_ADMIN_TOKEN`` are
+honoured, as by the command line.
 """
 
 from __future__ import annotations

@@ -6,8 +6,12 @@ terminal and submit work, for example with
 Ctrl-C, or SIGTERM (``docker stop``, systemd), stops the agent cleanly: it stops
 taking work and ends ``stopped``.
 
-``ORCH_URL`` points it at another server, ``ORCH_ADMIN_TOKEN`` is passed on when
-the server needs one (registering and stopping an agent are operator calls).
+``ORCH_URL`` points it at another server (or several, separated by commas: the nodes
+of a cluster, tried in turn), ``ORCH_ADMIN_TOKEN`` is passed on when the server
+needs one (registering and stopping an agent are operator calls).
+Started by ``june-orchestrator launcher``, it finds ``ORCH_AGENT_ID`` and
+``ORCH_AGENT_TOKEN`` in its environment and joins the registration the launcher
+made instead of registering.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Serve tasks until Ctrl-C or SIGTERM, or until ``--max-tasks`` have been done."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("ORCH_URL", "http://127.0.0.1:8005"))
-    parser.add_argument("--agent-id", default="worker-1")
+    parser.add_argument("--agent-id", default=os.environ.get("ORCH_AGENT_ID", "worker-1"))
     parser.add_argument("--capability", action="append", default=None, help="default: code")
     parser.add_argument("--max-tasks", type=int, default=None, help="stop after N tasks")
     args = parser.parse_args(argv)
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             agent_type="implementation",
             capabilities=args.capability or ["code"],
             admin_token=os.environ.get("ORCH_ADMIN_TOKEN") or None,
+            token=os.environ.get("ORCH_AGENT_TOKEN") or None,
         ) as agent:
             log.info("%s is ready at %s; Ctrl-C stops it", args.agent_id, args.url)
             while args.max_tasks is None or done < args.max_tasks:

@@ -1,6 +1,9 @@
 """``python -m orch`` / ``june-orchestrator``: serve the API, show the configuration,
 back up the store, or (``agents``, ``tasks``, ``locks``, ``stats``, ``health``,
-``events``) act as the command-line client of a running orchestrator (``orch/cli.py``).
+``events``) act as the command-line client of a running orchestrator (``orch/cli.py``),
+or (``launcher``) start and supervise agent processes on this machine
+(``orch/launcher/``), or (``mcp``) serve the Model Context Protocol for one agent
+(``orch/mcp_server/``).
 
 With no command it serves, as it always has. Serving stops before it starts, with one
 line on stderr, if the configuration is bad (exit 2) or the store cannot be used, e.g. a
@@ -18,7 +21,9 @@ import sys
 from orch import cli
 from orch.config import ENVIRONMENT_VARIABLES, ConfigError, Settings
 from orch.errors import OrchestratorError
+from orch.launcher.command import add_launcher_command, run_launcher
 from orch.logs import configure_logging
+from orch.mcp_server import entry as mcp_entry
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,15 +57,21 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the summary as JSON"
     )
     cli.add_commands(commands)
+    add_launcher_command(commands)
+    mcp_entry.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "launcher":
+        return run_launcher(args)
     if args.command in cli.COMMANDS:
         # A client of some server: the server's own settings are none of its business.
         return cli.run(args)
+    if args.command == "mcp":
+        return mcp_entry.run(args)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -48,8 +48,13 @@ from orch.cli_output import (
     print_table,
     when,
 )
-from orch.client import DEFAULT_URL, OrchestratorClient, Unreachable
-from orch.client.endpoint import check_url
+from orch.client import (
+    DEFAULT_FAILOVER_WAIT_S,
+    DEFAULT_URL,
+    TERMINAL_TASK_STATES,
+    OrchestratorClient,
+    Unreachable,
+)
 from orch.errors import Invalid, OrchestratorError, Timeout
 
 PROG = "june-orchestrator"
@@ -77,8 +82,8 @@ COMMANDS = ("agents", "tasks", "locks", "stats", "health", "events")
 
 EXIT_CODES_HELP = (
     "exit status: 0 ok; 1 the server answered with an error (or health is unhealthy); "
-    "2 usage error; 3 cannot connect; tasks submit|show --wait: 0 completed, 4 dead, "
-    "5 cancelled, 6 the wait ran out"
+    "2 usage error; 3 cannot connect; tasks submit|show --wait and tasks watch: "
+    "0 completed, 4 dead, 5 cancelled, 6 the wait ran out"
 )
 
 
@@ -102,7 +107,11 @@ def add_client_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
     group.add_argument(
         "--url",
         default=default(os.environ.get("ORCH_URL") or DEFAULT_URL),
-        help=f"the orchestrator's URL (default: $ORCH_URL or {DEFAULT_URL})",
+        help=(
+            "the orchestrator's URL, or several separated by commas (a cluster's nodes:"
+            " the next is tried when one cannot be reached or has no leader)"
+            f" (default: $ORCH_URL or {DEFAULT_URL})"
+        ),
     )
     group.add_argument(
         "--token",
@@ -121,6 +130,16 @@ def add_client_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
         default=default(10.0),
         metavar="S",
         help="time limit of each request in seconds (default: 10)",
+    )
+    group.add_argument(
+        "--failover-wait",
+        type=_non_negative_float,
+        default=default(DEFAULT_FAILOVER_WAIT_S),
+        metavar="S",
+        help=(
+            "how long a command keeps trying the URLs, with backoff, before it gives"
+            f" up as unreachable (default: {DEFAULT_FAILOVER_WAIT_S:g})"
+        ),
     )
 
 
@@ -163,7 +182,7 @@ def add_commands(
     )
     command(agents, "remove", _agents_remove, "deregister an agent").add_argument("agent_id")
 
-    tasks = group("tasks", "submit, list, show or cancel tasks")
+    tasks = group("tasks", "submit, list, show, watch or cancel tasks")
     submit = command(tasks, "submit", _tasks_submit, "submit a task (queued or assigned)")
     submit.add_argument("--id", dest="task_id", help="task id (default: the server makes one)")
     payload = submit.add_mutually_exclusive_group()
@@ -216,6 +235,19 @@ def add_commands(
         "--wait", type=_positive_float, metavar="S", help="first wait up to S seconds for its end"
     )
     command(tasks, "cancel", _tasks_cancel, "cancel a task").add_argument("task_id")
+    watch = command(
+        tasks,
+        "watch",
+        _tasks_watch,
+        "follow a task's state and progress until it ends (exit as --wait)",
+    )
+    watch.add_argument("task_id")
+    watch.add_argument(
+        "--interval", type=_positive_float, default=1.0, metavar="S", help="poll every S s (1)"
+    )
+    watch.add_argument(
+        "--wait", type=_positive_float, metavar="S", help="give up (exit 1) after S seconds"
+    )
 
     locks = group("locks", "look at locks")
     command(locks, "list", _locks_list, "every held or awaited lock")
@@ -300,6 +332,13 @@ def port_number(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 # ------------------------------------------------------------------- entry
 
 
@@ -316,12 +355,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run a parsed client command against ``args.url``."""
     out = out or sys.stdout
     err = err or sys.stderr
-    try:  # checked here, not by argparse: `serve` must not trip on a client's $ORCH_URL
-        url = check_url(args.url)
-    except Invalid as exc:
-        print(f"{PROG}: --url (or $ORCH_URL) {exc.message.removeprefix('url: ')}", file=err)
+    try:
+        client = OrchestratorClient(
+            args.url,
+            token=args.token,
+            timeout_s=args.timeout,
+            failover_wait_s=args.failover_wait,
+        )
+    except Invalid as exc:  # a --url (or $ORCH_URL) that is not one, say
+        message = exc.message
+        if exc.field == "url":
+            message = "--url (or $ORCH_URL) " + message.removeprefix("url: ")
+        print(f"{PROG}: {message}", file=err)
         return EXIT_USAGE
-    client = OrchestratorClient(url, token=args.token, timeout_s=args.timeout)
     try:
         return args.handler(client, args, out)
     except UsageError as exc:
@@ -475,7 +521,52 @@ def _wait_for_end(
 
 
 def _print_task(task: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
+    if not args.json and task.get("progress"):
+        task = {**task, "progress": _progress_text(task["progress"])}
     return print_record(task, args, out, times=("created_at", "assigned_at", "finished_at"))
+
+
+def _progress_text(progress: Mapping[str, Any]) -> str:
+    """``62% tests pass (2026-12-06T23:10:00+00:00)``: the latest report, one line."""
+    percent = progress.get("percent")
+    share = "" if percent is None else f"{percent:g}% "
+    return f"{share}{_one_line(str(progress.get('message', '')))} ({when(progress.get('at'))})"
+
+
+def _tasks_watch(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
+    """One line per change of state, attempt, agent or progress, until the task ends.
+
+    Exit status as for ``--wait`` (``TASK_END_EXIT``): 0 completed, 4 dead,
+    5 cancelled, 6 ``--wait`` ran out first.
+    """
+    deadline = None if args.wait is None else time.monotonic() + args.wait
+    shown = None
+    while True:
+        task = client.task(args.task_id)
+        seen = (task["status"], task["attempts"], task["agent_id"], task.get("progress"))
+        if seen != shown:
+            shown = seen
+            print(json.dumps(task) if args.json else _watch_line(task), file=out, flush=True)
+        if task["status"] in TERMINAL_TASK_STATES:
+            return TASK_END_EXIT.get(task["status"], EXIT_ERROR)
+        if deadline is not None and time.monotonic() >= deadline:
+            print(f"{PROG}: task {args.task_id} is still {task['status']}", file=sys.stderr)
+            return EXIT_WAIT_RAN_OUT
+        pause_s = (
+            args.interval if deadline is None else min(args.interval, deadline - time.monotonic())
+        )
+        time.sleep(max(0.0, pause_s))
+
+
+def _watch_line(task: Mapping[str, Any]) -> str:
+    parts = [when(time.time()), task["status"]]
+    if task.get("agent_id"):
+        parts.append(f"attempt {task['attempts']} on {task['agent_id']}")
+    if task.get("progress"):
+        parts.append(_progress_text(task["progress"]))
+    if task["status"] in TERMINAL_TASK_STATES:
+        parts.append(cell(task.get("result") if task["status"] == "completed" else task["error"]))
+    return "  ".join(parts)
 
 
 def _tasks_cancel(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from orch import supervision
+
 #: Where the service keeps its state unless ``ORCH_DB`` says otherwise.
 SERVICE_DB = "orchestrator.db"
 #: The collector thresholds the service applies (orch/gc_tuning.py says why).
@@ -45,6 +47,8 @@ class Settings:
     db: str = ":memory:"  # embedded default; the service defaults to SERVICE_DB (below)
     db_sync: str = "full"
     task_retention_s: float = 7 * 86_400.0
+    # How long the first answer to a write with an Idempotency-Key is kept for retries.
+    idempotency_ttl_s: float = 86_400.0
     admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
     http_threads: int = 8
     # Hot POSTs answered on the event loop's thread, each held until stored
@@ -72,10 +76,10 @@ class Settings:
     lost_after_missed: float = 10.0
     task_timeout_s: float = 3600.0
 
-    max_restarts: int = 5
-    restart_window_s: float = 60.0
-    restart_backoff_initial_s: float = 0.1
-    restart_backoff_max_s: float = 10.0
+    max_restarts: int = supervision.DEFAULT_MAX_RESTARTS
+    restart_window_s: float = supervision.DEFAULT_RESTART_WINDOW_S
+    restart_backoff_initial_s: float = supervision.DEFAULT_BACKOFF_INITIAL_S
+    restart_backoff_max_s: float = supervision.DEFAULT_BACKOFF_MAX_S
 
     retry_backoff_initial_s: float = 1.0
     retry_backoff_max_s: float = 60.0
@@ -83,6 +87,7 @@ class Settings:
     lock_max_ttl_s: float = 3600.0
     lock_max_wait_s: float = 30.0
     events_max_wait_s: float = 20.0  # a long-poll of /events holds a thread this long at most
+    progress_event_interval_s: float = 1.0  # one task.progress event per task per interval
 
     dependency_check_interval_s: float = 10.0
     todo_poll_s: float = 5.0
@@ -259,6 +264,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_DB": ("db", _nonempty),
     "ORCH_DB_SYNC": ("db_sync", _sync_mode),
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
+    "ORCH_IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _positive_float),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
     "ORCH_HTTP_INLINE": ("http_inline", _flag),
@@ -283,6 +289,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_LOCK_MAX_TTL_S": ("lock_max_ttl_s", _positive_float),
     "ORCH_LOCK_MAX_WAIT_S": ("lock_max_wait_s", _positive_float),
     "ORCH_EVENTS_MAX_WAIT_S": ("events_max_wait_s", _positive_float),
+    "ORCH_PROGRESS_EVENT_INTERVAL_S": ("progress_event_interval_s", _positive_float),
     "ORCH_TODO_POLL_S": ("todo_poll_s", _positive_float),
     "ORCH_TODO_TIMEOUT_S": ("todo_timeout_s", _positive_float),
     "ORCH_TODO_DEAD_TASKS": ("todo_dead_tasks", _dead_task_policy),

@@ -64,6 +64,31 @@ class VersionMismatch(Conflict):
     title = "Precondition failed"
 
 
+class IdempotencyKeyInUse(Conflict):
+    """A request with this ``Idempotency-Key`` is still being answered; retry shortly.
+
+    The IETF draft's answer to a retry that overtakes the original (409): the first
+    one's answer will be kept, and a retry after it has ended gets that answer.
+    """
+
+    code = "idempotency_key_in_use"
+    title = "Request with this key in progress"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+
+
+class IdempotencyKeyReused(OrchestratorError):
+    """An ``Idempotency-Key`` already used for another request (method, path or body).
+
+    The IETF draft's 422: a key names one request; a different one needs a new key.
+    """
+
+    code = "idempotency_key_reused"
+    status = 422
+    title = "Idempotency key reused"
+
+
 class Unauthorized(OrchestratorError):
     """No credentials, or credentials that do not match any identity."""
 

@@ -197,6 +197,11 @@ class Metrics:
         self.heartbeats = Counter(
             "orchestrator_heartbeats", "Heartbeats received from agents.", registry=reg
         )
+        self.progress_reports = Counter(
+            "orchestrator_task_progress_reports",
+            "Progress reports kept with tasks (every one; the task.progress events are thinned).",
+            registry=reg,
+        )
         self.lock_refusals = Counter(
             "orchestrator_lock_refusals",
             "Lock requests refused (held, or the wait ran out).",
@@ -206,6 +211,18 @@ class Metrics:
             "orchestrator_http_answers_withdrawn",
             "Answers made on the event loop whose store write then failed, sent as 503"
             " instead (orchestrator_http_requests still counts the app's status).",
+            registry=reg,
+        )
+        self.idempotent_replays = Counter(
+            "orchestrator_idempotent_replays",
+            "Retries of a write with an Idempotency-Key answered with the stored first"
+            " answer instead of being applied again.",
+            registry=reg,
+        )
+        self.idempotent_unkept = Counter(
+            "orchestrator_idempotent_answers_unkept",
+            "First answers to keyed writes the store failed to keep (a retry of one is"
+            " applied again).",
             registry=reg,
         )
         self.intake_polls = Counter(
@@ -275,8 +292,14 @@ class Metrics:
             self.lock_wait.observe(data["seconds"])
         elif signal_type == "lock.refused":
             self.lock_refusals.inc()
+        elif signal_type == "task.progress_reported":
+            self.progress_reports.inc()
         elif signal_type == "http.answer_withdrawn":
             self.answers_withdrawn.inc()
+        elif signal_type == "idempotency.replayed":
+            self.idempotent_replays.inc()
+        elif signal_type == "idempotency.unkept":
+            self.idempotent_unkept.inc()
         elif signal_type == "intake.polled":
             self.intake_polls.inc()
         elif signal_type == "intake.error":

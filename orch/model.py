@@ -387,6 +387,47 @@ def _validate_submitter(value: object) -> str | None:
     return value
 
 
+#: The longest progress message an agent may report, in bytes of UTF-8.
+MAX_PROGRESS_MESSAGE_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TaskProgress:
+    """The latest word from the agent working on a task: a note and how far along it is.
+
+    Kept with the task (stored, recovered) so that whoever looks at a long task sees
+    the last report, even after a restart; a new attempt starts without one.
+    """
+
+    message: str
+    percent: float | None
+    at: float  # wall clock, when it was reported
+
+    @classmethod
+    def build(cls, message: object, percent: object, at: float) -> TaskProgress:
+        """Validate a report, naming the field that is wrong."""
+        if not isinstance(message, str) or not message.strip():
+            raise Invalid("message", "must be a non-empty string")
+        try:
+            size = len(message.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise Invalid("message", "must be valid Unicode text (no lone surrogates)") from None
+        if size > MAX_PROGRESS_MESSAGE_BYTES:
+            raise Invalid(
+                "message", f"must be at most {MAX_PROGRESS_MESSAGE_BYTES} bytes, got {size}"
+            )
+        if percent is not None:
+            if isinstance(percent, bool) or not isinstance(percent, int | float):
+                raise Invalid("percent", f"must be a number, got {type(percent).__name__}")
+            if not math.isfinite(percent) or not 0 <= percent <= 100:
+                raise Invalid("percent", f"must be between 0 and 100, got {percent}")
+            percent = float(percent)
+        return cls(message=message, percent=percent, at=at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "percent": self.percent, "at": self.at}
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """A task and everything that happened to it so far."""
@@ -405,6 +446,7 @@ class Task:
     lease_deadline: float | None = None  # monotonic
     retry_at: float | None = None  # monotonic
     queued_at: float = 0.0  # monotonic, for time-in-queue
+    progress: TaskProgress | None = None  # the current attempt's latest report
 
     @property
     def key(self) -> str:
@@ -434,6 +476,7 @@ class Task:
             "result": self.result,
             "error": self.error,
             "fencing_tokens": dict(self.fencing_tokens),
+            "progress": None if self.progress is None else self.progress.to_dict(),
         }
 
 
@@ -508,3 +551,32 @@ class LockGrant:
         if self.task_key is not None:
             out["task_id"] = self.task_key
         return out
+
+
+# ------------------------------------------------------------------ idempotent answers
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentAnswer:
+    """The first answer to a write that carried an ``Idempotency-Key``, kept for its retries.
+
+    A retry of the same request (same ``fingerprint``: method, path, body) under the
+    same key and credential (``scope``) gets this answer back instead of being applied
+    again, until ``expires_at`` (wall clock, ``ORCH_IDEMPOTENCY_TTL_S`` after it was
+    given). ``headers`` are those that describe the answer (content type, ETag,
+    Location), never hop-by-hop ones; ``body`` is the bytes as they were sent, which
+    the store holds sealed (``orch.idempotency.seal``): they may hold a token.
+    """
+
+    scope: str  # whose key: a digest of the Authorization header ("" without one)
+    key: str  # in the store, a digest of the client's key (orch/idempotency.py)
+    fingerprint: str
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    created_at: float  # wall clock
+    expires_at: float  # wall clock
+
+    def expired(self, wall: float) -> bool:
+        """Whether the answer is past its keeping at wall-clock time ``wall``."""
+        return self.expires_at <= wall

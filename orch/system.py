@@ -48,6 +48,7 @@ from orch.controllers.base import STOPPED
 from orch.dependencies import DependencyChecks
 from orch.errors import Unavailable
 from orch.events import Event, Events
+from orch.idempotency import IdempotencyKeys
 from orch.integrations.todo import TodoClient
 from orch.logs import log_event
 from orch.metrics import Metrics
@@ -137,7 +138,7 @@ class Orchestrator:
         #: The running actors as the controllers reach them (stand-ins while none run).
         self.actors = Actors(calls, self.directory, TaskView())
         self.controllers = Controllers(
-            agents=AgentsController(self.actors, self.settings, self.events_log),
+            agents=AgentsController(self.actors, self.settings, self.events_log, self.clock),
             tasks=TasksController(self.actors),
             locks=LocksController(self.actors, self.settings, self.events_log),
             config=ConfigController(self.actors),
@@ -150,6 +151,10 @@ class Orchestrator:
             self.events_log, self.controllers.observation.stats, lambda: self.store.stats()
         )
         self.events_log.subscribe(log_event)
+        #: Keyed writes under way and their stored answers (the HTTP layer's retries).
+        self.idempotency = IdempotencyKeys(
+            self.store, self.clock, self.events_log, self.settings.idempotency_ttl_s
+        )
         self.dependencies.add("store", self.store.check, critical=True)
         if connect_services:
             for name, url in (
@@ -179,6 +184,8 @@ class Orchestrator:
     stop_agent = _ControllerMethod("agents", AgentsController.stop_agent)
     deregister_agent = _ControllerMethod("agents", AgentsController.deregister_agent)
     heartbeat = _ControllerMethod("agents", AgentsController.heartbeat)
+    update_agent_metadata = _ControllerMethod("agents", AgentsController.update_agent_metadata)
+    process_exited = _ControllerMethod("agents", AgentsController.process_exited)
     agent = _ControllerMethod("agents", AgentsController.agent)
     agents = _ControllerMethod("agents", AgentsController.agents)
     agent_tasks = _ControllerMethod("agents", AgentsController.agent_tasks)
@@ -188,6 +195,7 @@ class Orchestrator:
     wait_for_task = _ControllerMethod("tasks", TasksController.wait_for_task)
     complete_task = _ControllerMethod("tasks", TasksController.complete_task)
     fail_task = _ControllerMethod("tasks", TasksController.fail_task)
+    report_progress = _ControllerMethod("tasks", TasksController.report_progress)
     cancel_task = _ControllerMethod("tasks", TasksController.cancel_task)
     task = _ControllerMethod("tasks", TasksController.task)
     tasks = _ControllerMethod("tasks", TasksController.tasks)
@@ -350,6 +358,7 @@ class Orchestrator:
         futures.append(a.health.tick(force=True))
         if a.intake is not None:
             futures.append(a.intake.tick())
+        self.idempotency.tick()
         a.calls.ask_all(futures)
 
     def _ticking(self) -> list[Any]:
@@ -371,6 +380,7 @@ class Orchestrator:
                     # stop restarts, time-outs, leases and health checks.
                     if outstanding[i] is None or _done(outstanding[i]):
                         outstanding[i] = actor.tick()
+                self.idempotency.tick()
             except pykka.ActorDeadError:
                 return
 

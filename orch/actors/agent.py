@@ -104,6 +104,9 @@ class AgentActor(GatedActor, PooledActor):
         self._undelivered: set[str] = set()
         self._runner: InProcessRunner | None = None
         self._retired = False
+        # A launcher reported the agent's process gone and will start it again: no
+        # work until the new process's first heartbeat (``process_exited``).
+        self._awaiting_process = False
 
     # ------------------------------------------------------------- lifecycle
 
@@ -238,6 +241,9 @@ class AgentActor(GatedActor, PooledActor):
         else:
             self._record = evolve(record, last_heartbeat=now)
             self._publish()
+            if self._awaiting_process and record.state in SCHEDULABLE_STATES:
+                self._offer_to_scheduler()  # the relaunched process is here
+        self._awaiting_process = False
         if self._undelivered:
             delivered = [(k, self._assignments[k].attempt) for k in self._undelivered]
             self._undelivered.clear()
@@ -357,6 +363,60 @@ class AgentActor(GatedActor, PooledActor):
         self._deps.events.emit(
             "agent.config_changed", agent_id=self._record.agent_id, version=config.version
         )
+        return self._record
+
+    def update_metadata(self, metadata: dict[str, Any]) -> AgentRecord:
+        """Replace the agent's ``metadata`` (validated by the caller); returns the record.
+
+        A launcher sets it on every launch (pid, host, program), so the stored record
+        says which process is the agent now.
+        """
+        self._transition(self._record.state, metadata=metadata)
+        return self._record
+
+    def process_exited(self, error: str, restarting: bool) -> AgentRecord:
+        """A launcher saw the agent's process end; settle its tasks and its state.
+
+        The tasks it held are failed with ``error`` and retried by policy, as for a
+        crashed in-process agent. With ``restarting`` the launcher starts the process
+        again after its backoff: the restart is counted in ``restarts`` and the agent
+        takes no work until the new process's first heartbeat. Without it the
+        launcher gave up (restart intensity): the agent is ``failed``, its locks
+        released, and ``start`` revives it. A stopping agent whose process ends is
+        stopped; a stopped, registered, failed or lost one has nothing to settle.
+        """
+        record = self._record
+        if self._runner is not None:
+            raise Conflict(
+                f"agent {record.agent_id!r} runs in the orchestrator's process; "
+                "it has no process to exit"
+            )
+        agent_id = record.agent_id
+        state = record.state
+        if state in (AgentState.STOPPED, AgentState.REGISTERED, AgentState.FAILED, AgentState.LOST):
+            return record
+        self._deps.scheduler.agent_gone.defer(agent_id, self._generation, "crashed", error)
+        self._assignments.clear()
+        self._undelivered.clear()
+        if state is AgentState.STOPPING:
+            self._finish_stop(requeue=False)
+            return self._record
+        events = self._deps.events
+        if restarting:
+            self._transition(
+                AgentState.IDLE,
+                task_keys=frozenset(),
+                restarts=record.restarts + 1,
+                last_error=error,
+            )
+            self._awaiting_process = True
+            events.emit("agent.crashed", agent_id=agent_id, error=error, process=True)
+            events.emit("agent.restarted", agent_id=agent_id, restarts=self._record.restarts)
+            return self._record
+        self._transition(AgentState.FAILED, task_keys=frozenset(), last_error=error)
+        self._deps.lock_broker.release_agent.defer(agent_id)
+        events.emit("agent.crashed", agent_id=agent_id, error=error, process=True)
+        events.emit("agent.failed", agent_id=agent_id, error=error, restarts=record.restarts)
         return self._record
 
     def retire(self) -> None:

@@ -50,6 +50,7 @@ class AgentProxy(ActorMemberMixin, pykka.ActorProxy[AgentActor]):
     check_liveness = message(AgentActor.check_liveness)
     describe = message(AgentActor.describe)
     heartbeat = message(AgentActor.heartbeat)
+    process_exited = message(AgentActor.process_exited)
     release = message(AgentActor.release)
     retire = message(AgentActor.retire)
     start_agent = message(AgentActor.start_agent)
@@ -59,6 +60,7 @@ class AgentProxy(ActorMemberMixin, pykka.ActorProxy[AgentActor]):
     task_done = message(AgentActor.task_done)
     undo_start = message(AgentActor.undo_start)
     update_config = message(AgentActor.update_config)
+    update_metadata = message(AgentActor.update_metadata)
 
 
 class SchedulerProxy(ActorMemberMixin, pykka.ActorProxy[Scheduler]):
@@ -79,6 +81,7 @@ class SchedulerProxy(ActorMemberMixin, pykka.ActorProxy[Scheduler]):
     mark_running = message(Scheduler.mark_running)
     pending = message(Scheduler.pending)
     recover_orphans = message(Scheduler.recover_orphans)
+    report_progress = message(Scheduler.report_progress)
     resources_freed = message(Scheduler.resources_freed)
     set_lock_broker = message(Scheduler.set_lock_broker)
     stats = message(Scheduler.stats)

@@ -320,6 +320,17 @@ class Scheduler(GatedActor):
         self._dispatch()
         return failed
 
+    @gate_safe
+    @answers_when_durable
+    def report_progress(
+        self, agent_id: str, task_id: TaskId, message: str, percent: float | None = None
+    ) -> Task:
+        """Keep the holder's latest progress report with the task; its state is unchanged."""
+        noted = self._table.progressed(agent_id, task_id, message, percent, self._clock.time())
+        self._change(noted)
+        self._events.signal("task.progress_reported")
+        return noted
+
     def complete_from_agent(self, agent_id: str, key: str, attempt: int, result: Any) -> None:
         """Tell-variant of ``complete`` for in-process agents; stale reports are dropped."""
         try:

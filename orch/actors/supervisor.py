@@ -33,6 +33,7 @@ from orch.events import Events
 from orch.model import AgentConfig, AgentRecord, AgentState
 from orch.runtime import ActorGate, ActorPool, LightProxy
 from orch.store.base import Durable, PendingWrite, Store
+from orch.supervision import RestartPolicy, decide_restart
 
 if TYPE_CHECKING:
     from orch.actors.proxies import AgentProxy, LockBrokerProxy, SchedulerProxy, SupervisorProxy
@@ -63,7 +64,13 @@ class Supervisor(pykka.ThreadingActor):
         self._children: dict[str, pykka.ActorRef[AgentActor]] = {}
         self._factories: dict[str, Callable[[], Agent] | None] = {}
         self._generation = 0
-        self._restart_history: dict[str, collections.deque[float]] = {}
+        self._restart_history: dict[str, tuple[float, ...]] = {}
+        self._restart_policy = RestartPolicy(
+            max_restarts=settings.max_restarts,
+            restart_window_s=settings.restart_window_s,
+            backoff_initial_s=settings.restart_backoff_initial_s,
+            backoff_max_s=settings.restart_backoff_max_s,
+        )
         self._due_restarts: dict[str, float] = {}
         self._config_defaults: dict[str, Any] = {}
         # Registrations whose write may not be durable yet, oldest first:
@@ -302,18 +309,15 @@ class Supervisor(pykka.ThreadingActor):
             return
         self._children.pop(agent_id, None)
         now = self._clock.monotonic()
-        history = self._restart_history.setdefault(agent_id, collections.deque())
-        while history and history[0] <= now - self._settings.restart_window_s:
-            history.popleft()
+        decision = decide_restart(
+            self._restart_policy, self._restart_history.get(agent_id, ()), now
+        )
+        self._restart_history[agent_id] = decision.history
         record = replace(entry.record, last_error=error, task_keys=frozenset())
-        if not record.config.auto_restart or len(history) >= self._settings.max_restarts:
+        if not record.config.auto_restart or decision.restart_in_s is None:
             self._give_up(entry, record)
             return
-        backoff_s = min(
-            self._settings.restart_backoff_max_s,
-            self._settings.restart_backoff_initial_s * 2 ** len(history),
-        )
-        history.append(now)
+        backoff_s = decision.restart_in_s
         self._due_restarts[agent_id] = now + backoff_s
         self._directory.put(replace(entry, record=record, actor=None, gate=None))
         self._events.emit("agent.crashed", agent_id=agent_id, error=error, restart_in_s=backoff_s)

@@ -22,6 +22,7 @@ from orch.model import (
     LEASED_TASK_STATES,
     Assignment,
     Task,
+    TaskProgress,
     TaskSpec,
     TaskState,
     check_task_transition,
@@ -39,6 +40,16 @@ _END_EVENTS = {
     TaskState.DEAD: "task.dead",
     TaskState.CANCELLED: "task.cancelled",
 }
+
+
+def _is_progress_note(old: Task | None, task: Task) -> bool:
+    """A leased task whose only news is a progress report: a change, not a transition."""
+    return (
+        old is not None
+        and old.state is task.state
+        and task.state in LEASED_TASK_STATES
+        and task.progress is not old.progress
+    )
 
 
 def requirement_of(spec: TaskSpec) -> Requirement:
@@ -99,6 +110,8 @@ class TaskIndex(TaskTiming):
         self._recovered: defaultdict[str, set[str]] = defaultdict(set)
         self._finished: collections.deque[tuple[float, str]] = collections.deque()
         self._deadlines = Deadlines()
+        # Leased task key -> (when its last task.progress event went out, reports since).
+        self._progress_events: dict[str, tuple[float, int]] = {}
 
     @staticmethod
     def assignment(leased: Task, slot: AgentSlot) -> Assignment:
@@ -133,7 +146,8 @@ class TaskIndex(TaskTiming):
             if stored is not None and not stored.terminal:
                 raise Conflict(f"task {task.spec.task_id!r} is still {stored.state}")
             old = prior = None
-        check_task_transition(task.spec.task_id, prior, task.state)
+        if not _is_progress_note(old, task):
+            check_task_transition(task.spec.task_id, prior, task.state)
         slot = None
         if task.state in LEASED_TASK_STATES and prior not in LEASED_TASK_STATES:
             slot = self.matcher.agent(task.agent_id or "")
@@ -166,7 +180,9 @@ class TaskIndex(TaskTiming):
             )
         elif prior in LEASED_TASK_STATES:
             if state in LEASED_TASK_STATES:
-                return plan  # delivered: assigned -> running
+                if task.progress is not None and task.progress is not old.progress:
+                    self._progress_event(task, task.progress, now)
+                return plan  # delivered (assigned -> running), or a progress note
             self._end_lease(key, old)
         if leasing:
             self._start_lease(key, task, slot, now)
@@ -204,6 +220,30 @@ class TaskIndex(TaskTiming):
         else:
             self._end(key, task, reason)
         return plan
+
+    def _progress_event(self, task: Task, progress: TaskProgress, now: float) -> None:
+        """``task.progress``, at most once per ``progress_event_interval_s`` per task.
+
+        Every report is stored with the task; only the events are thinned, so an agent
+        that reports in a tight loop cannot push everything else out of the event ring.
+        The next event says how many reports it stands for.
+        """
+        key = task.key
+        last_at, skipped = self._progress_events.get(key, (None, 0))
+        if last_at is not None and now - last_at < self._settings.progress_event_interval_s:
+            self._progress_events[key] = (last_at, skipped + 1)
+            return
+        self._progress_events[key] = (now, 0)
+        data: dict[str, Any] = {
+            "task_id": task.spec.task_id,
+            "agent_id": task.agent_id,
+            "attempt": task.attempts,
+            "message": progress.message,
+            "percent": progress.percent,
+        }
+        if skipped:
+            data["reports_not_sent"] = skipped
+        self.plan.events.append(("task.progress", data))
 
     def _index(self, key: str, old: Task | None, task: Task) -> None:
         """Keep ``task`` in place of ``old`` (its record, or the one it replaces), counted."""
@@ -245,6 +285,7 @@ class TaskIndex(TaskTiming):
 
     def _end_lease(self, key: str, task: Task) -> None:
         """Undo what holding ``task`` gave its agent: slot, locks, the agent's copy."""
+        self._progress_events.pop(key, None)
         agent_id = task.agent_id
         if agent_id is None:
             return

@@ -29,8 +29,17 @@ from orch.actors.matching import AgentSlot
 from orch.actors.records import evolve
 from orch.actors.task_index import Plan, TaskIndex, lock_owner, requirement_of
 from orch.actors.task_timing import ACTOR_GONE, ORPHANED, REFUSED, TIMED_OUT
-from orch.errors import Conflict, NotFound, TooManyRequests
-from orch.model import LEASED_TASK_STATES, Assignment, Task, TaskId, TaskSpec, TaskState, task_key
+from orch.errors import Conflict, Forbidden, NotFound, TooManyRequests
+from orch.model import (
+    LEASED_TASK_STATES,
+    Assignment,
+    Task,
+    TaskId,
+    TaskProgress,
+    TaskSpec,
+    TaskState,
+    task_key,
+)
 
 PRUNE_INTERVAL_S = 60.0
 #: What a submitter at its queue cap is told to wait; the queue drains as agents work.
@@ -209,6 +218,24 @@ class TaskTable(TaskIndex):
         if attempt is not None and attempt != task.attempts:
             raise Conflict(f"attempt {attempt} of task {task_id!r} is over; now {task.attempts}")
         return task
+
+    def progressed(
+        self, agent_id: str, task_id: TaskId, message: object, percent: object, wall: float
+    ) -> Task:
+        """The task with ``agent_id``'s progress report, proposed; the agent must hold it.
+
+        Anyone else, including an agent that held an earlier attempt, is ``Forbidden``:
+        progress is the holder's word, and a stale report must not overwrite it.
+        """
+        task = self.get(task_id)
+        if task.state not in LEASED_TASK_STATES or task.agent_id != agent_id:
+            holder = f"held by {task.agent_id!r}" if task.agent_id else "held by no agent"
+            raise Forbidden(
+                f"agent {agent_id!r} does not hold task {task_id!r} (it is {task.state}, "
+                f"{holder}); only the agent holding a task may report its progress",
+                task_status=str(task.state),
+            )
+        return evolve(task, progress=TaskProgress.build(message, percent, wall))
 
     def cancellable(self, task_id: TaskId) -> Task:
         """The task to cancel; ``Conflict`` if it has ended."""

@@ -56,6 +56,7 @@ class TaskTiming:
             lease_deadline=now + self.lease_timeout_s(task, slot),
             fencing_tokens=tokens,
             retry_at=None,
+            progress=None,  # a new attempt has reported nothing yet
         )
 
     @staticmethod

@@ -4,7 +4,9 @@
 facade (``orch.Orchestrator``) so code can move between the two transports. Errors
 come back as the same ``orch.errors`` classes the facade raises, rebuilt from the
 problem+json ``code``; a server that cannot be reached is ``Unreachable`` (an
-``Unavailable``), so callers never see a ``requests`` exception.
+``Unavailable``), so callers never see a ``requests`` exception. Given several URLs
+(a cluster's nodes), a call moves on from one that cannot be reached or has no
+leader, and its writes carry one ``Idempotency-Key`` over every try.
 
 ``AgentClient`` is what a remote agent runs: it registers, starts, heartbeats on a
 background thread at the interval the orchestrator sends back, receives assignments
@@ -43,6 +45,7 @@ from orch.client.answers import (
     error_from_response,
 )
 from orch.client.endpoint import (
+    DEFAULT_FAILOVER_WAIT_S,
     DEFAULT_TIMEOUT_S,
     DEFAULT_URL,
     TERMINAL_TASK_STATES,
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
     from orch.client.leases import HeldLock, LockLost
 
 __all__ = [
+    "DEFAULT_FAILOVER_WAIT_S",
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_URL",
     "TERMINAL_TASK_STATES",

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -62,11 +63,17 @@ class AgentClient:
 
     ``admin_token`` is needed when the server sets ``ORCH_ADMIN_TOKEN`` (registration
     and start/stop are operator calls). The agent's own token is kept in memory only.
+
+    ``token`` joins a registration someone else made, as a launcher does for the
+    processes it starts (``ORCH_AGENT_ID`` and ``ORCH_AGENT_TOKEN``): the agent is
+    neither registered nor started nor stopped here, only heartbeated, because its
+    lifecycle is the launcher's. If the orchestrator forgets it (lost, removed) it
+    does not register again; the launcher, which sees that too, does.
     """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,  # several: see OrchestratorClient
         *,
         agent_id: str,
         agent_type: str = "implementation",
@@ -75,6 +82,7 @@ class AgentClient:
         project_id: str | None = None,
         max_concurrent_tasks: int | None = None,
         admin_token: str | None = None,
+        token: str | None = None,
         drain: bool = True,
         drain_timeout_s: float = 30.0,
         poll_interval_s: float = 0.5,
@@ -95,7 +103,8 @@ class AgentClient:
         self.on_config_change = on_config_change
         self.client = OrchestratorClient(url, token=admin_token, timeout_s=timeout_s)
 
-        self._token: str | None = None
+        self._token: str | None = token
+        self.joined = token is not None
         self._state = threading.Condition()
         self._inbox: collections.deque[AssignedTask] = collections.deque()
         self._current: dict[tuple[str, int], AssignedTask] = {}
@@ -145,6 +154,15 @@ class AgentClient:
         """
         if self._beater is not None:
             return self
+        if self.joined:
+            try:
+                self._absorb(self.client.heartbeat(self.agent_id, token=self._current_token()))
+            except Unavailable as exc:
+                # The launcher keeps its processes through an outage; so does the agent:
+                # the heartbeat thread retries with backoff until the server is back.
+                self._failed_beat(exc)
+            self._start_beating()
+            return self
         self._register(take_over_stopped=True)
         try:
             self._absorb(self.client.heartbeat(self.agent_id, token=self._current_token()))
@@ -153,11 +171,14 @@ class AgentClient:
             with contextlib.suppress(OrchestratorError):
                 self.client.stop_agent(self.agent_id, drain=False)
             raise
+        self._start_beating()
+        return self
+
+    def _start_beating(self) -> None:
         self._beater = threading.Thread(
             target=self._heartbeat_loop, name=f"heartbeat-{self.agent_id}", daemon=True
         )
         self._beater.start()
-        return self
 
     def close(self, drain: bool | None = None, *, error: BaseException | None = None) -> None:
         """Stop the agent (draining by default), stop heartbeating, release resources.
@@ -178,6 +199,8 @@ class AgentClient:
         try:
             if isinstance(error, Exception) and mine:
                 self._fail_abandoned(mine, error)
+            if self.joined:
+                return  # the launcher stops the agent: stopping is not this process's call
             answer = self.client.stop_agent(self.agent_id, drain=drain)
             if answer["status"] == "stopping":
                 self._wait_for_others(me, time.monotonic() + self.drain_timeout_s)
@@ -251,7 +274,7 @@ class AgentClient:
                         task = self._inbox.popleft()
                         if task.key in self._current:  # not cancelled or requeued meanwhile
                             self._in_progress[task.key] = threading.current_thread()
-                            return task
+                            return dataclasses.replace(task, agent=self)
                     if self._closing:
                         return None
                     remaining_s = None if deadline is None else deadline - time.monotonic()
@@ -281,6 +304,19 @@ class AgentClient:
             lambda task_id: self.client.fail_task(
                 self.agent_id, task_id, error, retryable, token=self._current_token()
             ),
+        )
+
+    def progress(
+        self, task: AssignedTask | int | str, message: str, percent: float | None = None
+    ) -> dict[str, Any]:
+        """Say how far ``task`` has come: a note (<= 1 KiB) and optionally 0-100 percent.
+
+        The orchestrator keeps the latest report with the task (``GET /tasks/{id}``) and
+        puts it in the event feed. It does not extend the task's lease.
+        """
+        task_id = task.task_id if isinstance(task, AssignedTask) else task
+        return self.client.report_progress(
+            self.agent_id, task_id, message, percent, token=self._current_token()
         )
 
     def _report(
@@ -461,8 +497,9 @@ class AgentClient:
 
     def _recover(self, exc: OrchestratorError) -> None:
         """The orchestrator no longer knows this agent as live: become it again."""
-        if self._closing:
-            self._failures += 1
+        if self._closing or self.joined:
+            # Joined: the registration is the launcher's, which re-registers it.
+            self._failed_beat(exc)
             return
         try:
             if exc.details.get("state") == "failed":

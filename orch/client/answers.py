@@ -19,6 +19,8 @@ import requests
 from orch.errors import (
     Conflict,
     Forbidden,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     Invalid,
     NotFound,
     OrchestratorError,
@@ -55,11 +57,22 @@ class AssignedTask:
     resources: tuple[str, ...] = ()
     fencing_tokens: dict[str, int] = field(default_factory=dict)
     timeout_s: float | None = None
+    # The AgentClient that handed it out, so that ``task.progress(...)`` needs no more.
+    agent: Any = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, int]:
         """Identity of this assignment: ``123`` and ``"123"`` are the same task."""
         return (str(self.task_id), self.attempt)
+
+    def progress(self, message: str, percent: float | None = None) -> dict[str, Any]:
+        """Report how far this task has come (``AgentClient.progress``)."""
+        if self.agent is None:
+            raise Unavailable(
+                f"task {self.task_id!r} was not handed out by an AgentClient; "
+                "report with OrchestratorClient.report_progress(agent_id, task_id, ...)"
+            )
+        return self.agent.progress(self, message, percent)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AssignedTask:
@@ -132,6 +145,8 @@ _ERRORS_BY_CODE: dict[str, type[OrchestratorError]] = {
         Timeout,
         StoreError,
         TooManyRequests,
+        IdempotencyKeyInUse,
+        IdempotencyKeyReused,
     )
 }
 _ERRORS_BY_CODE["precondition_failed"] = VersionMismatch

@@ -12,7 +12,8 @@ runtime (``orch.client.agent``): no heartbeat or renewal threads come with it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -22,55 +23,79 @@ from orch.client.answers import Heartbeat, LockGrant, Registration, error_from_r
 from orch.errors import Invalid, Timeout, Unavailable
 
 __all__ = [
+    "DEFAULT_FAILOVER_WAIT_S",
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_URL",
     "TERMINAL_TASK_STATES",
     "OrchestratorClient",
     "Unreachable",
-    "check_url",
+    "parse_urls",
 ]
 
 #: Where ``make run`` serves the API.
 DEFAULT_URL = "http://127.0.0.1:8005"
 #: How long any one call may take, unless it waits on purpose (long-poll, lock wait).
 DEFAULT_TIMEOUT_S = 10.0
-
-
-def check_url(url: str) -> str:
-    """``url`` without its trailing slash, or ``Invalid`` saying what a URL must be.
-
-    Without this, ``localhost:8005`` (no scheme) fails only at the first call, with
-    requests' "No connection adapters were found", which names neither the value's
-    fault nor its fix.
-    """
-    parts = urlsplit(url.strip()) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-        raise Invalid(
-            "url",
-            f"{url!r} is not an orchestrator URL; give http:// or https:// and a host,"
-            f" like {DEFAULT_URL}",
-        )
-    return url.strip().rstrip("/")
-
-
+#: How long one call keeps trying the servers it was given (moving on from one that
+#: cannot be reached or has no leader) before it gives up: a failover, or a server
+#: restarting, takes seconds.
+DEFAULT_FAILOVER_WAIT_S = 10.0
+#: The first pause after every server failed once, doubled after each round, up to the max.
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 2.0
+#: Methods whose calls carry an ``Idempotency-Key`` unless told otherwise.
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+IDEMPOTENCY_KEY = "Idempotency-Key"
+#: The problem codes that mean "this server cannot answer now, another may":
+#: a cluster node without a leader, and a retry that overtook its own first try.
+MOVE_ON_CODES = frozenset({"no_leader", "idempotency_key_in_use"})
 #: Task states that do not change any more.
 TERMINAL_TASK_STATES = frozenset({"completed", "dead", "cancelled"})
 
 
 class Unreachable(Unavailable):
-    """No connection to the orchestrator (refused, reset, DNS, connect time-out).
+    """No server given could be used (refused, reset, DNS, connect time-out, no leader).
 
-    Separate from other ``Unavailable`` answers because the cure differs: the server
-    is not there at all, rather than there and busy.
+    Raised once every URL has been tried for the client's ``failover_wait_s``; the
+    message names each with what it last said. Separate from other ``Unavailable``
+    answers because the cure differs: the server is not there at all, rather than
+    there and busy.
     """
 
     code = "unreachable"
     title = "Cannot connect"
 
 
+def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
+    """The servers to try, in order: ``ORCH_URL`` may list several, separated by commas."""
+    items = urls.split(",") if isinstance(urls, str) else list(urls)
+    parsed = tuple(item.strip().rstrip("/") for item in items if item.strip())
+    if not parsed:
+        raise Invalid("url", "give at least one URL (several are separated by commas)")
+    for url in parsed:
+        # Checked here, not at the first call: requests would only say "No connection
+        # adapters were found", which names neither the value's fault nor its fix.
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise Invalid(
+                "url",
+                f"{url!r} is not an orchestrator URL; give http:// or https:// and a host,"
+                f" like {DEFAULT_URL}",
+            )
+    return parsed
+
+
 def _segment(value: object) -> str:
-    """A path segment; ids are letters, digits and ``._:-`` but quote whatever comes."""
-    return quote(str(value), safe=":")
+    """A path segment; ids are letters, digits and ``._:-`` but quote whatever comes.
+
+    A segment of dots only is refused here: requests and urllib3 undo ``%2E`` and then
+    drop dot segments, so ``/locks/../acquire`` would leave as ``/acquire`` (another
+    endpoint), and the server never accepts such an id anyway.
+    """
+    text = str(value)
+    if text.strip(".") == "":
+        raise Invalid("id", f"{text!r} cannot be an id: ids are not made of dots only")
+    return quote(text, safe=":")
 
 
 class OrchestratorClient:
@@ -79,22 +104,44 @@ class OrchestratorClient:
     ``token`` is the admin token (needed when the server sets ``ORCH_ADMIN_TOKEN``);
     agent-scoped calls (heartbeat, complete, fail, locks) take the agent's own token
     in their ``token`` argument instead. Every call has a time limit: ``timeout_s``,
-    plus the wait asked for where the server waits on purpose. Calls are not retried:
-    what to do about an ``Unavailable`` is the caller's decision.
+    plus the wait asked for where the server waits on purpose.
+
+    ``url`` may name several servers (a list, or one string with commas, as
+    ``ORCH_URL`` does): the nodes of a cluster, any of which forwards to the leader.
+    A call goes to the one that answered last; when it cannot be reached, or answers
+    503 ``no_leader``, the call moves on to the next, and after a round where every
+    one failed it waits (0.1 s, doubling up to 2 s, or the ``Retry-After`` asked for)
+    and goes round again, for ``failover_wait_s`` at most in all. Then it raises
+    ``Unreachable`` naming every server and what each said. Writes carry an
+    ``Idempotency-Key`` (a fresh UUID per call, the same on each of its tries), so a
+    write whose answer was lost on the way is never applied twice. Other failures
+    (4xx, other 5xx, a time-out while waiting for the answer) are not retried: what
+    to do about them is the caller's decision. ``sleep`` and ``monotonic`` are the
+    clock the waits use (tests pass their own).
     """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         *,
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        failover_wait_s: float = DEFAULT_FAILOVER_WAIT_S,
         session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if timeout_s <= 0:
             raise Invalid("timeout_s", "must be positive")
-        self.url = check_url(url)
+        if failover_wait_s < 0:
+            raise Invalid("failover_wait_s", "must not be negative")
+        self.urls = parse_urls(url)
+        #: The server calls go to first: the one that answered last.
+        self.url = self.urls[0]
         self.timeout_s = timeout_s
+        self.failover_wait_s = failover_wait_s
+        self._sleep = sleep
+        self._monotonic = monotonic
         self._token = token
         self._session = session or requests.Session()
         # Pool room for a heartbeat thread, lock renewers and the caller's threads.
@@ -103,7 +150,7 @@ class OrchestratorClient:
         self._session.mount("https://", adapter)
 
     def __repr__(self) -> str:
-        return f"OrchestratorClient({self.url!r})"
+        return f"OrchestratorClient({','.join(self.urls)!r})"
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -128,40 +175,78 @@ class OrchestratorClient:
         headers: Mapping[str, str] | None = None,
         wait_s: float = 0.0,
         accept_statuses: Iterable[int] = (),
+        keyed: bool | None = None,
+        failover_wait_s: float | None = None,
     ) -> requests.Response:
-        """Send one request; raise the domain error an error answer stands for.
+        """Send one request (trying each server, see the class doc); raise the domain
+        error an error answer stands for.
 
         ``wait_s`` lengthens the read time limit for calls the server holds on
         purpose; ``accept_statuses`` are error statuses whose body is an answer
-        (``/health`` says ``unhealthy`` with a 503).
+        (``/health`` says ``unhealthy`` with a 503). ``keyed`` says whether the call
+        carries an ``Idempotency-Key`` (default: writes do; one given in ``headers``
+        is kept). ``failover_wait_s`` bounds this call's retries instead of the
+        client's (a lock renewal must not outlast its lease).
         """
         sent_headers = {"Accept": "application/json"}
         bearer = token if token is not None else self._token
         if bearer:
             sent_headers["Authorization"] = f"Bearer {bearer}"
         sent_headers.update(headers or {})
+        if (method in WRITE_METHODS if keyed is None else keyed) and not any(
+            name.lower() == IDEMPOTENCY_KEY.lower() for name in sent_headers
+        ):
+            # One key for every try of this call: a retry is the same request.
+            sent_headers[IDEMPOTENCY_KEY] = f'"{uuid.uuid4()}"'
         query = {k: v for k, v in (params or {}).items() if v is not None}
         read_timeout_s = self.timeout_s + wait_s
-        try:
-            response = self._session.request(
-                method,
-                self.url + path,
-                json=json,
-                params=query,
-                headers=sent_headers,
-                timeout=(self.timeout_s, read_timeout_s),
-            )
-        except requests.ConnectionError as exc:
-            raise Unreachable(f"cannot connect to {self.url} ({_reason(exc)})") from None
-        except requests.Timeout:
-            raise Timeout(
-                f"{method} {path}: no answer from {self.url} within {read_timeout_s:g}s"
-            ) from None
-        except requests.RequestException as exc:
-            raise Unavailable(f"{method} {path} failed: {exc}") from None
+        budget_s = self.failover_wait_s if failover_wait_s is None else failover_wait_s
+        deadline = self._monotonic() + budget_s
+        failures: dict[str, str] = {}
+        rounds = 0
+        while True:
+            retry_after_s = 0.0
+            for url in self._in_turn():
+                try:
+                    response = self._session.request(
+                        method,
+                        url + path,
+                        json=json,
+                        params=query,
+                        headers=sent_headers,
+                        timeout=(self.timeout_s, read_timeout_s),
+                    )
+                except requests.ConnectionError as exc:
+                    failures[url] = _reason(exc)
+                    continue
+                except requests.Timeout:
+                    raise Timeout(
+                        f"{method} {path}: no answer from {url} within {read_timeout_s:g}s"
+                    ) from None
+                except requests.RequestException as exc:
+                    raise Unavailable(f"{method} {path} failed: {exc}") from None
+                code = _move_on_code(response)
+                if code is None:
+                    self.url = url
+                    break
+                failures[url] = f"{response.status_code} {code}"
+                retry_after_s = max(retry_after_s, _retry_after_s(response))
+            else:
+                pause_s = max(min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2**rounds), retry_after_s)
+                if self._monotonic() + pause_s > deadline:
+                    raise Unreachable(_unreachable_message(failures))
+                self._sleep(pause_s)
+                rounds += 1
+                continue
+            break
         if response.status_code >= 400 and response.status_code not in set(accept_statuses):
             raise error_from_response(response)
         return response
+
+    def _in_turn(self) -> list[str]:
+        """The servers in the order to try them: the last one that answered first."""
+        start = self.urls.index(self.url)
+        return [*self.urls[start:], *self.urls[:start]]
 
     def _json(self, method: str, path: str, **options: Any) -> Any:
         response = self.request(method, path, **options)
@@ -270,9 +355,38 @@ class OrchestratorClient:
         """Remove the agent; its tasks are requeued, its locks released, its id freed."""
         return self._json("DELETE", f"/agents/{_segment(agent_id)}")
 
+    def update_agent_metadata(self, agent_id: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the agent's ``metadata``; returns the agent."""
+        return self._json(
+            "PUT", f"/agents/{_segment(agent_id)}/metadata", json={"metadata": dict(metadata)}
+        )
+
+    def process_exited(
+        self,
+        agent_id: str,
+        *,
+        restarting: bool,
+        exit_code: int | None = None,
+        signal: str | None = None,
+    ) -> dict[str, Any]:
+        """Report that the agent's process ended (a launcher's call): ``{status, restarts}``."""
+        body: dict[str, Any] = {"restarting": restarting}
+        if exit_code is not None:
+            body["exit_code"] = exit_code
+        if signal is not None:
+            body["signal"] = signal
+        return self._json("POST", f"/agents/{_segment(agent_id)}/exits", json=body)
+
     def heartbeat(self, agent_id: str, *, token: str) -> Heartbeat:
-        """Prove liveness; the answer lists every current assignment."""
-        answer = self._json("POST", f"/agents/{_segment(agent_id)}/heartbeat", token=token)
+        """Prove liveness; the answer lists every current assignment.
+
+        Sent without an ``Idempotency-Key``: a heartbeat sent twice is two proofs of
+        life, each answered with the assignments as they are, and keeping a day of
+        every agent's heartbeat answers would cost the store more than all the rest.
+        """
+        answer = self._json(
+            "POST", f"/agents/{_segment(agent_id)}/heartbeat", token=token, keyed=False
+        )
         return Heartbeat.from_dict(answer)
 
     def agent_tasks(self, agent_id: str, *, token: str | None = None) -> dict[str, Any]:
@@ -390,6 +504,21 @@ class OrchestratorClient:
         body = {"agent_id": agent_id, "error": error, "retryable": retryable}
         return self._json("POST", f"/tasks/{_segment(task_id)}/fail", json=body, token=token)
 
+    def report_progress(
+        self,
+        agent_id: str,
+        task_id: int | str,
+        message: str,
+        percent: float | None = None,
+        *,
+        token: str,
+    ) -> dict[str, Any]:
+        """Say how far the task has come, as the agent holding it (message <= 1 KiB)."""
+        body: dict[str, Any] = {"agent_id": agent_id, "message": message}
+        if percent is not None:
+            body["percent"] = percent
+        return self._json("POST", f"/tasks/{_segment(task_id)}/progress", json=body, token=token)
+
     def cancel_task(self, task_id: int | str) -> dict[str, Any]:
         """Cancel a task that has not ended."""
         return self._json("POST", f"/tasks/{_segment(task_id)}/cancel")
@@ -432,12 +561,20 @@ class OrchestratorClient:
         return [LockGrant.from_dict(g) for g in answer["grants"]]
 
     def renew_lock(
-        self, agent_id: str, resource: str, fencing_token: int, ttl_s: float = 30.0, *, token: str
+        self,
+        agent_id: str,
+        resource: str,
+        fencing_token: int,
+        ttl_s: float = 30.0,
+        *,
+        token: str,
+        failover_wait_s: float | None = None,
     ) -> LockGrant:
-        """Extend the lease named by its fencing token."""
+        """Extend the lease named by its fencing token (retrying for ``failover_wait_s``)."""
         body = {"agent_id": agent_id, "fencing_token": fencing_token, "ttl_s": ttl_s}
         path = f"/locks/{_segment(resource)}/renew"
-        return LockGrant.from_dict(self._json("POST", path, json=body, token=token))
+        answer = self._json("POST", path, json=body, token=token, failover_wait_s=failover_wait_s)
+        return LockGrant.from_dict(answer)
 
     def release_lock(
         self, agent_id: str, resource: str, fencing_token: int, *, token: str
@@ -450,6 +587,33 @@ class OrchestratorClient:
     def locks(self) -> list[dict[str, Any]]:
         """Every held or awaited resource with its holders, waiters and fencing counter."""
         return self._json("GET", "/locks")["locks"]
+
+
+def _move_on_code(response: requests.Response) -> str | None:
+    """The problem code of an answer that says "try another server", else None."""
+    if response.status_code not in (409, 503):
+        return None
+    if not response.headers.get("Content-Type", "").startswith("application/problem+json"):
+        return None
+    try:
+        code = response.json().get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if code in MOVE_ON_CODES else None
+
+
+def _retry_after_s(response: requests.Response) -> float:
+    """The wait a ``Retry-After`` of whole seconds asks for (0 without one), at most 60 s."""
+    try:
+        return min(60.0, max(0.0, float(response.headers.get("Retry-After", 0))))
+    except ValueError:
+        return 0.0
+
+
+def _unreachable_message(failures: Mapping[str, str]) -> str:
+    """``cannot connect to URL (why)``, naming every server tried and its last failure."""
+    tried = [f"{url} ({why})" for url, why in failures.items()]
+    return "cannot connect to " + " or ".join(tried)
 
 
 def _reason(exc: requests.ConnectionError) -> str:

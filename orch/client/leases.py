@@ -132,6 +132,8 @@ class HeldLock:
                     self.fencing_token,
                     self.ttl_s,
                     token=self._agent._current_token(),
+                    # Trying other servers past the lease's end would only hide its loss.
+                    failover_wait_s=max(0.0, self._lease_deadline - sent_at),
                 )
             except (NotFound, Conflict, Unauthorized, Forbidden) as exc:
                 if not self._done.is_set():

@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from orch.agent import Agent
+from orch.clock import Clock
 from orch.config import Settings
 from orch.controllers.base import Actors
 from orch.errors import Invalid
 from orch.events import Events
 from orch.model import (
     MAX_CAPABILITIES,
+    AgentRecord,
     AgentState,
     validate_id,
     validate_int,
@@ -31,8 +33,10 @@ from orch.validation import json_copy, parse_enum, validate_bool
 class AgentsController:
     """The agents' side of the embedded API (``Orchestrator.register_agent`` and kin)."""
 
-    def __init__(self, actors: Actors, settings: Settings, events: Events) -> None:
+    def __init__(self, actors: Actors, settings: Settings, events: Events, clock: Clock) -> None:
         self._actors = actors
+        # Only to tell when a heartbeat came, from the monotonic reading the record holds.
+        self._clock = clock
         self._calls = actors.calls
         self._settings = settings
         self._events = events
@@ -155,6 +159,42 @@ class AgentsController:
         self._calls.ask(self._actors.supervisor.deregister(agent_id))
         return {"agent_id": agent_id, "status": "deregistered"}
 
+    def update_agent_metadata(self, agent_id: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace an agent's ``metadata``; returns the agent (a launcher's pid, host, ...)."""
+        if not isinstance(metadata, Mapping):
+            raise Invalid("metadata", "must be an object")
+        copy = json_copy("metadata", dict(metadata), self._settings.max_metadata_bytes)
+        entry = self._actors.live_entry(agent_id)
+        record = self._calls.ask(entry.actor.update_metadata(copy))
+        return record.to_dict(self._actors.task_id_of)
+
+    def process_exited(
+        self,
+        agent_id: str,
+        *,
+        restarting: bool,
+        exit_code: int | None = None,
+        signal: str | None = None,
+    ) -> dict[str, Any]:
+        """A launcher reports that the agent's process ended (exit status or signal).
+
+        Its tasks are failed with that as the error and retried by policy; with
+        ``restarting`` the restart is counted, else the agent is ``failed``
+        (``AgentActor.process_exited``). Returns ``{agent_id, status, restarts}``.
+        """
+        validate_bool("restarting", restarting)
+        if (exit_code is None) == (signal is None):
+            raise Invalid("exit_code", "give exactly one of exit_code and signal")
+        if exit_code is not None:
+            validate_int("exit_code", exit_code, -(2**31), 2**31 - 1)
+            error = f"process exited with status {exit_code}"
+        else:
+            validate_id("signal", signal)
+            error = f"process killed by {signal}"
+        entry = self._actors.live_entry(agent_id)
+        record = self._calls.ask(entry.actor.process_exited(error, restarting))
+        return {"agent_id": agent_id, "status": str(record.state), "restarts": record.restarts}
+
     def heartbeat(
         self, agent_id: str, *, answer_writes: list[PendingWrite] | None = None
     ) -> dict[str, Any]:
@@ -170,7 +210,30 @@ class AgentsController:
 
     def agent(self, agent_id: str) -> dict[str, Any]:
         """One agent as plain data (never its token)."""
-        return self._actors.entry(agent_id).record.to_dict(self._actors.task_id_of)
+        return self._describe(self._actors.entry(agent_id).record, self._wall_offset())
+
+    def _wall_offset(self) -> float:
+        """Wall-clock time minus monotonic time, to a tenth of a second.
+
+        Rounded so that two reads of an unchanged agent answer the same
+        ``last_heartbeat_at`` (the two clocks are read a few microseconds apart), and
+        read each time so that a wall clock set right is followed.
+        """
+        return round(self._clock.time() - self._clock.monotonic(), 1)
+
+    def _describe(self, record: AgentRecord, wall_offset: float) -> dict[str, Any]:
+        """The record as plain data, with when it last sent a heartbeat.
+
+        The record keeps a monotonic reading, meaningless to a reader; it is given as
+        wall-clock time like ``registered_at``. None when no heartbeat is expected (an
+        in-process agent, or one not admitted yet, whose reading is 0).
+        """
+        out = record.to_dict(self._actors.task_id_of)
+        seen = record.last_heartbeat
+        out["last_heartbeat_at"] = (
+            None if record.in_process or seen <= 0 else round(wall_offset + seen, 3)
+        )
+        return out
 
     def agents(
         self,
@@ -179,8 +242,14 @@ class AgentsController:
         agent_type: str | None = None,
         capability: str | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> dict[str, Any]:
-        """``{agents, total, active}``: filtered listing, at most ``limit`` agents."""
+        """``{agents, total, active, matched}``: filtered, ordered by id, at most ``limit``
+        agents from the ``offset``-th on (a page of a fleet too large for one answer).
+
+        ``matched`` counts the agents the filters select, so a reader paging through
+        them (the dashboard's virtual list) knows how many there are.
+        """
         self._actors.check_running()  # not started, the Directory is not recovered: empty
         wanted_state = None if state is None else parse_enum(AgentState, "state", state)
         if agent_type is not None:
@@ -188,6 +257,7 @@ class AgentsController:
         if capability is not None:
             validate_id("capability", capability)
         limit = validate_int("limit", limit, 1, 100_000)
+        offset = validate_int("offset", offset, 0, 2**31 - 1)
         records = [e.record for e in self._actors.directory.entries()]
         active = sum(1 for r in records if r.state in (AgentState.IDLE, AgentState.BUSY))
         selected = [
@@ -198,10 +268,12 @@ class AgentsController:
             and (capability is None or capability in r.capabilities)
         ]
         selected.sort(key=lambda r: r.agent_id)
+        wall_offset = self._wall_offset()
         return {
-            "agents": [r.to_dict(self._actors.task_id_of) for r in selected[:limit]],
+            "agents": [self._describe(r, wall_offset) for r in selected[offset : offset + limit]],
             "total": len(records),
             "active": active,
+            "matched": len(selected),
         }
 
     def agent_tasks(self, agent_id: str) -> dict[str, Any]:

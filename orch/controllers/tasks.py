@@ -236,6 +236,24 @@ class TasksController:
         )
         return {"task_id": task.spec.task_id, "status": str(task.state), "attempts": task.attempts}
 
+    def report_progress(
+        self, agent_id: str, task_id: TaskId, message: str, percent: float | None = None
+    ) -> dict[str, Any]:
+        """The agent holding the task says how far it is: ``{task_id, status, progress}``.
+
+        ``message`` is at most 1 KiB of UTF-8, ``percent`` (optional) 0-100. The latest
+        report is kept with the task (``task(...)["progress"]``); ``task.progress``
+        events are thinned per task (``ORCH_PROGRESS_EVENT_INTERVAL_S``). An agent that
+        does not hold the task is ``Forbidden``.
+        """
+        validate_id("agent_id", agent_id)
+        task_id = validate_task_id(task_id)
+        task: Task = self._actors.scheduler_call(
+            "report_progress", agent_id, task_id, message, percent
+        )
+        progress = task.progress.to_dict() if task.progress is not None else None
+        return {"task_id": task.spec.task_id, "status": str(task.state), "progress": progress}
+
     def cancel_task(self, task_id: TaskId) -> dict[str, Any]:
         """Cancel a task that has not ended."""
         task: Task = self._actors.scheduler_call("cancel", validate_task_id(task_id))

@@ -16,9 +16,10 @@ from orch.events import Events
 from orch.http import errors
 from orch.http.auth import AuthMiddleware, FailedTokenThrottle
 from orch.http.guards import RequestGuard
+from orch.http.idempotency import IdempotencyMiddleware
 from orch.http.media import BodyLimit
 from orch.http.openapi import build_document
-from orch.http.resources import agents, config, events, locks, monitoring, tasks
+from orch.http.resources import agents, config, events, locks, monitoring, tasks, ui
 from orch.http.resources.base import Resource
 from orch.system import Orchestrator
 
@@ -35,6 +36,8 @@ ROUTES: list[tuple[str, type[Resource]]] = [
     ("/agents/{agent_id}/stop", agents.AgentStop),
     ("/agents/{agent_id}/heartbeat", agents.AgentHeartbeat),
     ("/agents/{agent_id}/tasks", agents.AgentTasks),
+    ("/agents/{agent_id}/metadata", agents.AgentMetadataResource),
+    ("/agents/{agent_id}/exits", agents.AgentExits),
     ("/agents/{agent_id}/config", config.AgentConfigResource),
     ("/config/defaults", config.ConfigDefaults),
     ("/tasks/assign", tasks.TaskAssignment),
@@ -43,6 +46,7 @@ ROUTES: list[tuple[str, type[Resource]]] = [
     ("/tasks/{task_id}", tasks.TaskItem),
     ("/tasks/{task_id}/complete", tasks.TaskCompletion),
     ("/tasks/{task_id}/fail", tasks.TaskFailure),
+    ("/tasks/{task_id}/progress", tasks.TaskProgressReport),
     ("/tasks/{task_id}/cancel", tasks.TaskCancellation),
     ("/locks", locks.LockCollection),
     ("/locks/acquire", locks.MultiLockAcquisition),
@@ -51,6 +55,14 @@ ROUTES: list[tuple[str, type[Resource]]] = [
     ("/locks/{resource}/release", locks.LockRelease),
 ]
 
+#: The dashboard (``orch/http/ui/``): public static files, not part of the API's
+#: OpenAPI document. ``/ui/`` is ``/ui`` here: trailing slashes are stripped.
+UI_ROUTES: list[tuple[str, type[Resource]]] = [
+    ("/", ui.Root),
+    ("/ui", ui.DashboardIndex),
+    ("/ui/{name}", ui.DashboardFile),
+    ("/ui/views/{name}", ui.DashboardView),
+]
 
 access_logger = logging.getLogger("orch.access")
 
@@ -112,6 +124,8 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
                     lockout_s=settings.auth_lockout_s,
                 ),
             ),
+            # After authentication: a key never lets a request past a check.
+            IdempotencyMiddleware(orchestrator.idempotency),
         ]
     )
     json_handler = falcon.media.JSONHandler(
@@ -127,7 +141,8 @@ def create_app(orchestrator: Orchestrator, settings: Settings | None = None) -> 
         # Lock waits and event long-polls park a waitress thread each; together they
         # may take at most half, so releases and everything else always find one.
         "wait_slots": threading.BoundedSemaphore(max(1, settings.http_threads // 2)),
+        "ui_files": ui.load_files(),
     }
-    for template, resource in ROUTES:
+    for template, resource in ROUTES + UI_ROUTES:
         app.add_route(template, resource(orchestrator, **options))
     return app

@@ -19,6 +19,7 @@ import msgspec
 
 from orch.config import Settings
 from orch.http.auth import Scope
+from orch.http.idempotency import KEY_SCHEMA
 from orch.http.resources.base import Resource
 from orch.http.schemas import REQUEST_BODIES, Id, Problem, TaskId
 
@@ -35,8 +36,27 @@ _REASONS = {
     412: "If-Match names an old version",
     413: "Body over 1 MiB",
     415: "Body is not JSON",
+    422: "Idempotency-Key already used for another request",
     429: "Too many unknown tokens from this address (Retry-After)",
     503: "Unavailable or timed out (Retry-After)",
+}
+
+#: Methods that take an ``Idempotency-Key`` (orch/http/idempotency.py).
+_KEYED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe (IETF httpapi draft): the first answer is kept for"
+        " ORCH_IDEMPOTENCY_TTL_S and a retry with the same key, credential, method,"
+        " path and body gets it again (with Idempotent-Replayed: true) instead of"
+        " being applied twice. The same key with another request is 422; a retry"
+        " while the first is being answered is 409 (Retry-After). 1 to 255 printable"
+        ' ASCII characters, such as a UUID; a quoted string ("...", the draft\'s form)'
+        " stands for its content."
+    ),
+    "schema": KEY_SCHEMA,
 }
 
 _ID = msgspec.json.schema(Id)
@@ -181,6 +201,7 @@ _LINKS: dict[tuple[str, str, int], dict[str, Any]] = {
             "CancelTask": _link("post_TaskCancellation", task_id=_TASK_ID_FROM_ANSWER),
             "CompleteTask": _link("post_TaskCompletion", task_id=_TASK_ID_FROM_ANSWER),
             "FailTask": _link("post_TaskFailure", task_id=_TASK_ID_FROM_ANSWER),
+            "ReportProgress": _link("post_TaskProgressReport", task_id=_TASK_ID_FROM_ANSWER),
         }
         for status in (200, 202)
     },
@@ -213,6 +234,10 @@ def build_document(
     _state_lock_limits(components, settings)
     # msgspec has no uniqueItems; a resource named twice is refused (AcquireLocks).
     components["AcquireLocks"]["properties"]["resources"]["uniqueItems"] = True
+    for body in REQUEST_BODIES:  # rules across fields, which a Struct cannot state
+        rules = getattr(body, "JSON_SCHEMA_RULES", None)
+        if rules:
+            components[body.__name__].update(rules)
     required_bodies = {
         body.__name__
         for body in REQUEST_BODIES
@@ -232,6 +257,8 @@ def build_document(
             statuses = set(resource.answers.get(method, (200,)))
             if body is not None:
                 statuses |= {400, 413, 415}
+            if method in _KEYED_METHODS:
+                statuses |= {409, 422}
             responses = _responses(statuses, scope, problem, (method, template))
             for (link_method, link_template, status), links in _LINKS.items():
                 if (link_method, link_template) == (method, template):
@@ -250,6 +277,8 @@ def build_document(
                     {"name": name, "in": "query", "required": False, "schema": schema}
                     for name, schema in queries.items()
                 ]
+            if method in _KEYED_METHODS:
+                operation.setdefault("parameters", []).append(_IDEMPOTENCY_KEY)
             if scope is not Scope.PUBLIC:
                 operation["security"] = _security(scope, admin_token_required)
             if body is not None:

@@ -8,7 +8,7 @@ actor is asked and so that the OpenAPI document states the same limits.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -46,6 +46,33 @@ class StopAgent(Struct):
     drain: bool = True
 
 
+class AgentMetadata(Struct):
+    """PUT /agents/{id}/metadata: the agent's new ``metadata``, replacing the old."""
+
+    metadata: dict[str, Any]
+
+
+ExitCode = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+SignalName = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Z0-9+]+$")]
+
+
+class ProcessExit(Struct):
+    """POST /agents/{id}/exits: a launcher saw the agent's process end.
+
+    Exactly one of ``exit_code`` and ``signal`` (its name, e.g. ``SIGKILL``);
+    ``restarting`` says whether the launcher starts the process again.
+    """
+
+    restarting: bool
+    exit_code: ExitCode | UnsetType = UNSET
+    signal: SignalName | UnsetType = UNSET
+
+    #: What the document says and the controller checks: one of the two, not both.
+    JSON_SCHEMA_RULES: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["exit_code"]}, {"required": ["signal"]}]
+    }
+
+
 class AssignTask(Struct):
     """POST /tasks/assign: to ``agent_id`` if named, else to the best eligible agent."""
 
@@ -77,6 +104,21 @@ class FailTask(Struct):
     error: Annotated[str, Meta(min_length=1, max_length=4096)]
     agent_id: Id | None = None
     retryable: bool = True
+
+
+class ReportProgress(Struct):
+    """POST /tasks/{id}/progress, by the agent holding the task (its token)."""
+
+    message: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=1024,
+            description="what the agent is doing now; at most 1024 bytes of UTF-8",
+        ),
+    ]
+    percent: Annotated[float, Meta(ge=0, le=100)] | None = None
+    agent_id: Id | None = None
 
 
 class AcquireLock(Struct):
@@ -156,9 +198,12 @@ class Problem(Struct):
 REQUEST_BODIES: tuple[type[Struct], ...] = (
     RegisterAgent,
     StopAgent,
+    AgentMetadata,
+    ProcessExit,
     AssignTask,
     CompleteTask,
     FailTask,
+    ReportProgress,
     AcquireLock,
     AcquireLocks,
     RenewLock,

@@ -68,7 +68,9 @@ start, and a task submission, completion or failure never wait on anything but t
 store commits and the actors' gates, so those are run in the loop, by the very code
 waitress's workers run (``HTTPChannel.service``). Everything else (lock waits, event
 long-polls, registration, reads, admin calls, what waitress could not parse) still
-goes to the workers, as does whatever arrives on a worker's thread, the heartbeat of
+goes to the workers, as does whatever arrives on a worker's thread, a request with an
+``Idempotency-Key`` (its answer is stored after its writes commit, see
+``orch/http/idempotency.py``), the heartbeat of
 an agent marked unhealthy (its recovery is a stored state change it waits for) and
 the start of a failed agent (the Supervisor revives it). An answer is stored before
 it is given (README, "Guarantees"), but the loop must not sleep through a commit:
@@ -106,7 +108,7 @@ whose tested range is ``TESTED_WAITRESS``, pinned in setup.cfg.
   ``handle_write``, ``received``, ``requests``, ``request``, ``requests_lock``,
   ``outbufs``, ``outbuf_lock``, ``total_outbufs_len``, ``current_outbuf_count``,
   ``will_close``, ``close_when_flushed``, ``connected``, ``adj``, ``_fileno``.
-- ``HTTPRequestParser`` (subclassed): ``__init__``, ``command``, ``path``,
+- ``HTTPRequestParser`` (subclassed): ``__init__``, ``command``, ``headers``, ``path``,
   ``version``, ``error``, ``content_length``, ``expect_continue``, ``close``.
 - ``Task`` (through ``ErrorTask`` and ``WSGITask``): ``request``, ``channel``,
   ``status``, ``response_headers``, ``content_length``, ``wrote_header``,
@@ -245,6 +247,7 @@ WAITRESS_INTERNALS: dict[str, tuple[str, ...]] = {
         "HTTPChannel.write_soon(data)",
         "HTTPChannel.adj",
         "HTTPRequestParser.command: str",
+        "HTTPRequestParser.headers: dict",
         "HTTPRequestParser.path: str",
         "HTTPRequestParser.version: str",
         "HTTPRequestParser.error",
@@ -679,6 +682,10 @@ class InlineAnswers:
         # What waitress could not parse has its ``error`` and no command or path: it is
         # answered by a worker (``ProblemErrorTask``), as waitress alone would.
         if request.error is not None or request.command != "POST":
+            return False
+        if "IDEMPOTENCY_KEY" in request.headers:
+            # Its answer is kept only after its writes are durable, and is read from the
+            # store first: work the loop must not wait on (orch/http/idempotency.py).
             return False
         path = request.path
         if not INLINE_ROUTES.match(path):

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NotRequired, Protocol, TypedDict, TypeVar
 
-from orch.model import AgentRecord, LockGrant, Task
+from orch.model import AgentRecord, IdempotentAnswer, LockGrant, Task
 
 T = TypeVar("T")
 
@@ -333,6 +333,31 @@ class Store(Protocol):
 
     def load_config_defaults(self) -> dict[str, Any]:
         """The stored defaults as JSON types; empty if none were ever stored."""
+        ...
+
+    # ------------------------------------------------ idempotent answers (orch/controllers)
+
+    def put_idempotent_answer(self, answer: IdempotentAnswer) -> None:
+        """Store the answer under ``(scope, key)``, replacing any earlier one.
+
+        Durable when it returns, like every write without ``_nowait``: the HTTP layer
+        sends the answer only afterwards, so a retry after any crash finds it.
+        """
+        ...
+
+    def load_idempotent_answer(self, scope: str, key: str) -> IdempotentAnswer | None:
+        """The answer stored under ``(scope, key)``, expired or not; None if there is none.
+
+        Unlike the other loads this is a point read, made while serving a request with
+        a key (never on the HTTP loop's thread), so it must be an indexed look-up.
+        """
+        ...
+
+    def prune_idempotent_answers(self, expired_before_wall: float) -> int:
+        """Delete answers whose ``expires_at`` is before the cutoff; returns how many.
+
+        As ``prune_tasks``, a store may delete in several transactions.
+        """
         ...
 
     # ---------------------------------------------------------------------------- operation

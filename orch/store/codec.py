@@ -34,6 +34,7 @@ from orch.model import (
     LockGrant,
     LockMode,
     Task,
+    TaskProgress,
     TaskSpec,
     TaskState,
 )
@@ -150,7 +151,17 @@ class SpecRow(msgspec.Struct, gc=False):
         )
 
 
-class TaskRow(msgspec.Struct, gc=False):
+class ProgressRow(msgspec.Struct, gc=False):
+    """A ``TaskProgress`` as stored, inside its task's row."""
+
+    message: str
+    percent: float | None
+    at: float
+
+
+# ``omit_defaults``: a task without progress is written without the key, byte for byte
+# as before progress existed; a row without it reads back with none.
+class TaskRow(msgspec.Struct, gc=False, omit_defaults=True):
     """A ``Task`` as stored, monotonic fields included: the Scheduler re-derives them."""
 
     spec: SpecRow
@@ -167,6 +178,7 @@ class TaskRow(msgspec.Struct, gc=False):
     lease_deadline: float | None
     retry_at: float | None
     queued_at: float
+    progress: ProgressRow | None = None
 
     @classmethod
     def of(cls, task: Task) -> TaskRow:
@@ -186,7 +198,12 @@ class TaskRow(msgspec.Struct, gc=False):
             task.lease_deadline,
             task.retry_at,
             task.queued_at,
+            None if task.progress is None else ProgressRow(*_progress_fields(task.progress)),
         )
+
+
+def _progress_fields(progress: TaskProgress) -> tuple[str, float | None, float]:
+    return progress.message, progress.percent, progress.at
 
 
 # ------------------------------------------------------------------------- locks

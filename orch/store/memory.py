@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from orch.errors import BackupError, StoreError
-from orch.model import AgentRecord, LockGrant, Task
+from orch.model import AgentRecord, IdempotentAnswer, LockGrant, Task
 from orch.store.base import BackupSummary, CommitListeners, StoreStats
 
 
@@ -53,6 +53,7 @@ class MemoryStore:
         self._fencing: dict[str, int] = {}
         self._defaults: dict[str, Any] = {}
         self._reservations: dict[str, dict[str, Any]] = {}
+        self._answers: dict[tuple[str, str], IdempotentAnswer] = {}
         self.fail_writes: str | None = None  # set to a reason to make every write fail
         self.writes = 0
         self.failed_writes = 0
@@ -226,6 +227,29 @@ class MemoryStore:
         with self._lock:
             self._read()
             return dict(self._defaults)
+
+    def put_idempotent_answer(self, answer: IdempotentAnswer) -> None:
+        with self._lock:
+            self._write()
+            self._answers[(answer.scope, answer.key)] = answer
+        self._notify()
+
+    def load_idempotent_answer(self, scope: str, key: str) -> IdempotentAnswer | None:
+        with self._lock:
+            self._read()
+            return self._answers.get((scope, key))
+
+    def prune_idempotent_answers(self, expired_before_wall: float) -> int:
+        with self._lock:
+            self._read()
+            old = [k for k, a in self._answers.items() if a.expires_at < expired_before_wall]
+            if old:
+                self._write()
+            for k in old:
+                del self._answers[k]
+        if old:
+            self._notify()
+        return len(old)
 
     def check(self) -> None:
         """Raise ``StoreError`` while ``fail_writes`` is set, or once closed."""

@@ -37,7 +37,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from orch.errors import BackupError, StoreError
-from orch.model import TERMINAL_TASK_STATES, AgentRecord, LockGrant, Task, TaskState
+from orch.model import (
+    TERMINAL_TASK_STATES,
+    AgentRecord,
+    IdempotentAnswer,
+    LockGrant,
+    Task,
+    TaskState,
+)
 from orch.store import codec
 from orch.store.backup import backup_connection, backup_database
 from orch.store.base import BackupSummary, CommitListeners, StoreStats
@@ -194,6 +201,19 @@ class SQLiteStore:
         self._conn = connect(path, SYNC_MODES[sync], busy_timeout_s)
         self.schema_version = SCHEMA_VERSION
         self._conn_lock = threading.Lock()  # held by the writer per transaction, by reads
+        # Point reads while serving (idempotent answers) must not wait behind a commit:
+        # a file has a connection of its own for them (WAL lets it read meanwhile);
+        # ``:memory:`` exists only in the writer's, so it reads there.
+        self._reader: sqlite3.Connection | None = None
+        if path != ":memory:":
+            try:
+                self._reader = sqlite3.connect(
+                    path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+                )
+            except sqlite3.Error as exc:
+                self._conn.close()
+                raise StoreError(f"cannot open store {path!r}: {describe(exc)}") from exc
+        self._reader_lock = threading.Lock()
         self._closing_lock = threading.Lock()  # makes "not closed, so enqueue" atomic
         self._closed = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -394,6 +414,63 @@ class SQLiteStore:
         rows = self._read("SELECT todo_id, data FROM intake_reservations")
         return {todo_id: codec.decode(data.encode()) for todo_id, data in rows}
 
+    # ------------------------------------------------------ idempotent answers
+
+    def put_idempotent_answer(self, answer: IdempotentAnswer) -> None:
+        """Store the answer under its scope and key, replacing any earlier one."""
+        headers = self._encode("answer's headers", codec.encode, [list(h) for h in answer.headers])
+        self._submit(
+            "INSERT INTO idempotent_answers (scope, key, fingerprint, status, headers, body,"
+            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+            " status = excluded.status, headers = excluded.headers, body = excluded.body,"
+            " created_at = excluded.created_at, expires_at = excluded.expires_at",
+            (
+                answer.scope,
+                answer.key,
+                answer.fingerprint,
+                answer.status,
+                headers,
+                bytes(answer.body),
+                answer.created_at,
+                answer.expires_at,
+            ),
+        )
+
+    def load_idempotent_answer(self, scope: str, key: str) -> IdempotentAnswer | None:
+        """The answer stored under ``(scope, key)`` (its primary key), or None."""
+        rows = self._point_read(
+            "SELECT fingerprint, status, headers, body, created_at, expires_at"
+            " FROM idempotent_answers WHERE scope = ? AND key = ?",
+            (scope, key),
+        )
+        if not rows:
+            return None
+        fingerprint, status, headers, body, created_at, expires_at = rows[0]
+        try:
+            pairs = tuple((str(name), str(value)) for name, value in codec.decode(headers))
+        except (TypeError, ValueError) as exc:  # msgspec.DecodeError included
+            raise StoreError(
+                f"store read failed: idempotent answer {key!r} in {self.path!r} is not"
+                f" a valid record ({type(exc).__name__}: {exc})"
+            ) from exc
+        return IdempotentAnswer(
+            scope, key, fingerprint, status, pairs, bytes(body), created_at, expires_at
+        )
+
+    def prune_idempotent_answers(self, expired_before_wall: float) -> int:
+        """Delete answers that expired before the cutoff, ``PRUNE_BATCH_ROWS`` a turn."""
+        sql = (
+            "DELETE FROM idempotent_answers WHERE rowid IN (SELECT rowid FROM"
+            f" idempotent_answers WHERE expires_at < ? LIMIT {PRUNE_BATCH_ROWS})"
+        )
+        removed = 0
+        while True:
+            deleted = self._submit(sql, (expired_before_wall,))
+            removed += deleted
+            if deleted < PRUNE_BATCH_ROWS:
+                return removed
+
     # --------------------------------------------------------------- lifecycle
 
     def check(self) -> None:
@@ -497,6 +574,9 @@ class SQLiteStore:
         # Nothing is left to lose if closing fails: every write has been answered.
         with self._conn_lock, contextlib.suppress(sqlite3.Error):
             self._conn.close()
+        if self._reader is not None:
+            with self._reader_lock, contextlib.suppress(sqlite3.Error):
+                self._reader.close()
 
     # ---------------------------------------------------------------- internals
 
@@ -673,12 +753,24 @@ class SQLiteStore:
         except sqlite3.Error:
             pass  # _attempt retries the rollback before its next transaction
 
-    def _read(self, sql: str) -> list[Any]:
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._conn_lock:
             if self._closed:
                 raise StoreError("store is closed")
             try:
-                return self._conn.execute(sql).fetchall()
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {describe(exc)}") from exc
+
+    def _point_read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """A read on the reader's connection (see ``__init__``), else as ``_read``."""
+        if self._reader is None:
+            return self._read(sql, params)
+        with self._reader_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            try:
+                return self._reader.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"store read failed: {describe(exc)}") from exc
 

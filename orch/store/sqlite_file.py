@@ -40,6 +40,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 1 -> 2: TODO-service reservations the Intake holds (issue: intake).
     ("CREATE TABLE intake_reservations (todo_id TEXT PRIMARY KEY, data TEXT NOT NULL)",),
+    # 2 -> 3: the first answers to writes that carried an Idempotency-Key (issue 19).
+    (
+        "CREATE TABLE idempotent_answers ("
+        " scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL,"
+        " status INTEGER NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL,"
+        " created_at REAL NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (scope, key))",
+        # Expiry deletes the oldest answers first.
+        "CREATE INDEX idempotent_answers_by_expiry ON idempotent_answers (expires_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

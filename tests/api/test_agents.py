@@ -123,6 +123,46 @@ def test_list_agents_with_filters_and_limit(client):
     assert client.simulate_get("/agents", params={"limit": 1}).json["total"] == 3
 
 
+def test_list_agents_pages_by_offset_and_counts_what_the_filters_match(client):
+    for n in range(7):
+        register(client, f"a{n}", "implementation" if n % 2 else "breakdown", start=n < 5)
+
+    def page(**params):
+        answer = client.simulate_get("/agents", params=params)
+        assert answer.status_code == 200, answer.text
+        return [a["agent_id"] for a in answer.json["agents"]], answer.json["matched"]
+
+    assert page(limit=3) == (["a0", "a1", "a2"], 7)
+    assert page(limit=3, offset=3) == (["a3", "a4", "a5"], 7)
+    assert page(limit=3, offset=6) == (["a6"], 7)
+    assert page(limit=3, offset=7) == ([], 7)
+    assert page(agent_type="implementation", offset=1, limit=2) == (["a3", "a5"], 3)
+    assert page(status="registered") == (["a5", "a6"], 2)
+    listing = client.simulate_get("/agents", params={"offset": 5}).json
+    assert listing["total"] == 7 and listing["active"] == 5
+    assert_problem(client.simulate_get("/agents", params={"offset": "-1"}), 400, field="offset")
+    assert_problem(client.simulate_get("/agents", params={"offset": "x"}), 400, field="offset")
+
+
+def test_agents_tell_when_their_last_heartbeat_came(client, clock):
+    token = register(client, "remote", start=True)
+    register(client, "waiting")  # never started: no heartbeat expected yet
+    started_at = clock.time()
+    clock.advance(2.5)
+    assert client.simulate_get("/agents/remote").json["last_heartbeat_at"] == started_at
+    client.simulate_post("/agents/remote/heartbeat", headers=bearer(token))
+    beat_at = clock.time()
+    clock.advance(0.25)
+
+    def seen():
+        agents = client.simulate_get("/agents").json["agents"]
+        return {a["agent_id"]: a["last_heartbeat_at"] for a in agents}
+
+    assert wait_until(lambda: seen() == {"remote": beat_at, "waiting": None}, message=str(seen()))
+    # Unchanged agents read the same twice (the CLI and clients compare answers).
+    assert client.simulate_get("/agents/remote").json == client.simulate_get("/agents/remote").json
+
+
 def test_list_agents_refuses_bad_filters(client):
     assert_problem(client.simulate_get("/agents", params={"status": "sleepy"}), 400, field="status")
     assert_problem(client.simulate_get("/agents", params={"limit": "0"}), 400, field="limit")

@@ -18,6 +18,8 @@ SAMPLE_BODIES = {
     ("/agents/{agent_id}/config", "PUT"): {},
     ("/agents/{agent_id}/config", "PATCH"): {"max_concurrent_tasks": 2},
     ("/config/defaults", "PUT"): {"task_timeout_s": 60},
+    ("/agents/{agent_id}/metadata", "PUT"): {"metadata": {"pid": 1}},
+    ("/agents/{agent_id}/exits", "POST"): {"exit_code": 1, "restarting": True},
 }
 PATH_VALUES = {"agent_id": "a1", "task_id": "t1", "resource": "repo"}
 
@@ -47,6 +49,7 @@ def agent_calls(task_id="t1", fencing_token=1):
     """Agent-scoped writes, each naming ``a1`` (in the path or the body)."""
     return [
         ("/agents/a1/heartbeat", None),
+        (f"/tasks/{task_id}/progress", {"agent_id": "a1", "message": "half", "percent": 50}),
         (f"/tasks/{task_id}/complete", {"agent_id": "a1"}),
         (f"/tasks/{task_id}/fail", {"agent_id": "a1", "error": "x"}),
         ("/locks/repo/acquire", {"agent_id": "a1"}),

@@ -107,6 +107,10 @@ VALID_BODIES: dict[tuple[str, str], st.SearchStrategy[dict[str, Any]]] = {
     ("/tasks/{task_id}/fail", "POST"): st.fixed_dictionaries(
         {"error": st.text(min_size=1, max_size=20)}, optional={"retryable": st.booleans()}
     ),
+    ("/tasks/{task_id}/progress", "POST"): st.fixed_dictionaries(
+        {"message": st.text(min_size=1, max_size=40)},
+        optional={"percent": st.floats(0, 100), "agent_id": st.just("a1")},
+    ),
     ("/locks/acquire", "POST"): st.fixed_dictionaries(
         {
             "resources": st.lists(

@@ -14,6 +14,7 @@ SCENARIOS = {
     "pykka_ask",
     "heartbeats",
     "http_task_cycle",
+    "keyed_task_cycle",
     "embedded_task_cycle",
     "fleet",
     "scale",
@@ -44,6 +45,8 @@ def test_every_benchmark_scenario_runs_at_toy_size(tmp_path):
     assert fleet["active_agents"] == report["sizes"]["fleet_agents"]
     assert fleet["heartbeats_per_s"] > 0 and fleet["heartbeat_errors"] == 0
     assert all(row["figure"] for row in report["rows"])
+    keyed = report["results"]["keyed_task_cycle"]
+    assert keyed["keyed_per_s"] > 0 and keyed["plain_per_s"] > 0
     scaled = report["results"]["scale"]
     for size in ("small", "large"):
         assert len(scaled[size]["assignments_per_s_by_round"]) == scaled[size]["rounds"] == 3

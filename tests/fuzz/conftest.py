@@ -7,6 +7,8 @@ and a bounded number of examples, so a run is repeatable and fits in ``make test
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,8 @@ import requests
 import schemathesis
 from schemathesis import Config
 
+from orch.http.idempotency import HEADER as KEY
+from orch.http.idempotency import KEY_SCHEMA, MAX_KEY_CHARS
 from tests.e2e.conftest import ServerProcess, start_server
 
 ADMIN_TOKEN = "fuzz-admin-token"
@@ -100,6 +104,25 @@ def filter_body(context: schemathesis.HookContext, body: Any) -> bool:
     return len(names) == len(set(names))
 
 
+#: Numbers the fuzzer's Idempotency-Keys, so no two requests share one (``map_headers``).
+_KEY_NUMBERS = itertools.count()
+
+
+def map_headers(context: schemathesis.HookContext, headers: Any) -> Any:
+    """Make every generated ``Idempotency-Key`` that the document allows unique.
+
+    A key names one request: the same key on another request is the client's mistake,
+    refused with 422, which no JSON Schema can rule out (as with ``filter_body``).
+    Keys the document does not allow (negative cases) are sent as generated.
+    """
+    if not isinstance(headers, dict) or not isinstance(headers.get(KEY), str):
+        return headers
+    key = headers[KEY]
+    if re.fullmatch(KEY_SCHEMA["pattern"], key) and len(key) <= MAX_KEY_CHARS:
+        headers[KEY] = f"{key[: MAX_KEY_CHARS - 12]}~{next(_KEY_NUMBERS)}"
+    return headers
+
+
 @pytest.fixture(scope="module")
 def api_schema(fuzz_server: ServerProcess, agent_token: str) -> schemathesis.BaseSchema:
     """The served document, loaded over HTTP with the admin token."""
@@ -110,4 +133,5 @@ def api_schema(fuzz_server: ServerProcess, agent_token: str) -> schemathesis.Bas
         timeout=5,
     )
     schema.hook(filter_body)
+    schema.hook(map_headers)
     return schema

@@ -22,6 +22,7 @@ import requests
 from orch import ManualClock, Orchestrator, Settings
 from orch.config import ConfigError
 from orch.http.serve import Server
+from orch.idempotency import key_digest
 from orch.store import SQLiteStore
 from tests.conftest import wait_until
 from tests.store.faults import SQLITE_BUSY_TIMEOUT_S, LockedElsewhere
@@ -334,3 +335,30 @@ def test_a_start_is_answered_on_the_loop_once_stored_and_undone_if_its_commit_fa
     assert {a.agent_id: a.state.value for a in running.store.load_agents()}["a2"] == "registered"
     again = requests.post(f"{url}/agents/a2/start", timeout=10)
     assert again.status_code == 200 and again.json()["status"] == "started"
+
+
+def test_a_keyed_write_is_answered_by_a_worker_and_kept_only_if_its_commit_holds(
+    running: Running,
+) -> None:
+    # Its answer is kept once its writes are durable, which the loop must not wait
+    # for (orch/http/idempotency.py): so it never runs there.
+    register(running.url, "a1")
+    answered = running.inline.answered
+    keyed = {"Idempotency-Key": "assign-t1"}
+    body = {"task_id": "t1", "agent_id": "a1"}
+    with LockedElsewhere(running.store.path):
+        refused = requests.post(f"{running.url}/tasks/assign", json=body, headers=keyed, timeout=10)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["code"] == "store_unavailable"
+    assert (
+        running.store.load_idempotent_answer("", key_digest("assign-t1")) is None
+    )  # 503 is not kept
+    retried = requests.post(f"{running.url}/tasks/assign", json=body, headers=keyed, timeout=10)
+    assert retried.status_code == 200, retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+    kept = running.store.load_idempotent_answer("", key_digest("assign-t1"))
+    assert kept is not None and kept.status == 200
+    assert running.inline.answered == answered  # neither ran on the loop
+    unkeyed = requests.post(f"{running.url}/tasks/assign", json={"task_id": "t2"}, timeout=10)
+    assert unkeyed.status_code == 202
+    assert running.inline.answered == answered + 1  # while a request without a key does

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -59,7 +60,9 @@ def test_agents_commands_print_tables_and_change_state(
 
     code, out, _ = run_main(capsys, url, "agents", "show", agent_id)
     assert code == 0
-    assert "status         idle" in out and f"capabilities   [{json.dumps(capability)}]" in out
+    # Keys are padded to the longest one; the test does not pin that width.
+    assert re.search(r"^status +idle$", out, re.M)
+    assert re.search(rf"^capabilities +\[{re.escape(json.dumps(capability))}\]$", out, re.M)
 
     assert run_main(capsys, url, "agents", "stop", agent_id)[1] == f"agent {agent_id}: stopped\n"
     assert admin.agent(agent_id)["status"] == "stopped"
@@ -259,10 +262,20 @@ def test_exit_codes_and_one_line_errors(url: str, name: Callable):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    unreachable = run_process("--url", f"http://127.0.0.1:{port}", "health")
+    dead = f"http://127.0.0.1:{port}"
+    unreachable = run_process("--url", dead, "--failover-wait", "0.3", "health")
     assert unreachable.returncode == 3
     assert unreachable.stderr == (
-        f"june-orchestrator: cannot connect to http://127.0.0.1:{port} (connection refused)\n"
+        f"june-orchestrator: cannot connect to {dead} (connection refused)\n"
+    )
+    # Several URLs: the dead one is passed over, and the command works.
+    over = run_process("stats", env={**env, "ORCH_URL": f"{dead}, {url}"})
+    assert over.returncode == 0, over.stderr
+    not_a_url = run_process("--url", "ftp://x", "health")
+    assert not_a_url.returncode == 2
+    assert not_a_url.stderr == (
+        "june-orchestrator: --url (or $ORCH_URL) 'ftp://x' is not an orchestrator URL;"
+        " give http:// or https:// and a host, like http://127.0.0.1:8005\n"
     )
 
     bad_payload = run_process("tasks", "submit", "--payload", "[1, 2]", env=env)

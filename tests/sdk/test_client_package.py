@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: What ``orch.client`` exported as a single module; users' imports rely on every name.
 PUBLIC_NAMES = {
+    "DEFAULT_FAILOVER_WAIT_S",
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_URL",
     "TERMINAL_TASK_STATES",

@@ -14,6 +14,7 @@ from orch.client import (
     Registration,
     Unreachable,
 )
+from orch.client.endpoint import parse_urls
 from orch.errors import (
     Conflict,
     Forbidden,
@@ -189,7 +190,7 @@ def test_unreachable_server_is_one_clear_error():
         port = probe.getsockname()[1]  # nothing listens on it once closed
     dead_url = f"http://127.0.0.1:{port}"
     with (
-        OrchestratorClient(dead_url, timeout_s=2) as client,
+        OrchestratorClient(dead_url, timeout_s=2, failover_wait_s=0) as client,
         pytest.raises(Unreachable) as unreachable,
     ):
         client.health()
@@ -202,7 +203,7 @@ def test_client_is_not_confused_by_the_admin_token_on_public_routes(url: str):
         assert client.health()["status"] in ("healthy", "degraded")
 
 
-@pytest.mark.parametrize("url", ["localhost:8005", "127.0.0.1:8005", "ftp://host", "http://", ""])
+@pytest.mark.parametrize("url", ["localhost:8005", "127.0.0.1:8005", "ftp://host", "http://"])
 def test_a_url_the_client_cannot_use_is_refused_naming_it(url: str):
     # Not requests' "No connection adapters were found" at the first call.
     with pytest.raises(Invalid) as info:
@@ -216,3 +217,30 @@ def test_a_url_the_client_cannot_use_is_refused_naming_it(url: str):
 
 def test_a_usable_url_loses_only_its_trailing_slash():
     assert OrchestratorClient(" http://orch.internal:8005/ ").url == "http://orch.internal:8005"
+
+
+def test_urls_are_listed_with_commas_and_checked():
+    assert parse_urls("http://a:1/, https://b:2 ,") == ("http://a:1", "https://b:2")
+    assert parse_urls(["http://a:1"]) == ("http://a:1",)
+    with pytest.raises(Invalid) as no_url:
+        OrchestratorClient(" , ")
+    assert no_url.value.field == "url"
+    with pytest.raises(Invalid, match="'a:1' is not an orchestrator URL"):
+        OrchestratorClient("a:1")
+    with pytest.raises(Invalid) as negative:
+        OrchestratorClient("http://a:1", failover_wait_s=-1)
+    assert negative.value.field == "failover_wait_s"
+    client = OrchestratorClient("http://a:1,http://b:2")
+    assert (client.url, client.urls) == ("http://a:1", ("http://a:1", "http://b:2"))
+    assert repr(client) == "OrchestratorClient('http://a:1,http://b:2')"
+
+
+@pytest.mark.parametrize("resource", ["..", ".", ""])
+def test_an_id_of_dots_only_is_refused_before_it_can_name_another_endpoint(
+    admin: OrchestratorClient, resource: str
+):
+    # requests would turn /locks/../acquire into /acquire, another endpoint.
+    with pytest.raises(Invalid, match="cannot be an id"):
+        admin.acquire_lock("nobody", resource, token="t")
+    with pytest.raises(Invalid, match="cannot be an id"):
+        admin.agent(resource)

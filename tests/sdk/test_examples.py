@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from orch.client import OrchestratorClient
 from tests.conftest import reap, wait_until
@@ -59,7 +62,18 @@ def test_embedded_example_runs_and_survives_the_crash():
     assert int(lines[3].removeprefix("restarts of echo-1: ")) >= 1
 
 
-def test_worker_and_submit_examples_end_to_end(url: str, admin: OrchestratorClient, name: Callable):
+def _dead_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens once closed
+
+
+@pytest.mark.parametrize("urls", ["one", "several, the first dead"])
+def test_worker_and_submit_examples_end_to_end(
+    url: str, admin: OrchestratorClient, name: Callable, urls: str
+):
+    if urls != "one":
+        url = f"{_dead_url()},{url}"  # as ORCH_URL lists a cluster's nodes
     agent_id, capability = name("example-worker"), name("example-cap")
     worker = _start_worker(url, agent_id, capability, "--max-tasks", "3")
     try:

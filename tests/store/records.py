@@ -10,10 +10,12 @@ from orch.model import (
     AgentConfig,
     AgentRecord,
     AgentState,
+    IdempotentAnswer,
     LockGrant,
     LockMode,
     Task,
     TaskId,
+    TaskProgress,
     TaskSpec,
     TaskState,
 )
@@ -77,6 +79,7 @@ def make_task(
         lease_deadline=1030.5,
         retry_at=None,
         queued_at=1000.25,
+        progress=TaskProgress("tests pass; writing docs", 62.5, 1_700_000_002.25),
     )
     return replace(task, **changes)
 
@@ -108,6 +111,25 @@ def make_grant(resource: str = "db", token: int = 1, **changes: Any) -> LockGran
     return replace(grant, **changes)
 
 
+def make_answer(key: str = "k1", scope: str = "scope-1", **changes: Any) -> IdempotentAnswer:
+    """A stored first answer to a keyed write, expiring a day after 1_700_000_000."""
+    answer = IdempotentAnswer(
+        scope=scope,
+        key=key,
+        fingerprint="fp-" + key,
+        status=201,
+        headers=(("content-type", "application/json"), ("etag", '"3"')),
+        body=b'{"agent_id":"a1","status":"registered"}',
+        created_at=1_700_000_000.0,
+        expires_at=1_700_086_400.0,
+    )
+    return replace(answer, **changes)
+
+
+#: The (scope, key) of every answer ``fill`` and ``every_write`` store, for ``snapshot``.
+ANSWER_KEYS = (("scope-1", "k1"), ("scope-1", "k2"))
+
+
 def snapshot(store: Store) -> tuple[Any, ...]:
     """Everything a store holds, as its loads return it."""
     return (
@@ -118,6 +140,7 @@ def snapshot(store: Store) -> tuple[Any, ...]:
         store.load_fencing_counters(),
         store.load_config_defaults(),
         store.load_reservations(),
+        [store.load_idempotent_answer(scope, key) for scope, key in ANSWER_KEYS],
     )
 
 
@@ -129,6 +152,7 @@ def fill(store: Store) -> None:
     store.put_grant(make_grant("db", token=5))
     store.put_config_defaults({"max_concurrent_tasks": 2})
     store.put_reservation("todo-1", {"task_key": "7", "claimed_at": 1.5})
+    store.put_idempotent_answer(make_answer("k1"))
 
 
 def every_write(store: Store) -> list[Callable[[], Any]]:
@@ -147,4 +171,6 @@ def every_write(store: Store) -> list[Callable[[], Any]]:
         lambda: store.put_config_defaults({"changed": True}),
         lambda: store.put_reservation("todo-2", {"task_key": "8"}),
         lambda: store.delete_reservation("todo-1"),
+        lambda: store.put_idempotent_answer(make_answer("k2")),
+        lambda: store.prune_idempotent_answers(1_700_086_400.5),  # k1 has expired by then
     ]

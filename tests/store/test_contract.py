@@ -21,6 +21,7 @@ from tests.store.records import (
     fill,
     finished_task,
     make_agent,
+    make_answer,
     make_grant,
     make_task,
     snapshot,
@@ -229,6 +230,62 @@ def test_prune_removes_only_finished_tasks_that_ended_before_the_cutoff(store):
     assert store.load_tasks() == kept
 
 
+def test_an_idempotent_answer_round_trips_byte_for_byte_and_survives_a_reopen(
+    store, reopen, backend
+):
+    odd = make_answer(
+        "✓-" + "k" * 253,
+        scope="",
+        status=422,
+        headers=(("content-type", "application/problem+json"), ("x-ü", "v")),
+        body=bytes(range(256)) + "✓".encode(),
+    )
+    assert store.load_idempotent_answer("scope-1", "k1") is None
+    store.put_idempotent_answer(make_answer("k1"))
+    store.put_idempotent_answer(odd)
+
+    def check(held: Store) -> None:
+        assert held.load_idempotent_answer("scope-1", "k1") == make_answer("k1")
+        assert held.load_idempotent_answer("", odd.key) == odd
+        # Keys are scoped: the same key under another credential is another record.
+        assert held.load_idempotent_answer("scope-2", "k1") is None
+        assert held.load_idempotent_answer("", "k1") is None
+
+    check(store)
+    if backend.persists:
+        check(reopen())
+
+
+def test_an_idempotent_answer_is_replaced_by_scope_and_key(store):
+    store.put_idempotent_answer(make_answer("k1"))
+    later = make_answer("k1", fingerprint="other", status=200, body=b"{}", expires_at=2e9)
+    store.put_idempotent_answer(later)
+    assert store.load_idempotent_answer("scope-1", "k1") == later
+
+
+def test_pruning_removes_only_answers_expired_before_the_cutoff(store, reopen, backend):
+    store.put_idempotent_answer(make_answer("old", expires_at=1000.0))
+    store.put_idempotent_answer(make_answer("edge", expires_at=2000.0))
+    store.put_idempotent_answer(make_answer("new", expires_at=3000.0))
+    assert store.prune_idempotent_answers(2000.0) == 1
+    assert store.prune_idempotent_answers(2000.0) == 0
+    assert store.load_idempotent_answer("scope-1", "old") is None
+    kept = [store.load_idempotent_answer("scope-1", key) for key in ("edge", "new")]
+    assert kept == [make_answer("edge", expires_at=2000.0), make_answer("new", expires_at=3000.0)]
+    if backend.persists:
+        again = reopen()
+        assert again.load_idempotent_answer("scope-1", "old") is None
+        assert again.load_idempotent_answer("scope-1", "new") == kept[1]
+
+
+def test_pruning_many_answers_deletes_them_all(store):
+    for i in range(1203):  # more than any store's batch (SQLite's is 500)
+        store.put_idempotent_answer(make_answer(f"k{i}", expires_at=1000.0 + i))
+    assert store.prune_idempotent_answers(1000.0 + 1200) == 1200
+    assert store.load_idempotent_answer("scope-1", "k1199") is None
+    assert store.load_idempotent_answer("scope-1", "k1200") is not None
+
+
 # -------------------------------------------------------- queued writes, order
 
 
@@ -433,6 +490,7 @@ def test_a_backup_holds_everything_stored_or_is_refused(store, backend, tmp_path
             {"db": 5},
             {"max_concurrent_tasks": 2},
             {"todo-1": {"task_key": "7", "claimed_at": 1.5}},
+            [make_answer("k1"), None],
         )
     finally:
         copy.close()

@@ -16,7 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orch.model import AgentConfig, AgentRecord, LockGrant, Task, TaskSpec, TaskState
+from orch.model import (
+    AgentConfig,
+    AgentRecord,
+    LockGrant,
+    Task,
+    TaskProgress,
+    TaskSpec,
+    TaskState,
+)
 from orch.store import SQLiteStore, codec
 from tests.store.records import make_agent, make_grant, make_task
 
@@ -62,7 +70,7 @@ OLD_ROWS = {
 OLD_RECORDS = {
     "agent": make_agent(),
     "bare_agent": AgentRecord("b", "t", frozenset()),
-    "task": make_task(spec=replace(make_task().spec, submitter=None)),
+    "task": make_task(spec=replace(make_task().spec, submitter=None), progress=None),
     "bare_task": Task(TaskSpec(task_id="x", payload={}), seq=0),
     "grant": make_grant(task_key="7"),
 }
@@ -115,6 +123,7 @@ def test_a_database_written_by_the_old_codec_opens_with_every_record(tmp_path):
         (codec.TaskRow, Task, set()),
         (codec.SpecRow, TaskSpec, set()),
         (codec.GrantRow, LockGrant, set()),
+        (codec.ProgressRow, TaskProgress, set()),
     ],
 )
 def test_each_row_holds_every_field_of_its_record_in_its_order(row, record, not_stored):
@@ -187,3 +196,14 @@ def test_any_json_task_round_trips_through_the_codec(task_id, payload, result, c
     spec = replace(make_task(task_id).spec, payload=payload, capabilities=capabilities)
     task = make_task(task_id, state=state, result=result, spec=spec)
     assert codec.decode_task(codec.encode_task(task)) == task
+
+
+def test_a_tasks_progress_is_stored_with_it_and_a_task_without_keeps_its_old_bytes():
+    task = make_task()
+    assert task.progress is not None
+    raw = codec.encode_task(task)
+    assert b'"progress":{"message":"tests pass; writing docs","percent":62.5' in raw
+    assert codec.decode_task(raw) == task
+    bare = replace(task, progress=None)
+    assert b"progress" not in codec.encode_task(bare)
+    assert codec.decode_task(codec.encode_task(bare)) == bare

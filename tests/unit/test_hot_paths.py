@@ -40,6 +40,7 @@ def test_exactly_the_hot_messages_are_declared_gate_safe():
         "submit",
         "complete",
         "fail",
+        "report_progress",  # a chatty agent's reports: same shape as complete, no asks
         "cancel",
         "get",
         "mark_running",

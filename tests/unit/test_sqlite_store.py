@@ -26,7 +26,14 @@ from orch.model import Task, TaskSpec, TaskState
 from orch.store import SQLiteStore, open_store
 from orch.store.sqlite import PRUNE_BATCH_ROWS, SCHEMA_VERSION
 from tests.conftest import wait_until
-from tests.store.records import fill, finished_task, make_agent, make_task, snapshot
+from tests.store.records import (
+    fill,
+    finished_task,
+    make_agent,
+    make_answer,
+    make_task,
+    snapshot,
+)
 
 # ---------------------------------------------------------------------- fixtures
 
@@ -267,6 +274,7 @@ def test_an_older_schema_is_migrated_forward_keeping_its_rows(db_path):
     store.close()
     raw = sqlite3.connect(db_path, isolation_level=None)
     raw.execute("DROP TABLE intake_reservations")  # what migration 1 -> 2 adds
+    raw.execute("DROP TABLE idempotent_answers")  # and 2 -> 3
     raw.execute("PRAGMA user_version = 1")
     raw.close()
     store = SQLiteStore(db_path)
@@ -274,7 +282,7 @@ def test_an_older_schema_is_migrated_forward_keeping_its_rows(db_path):
     try:
         assert raw.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
         tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
-        assert "intake_reservations" in tables
+        assert {"intake_reservations", "idempotent_answers"} <= tables
         assert store.load_agents() == [make_agent("a1")]
     finally:
         raw.close()
@@ -410,3 +418,23 @@ def test_a_write_is_seen_done_by_every_waiter_once_and_only_once_finished(sqlite
         thread.join(10)
     assert released == [True] * 5 and write.done() and not write.failed()
     write.wait()  # and once more, long after
+
+
+def test_an_idempotent_answer_is_read_without_waiting_behind_a_commit(db_path):
+    # A keyed request looks its key up before it runs; a commit in progress (a slow
+    # sync) must not hold that look-up up: a file store reads it on a connection of
+    # its own, as WAL allows.
+    store = SQLiteStore(db_path)
+    try:
+        store.put_idempotent_answer(make_answer("k1"))
+        found: list[Any] = []
+        with store.commits_held():  # the writer's connection is busy
+            reader = threading.Thread(
+                target=lambda: found.append(store.load_idempotent_answer("scope-1", "k1"))
+            )
+            reader.start()
+            wait_until(lambda: found, message="the look-up answered while commits were held")
+        reader.join(5)
+        assert found == [make_answer("k1")]
+    finally:
+        store.close()

@@ -333,6 +333,7 @@ EMBEDDED_API = {
         "wait_for_task",
         "complete_task",
         "fail_task",
+        "report_progress",
         "cancel_task",
         "task",
         "tasks",

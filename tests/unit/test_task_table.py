@@ -17,7 +17,7 @@ from orch.actors.records import evolve
 from orch.actors.task_table import PRUNE_INTERVAL_S, TaskTable
 from orch.actors.task_timing import ACTOR_GONE, ORPHANED, REFUSED, TIMED_OUT
 from orch.config import Settings
-from orch.errors import Conflict, NotFound, TooManyRequests
+from orch.errors import Conflict, Forbidden, Invalid, NotFound, TooManyRequests
 from orch.model import Task, TaskSpec, TaskState
 
 WALL = 1_700_000_000.0
@@ -571,3 +571,61 @@ def test_a_proposal_is_admitted_before_it_is_stored_and_a_refused_one_changes_no
     plan = table.keep(leased, 2.0, None, admitted)  # kept as admitted, not checked twice
     assert [event_type for event_type, _ in plan.events] == ["task.assigned"]
     assert table.get("t").agent_id == "b"
+
+
+# --------------------------------------------------------------------- progress
+
+
+def test_a_progress_report_changes_the_record_not_its_state_and_events_are_thinned():
+    table = make(progress_event_interval_s=5.0)
+    agent(table, "a")
+    submit(table, "long")
+    dispatch(table)
+    leased = table.get("long")
+    noted = table.progressed("a", "long", "step 1", 10, WALL)
+    assert (noted.state, noted.attempts, noted.progress.message) == (leased.state, 1, "step 1")
+    assert table.get("long").progress is None  # a proposal changes nothing until kept
+    applied = settle(table, noted, now=0.0)
+    assert applied.types() == ["task.progress"] and applied.tells == []
+    assert table.get("long").progress.percent == 10.0
+    assert table.stats()["tasks_by_state"]["assigned"] == 1  # counted once, as before
+
+    for n, now in ((2, 1.0), (3, 4.9)):  # within the interval: kept, no event
+        assert (
+            settle(table, table.progressed("a", "long", f"step {n}", None, WALL), now).events == []
+        )
+    assert table.get("long").progress.message == "step 3"
+    applied = settle(table, table.progressed("a", "long", "step 4", 40, WALL), now=5.0)
+    assert applied.events == [
+        (
+            "task.progress",
+            {
+                "task_id": "long",
+                "agent_id": "a",
+                "attempt": 1,
+                "message": "step 4",
+                "percent": 40.0,
+                "reports_not_sent": 2,
+            },
+        )
+    ]
+
+
+def test_only_the_holder_may_report_progress():
+    table = make()
+    agent(table, "a")
+    agent(table, "b")
+    submit(table, "t")
+    submit(table, "queued", agent_type="nobody")
+    dispatch(table)
+    holder = table.get("t").agent_id
+    other = "b" if holder == "a" else "a"
+    with pytest.raises(Forbidden, match="does not hold"):
+        table.progressed(other, "t", "m", None, WALL)
+    with pytest.raises(Forbidden, match="pending"):
+        table.progressed(holder, "queued", "m", None, WALL)
+    with pytest.raises(NotFound):
+        table.progressed(holder, "nope", "m", None, WALL)
+    with pytest.raises(Invalid) as bad:
+        table.progressed(holder, "t", "m", 101, WALL)
+    assert bad.value.field == "percent"

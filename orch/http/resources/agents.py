@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import falcon
+from msgspec import UNSET
 
 from orch.http.auth import Scope, acting_agent
 from orch.http.media import read_body, send
@@ -15,7 +16,7 @@ from orch.http.resources.base import (
     answer_writes,
     status_param,
 )
-from orch.http.schemas import RegisterAgent, StopAgent
+from orch.http.schemas import AgentMetadata, ProcessExit, RegisterAgent, StopAgent
 from orch.model import AgentState
 
 
@@ -48,11 +49,13 @@ class AgentCollection(Resource):
             "agent_type": ID,
             "capability": ID,
             "limit": LIMIT,
+            "offset": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         }
     }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """List agents: ``{agents, total, active}``; filters status, agent_type, capability."""
+        """List agents by id: ``{agents, total, active, matched}``; filters status,
+        agent_type, capability; a page of ``limit`` from ``offset`` (the dashboard's)."""
         send(
             resp,
             self.orch.agents(
@@ -60,6 +63,7 @@ class AgentCollection(Resource):
                 agent_type=req.get_param("agent_type"),
                 capability=req.get_param("capability"),
                 limit=req.get_param_as_int("limit", min_value=1, max_value=MAX_LIMIT) or 1000,
+                offset=req.get_param_as_int("offset", min_value=0, max_value=2**31 - 1) or 0,
             ),
         )
 
@@ -114,3 +118,33 @@ class AgentTasks(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
         """The tasks the agent holds now."""
         send(resp, self.orch.agent_tasks(agent_id))
+
+
+class AgentMetadataResource(Resource):
+    scopes = {"PUT": Scope.ADMIN}
+    bodies = {"PUT": AgentMetadata}
+    answers = {"PUT": (200, 400, 404, 409)}
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        """Replace the agent's metadata (a launcher's pid, host and program per launch)."""
+        body = read_body(req, AgentMetadata)
+        send(resp, self.orch.update_agent_metadata(agent_id, body.metadata))
+
+
+class AgentExits(Resource):
+    scopes = {"POST": Scope.ADMIN}
+    bodies = {"POST": ProcessExit}
+    answers = {"POST": (200, 400, 404, 409)}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, agent_id: str) -> None:
+        """A launcher reports the agent's process ended: its tasks fail and are retried."""
+        body = read_body(req, ProcessExit)
+        send(
+            resp,
+            self.orch.process_exited(
+                agent_id,
+                restarting=body.restarting,
+                exit_code=None if body.exit_code is UNSET else body.exit_code,
+                signal=None if body.signal is UNSET else body.signal,
+            ),
+        )

@@ -15,7 +15,7 @@ from orch.http.resources.base import (
     answer_writes,
     status_param,
 )
-from orch.http.schemas import AssignTask, CompleteTask, FailTask
+from orch.http.schemas import AssignTask, CompleteTask, FailTask, ReportProgress
 from orch.model import TaskState
 
 
@@ -111,6 +111,18 @@ class TaskFailure(Resource):
             agent_id, task_id, body.error, body.retryable, answer_writes=answer_writes(req)
         )
         send(resp, answer)
+
+
+class TaskProgressReport(Resource):
+    scopes = {"POST": Scope.AGENT}
+    bodies = {"POST": ReportProgress}
+    answers = {"POST": (200, 400, 401, 403, 404)}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        """The agent holding the task says how far it is: ``message`` and ``percent``."""
+        body = read_body(req, ReportProgress)
+        agent_id = acting_agent(req, self.orch, body.agent_id)
+        send(resp, self.orch.report_progress(agent_id, task_id, body.message, body.percent))
 
 
 class TaskCancellation(Resource):
