@@ -297,3 +297,10 @@ def test_the_openapi_document_declares_the_header_on_every_write(client):
                 assert {"409", "422"} <= operation["responses"].keys()
             else:
                 assert KEY not in names
+
+
+def test_an_undeclared_method_with_a_key_is_405_not_a_key_refusal(client):
+    # schemathesis --checks all: PUT /tasks/0/progress with a reused key answered 422.
+    assert client.simulate_post("/tasks/assign", json={}, headers=keyed("k")).status_code == 202
+    answer = client.simulate_put("/tasks/t1/cancel", json={}, headers=keyed("k"))
+    assert_problem(answer, 405, "method_not_allowed")

@@ -64,6 +64,7 @@ from tests.fuzz.conftest import (
     STATEFUL_SCENARIOS,
     STATEFUL_STEPS,
     filter_body,
+    map_headers,
 )
 
 SETTINGS = Settings(
@@ -133,6 +134,7 @@ def sequence_schema() -> Iterator[schemathesis.BaseSchema]:
         lock_wait = schema.raw_schema["components"]["schemas"]["AcquireLock"]["properties"]
         assert lock_wait["wait_s"]["maximum"] == 0  # what the fuzzer is held to
         schema.hook(filter_body)
+        schema.hook(map_headers)
         yield schema
     finally:
         first.stop()

@@ -406,12 +406,15 @@ def test_events_follow_sees_a_restart_through_and_says_so():
         assert follower.wait(10) == 0
         assert follower.stderr is not None
         notes = follower.stderr.read().splitlines()
-        assert notes[0].startswith(f"june-orchestrator: cannot connect to {first.url}")
-        assert notes[-1] == (
+        restarted = (
             "june-orchestrator: the server restarted and numbers its events from 1 again;"
             " following it from its first event"
         )
-        assert not any("ahead" in note for note in notes)
+        assert notes[-1] == restarted
+        # The client rides out a short outage itself (it tries for a while before it
+        # says it cannot connect), so the loss is said only when it lasts that long.
+        lost = f"june-orchestrator: cannot connect to {first.url}"
+        assert all(note == restarted or note.startswith(lost) for note in notes), notes
     finally:
         reap(follower)
         for server in servers:

@@ -203,7 +203,7 @@ def test_client_is_not_confused_by_the_admin_token_on_public_routes(url: str):
         assert client.health()["status"] in ("healthy", "degraded")
 
 
-@pytest.mark.parametrize("url", ["localhost:8005", "127.0.0.1:8005", "ftp://host", "http://"])
+@pytest.mark.parametrize("url", ["localhost:8005", "127.0.0.1:8005", "ftp://host", "http:/host"])
 def test_a_url_the_client_cannot_use_is_refused_naming_it(url: str):
     # Not requests' "No connection adapters were found" at the first call.
     with pytest.raises(Invalid) as info:
