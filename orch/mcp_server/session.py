@@ -323,11 +323,16 @@ class AgentSession:
             self._grants[grant["resource"]] = grant
 
     def _session_grants(self) -> list[dict[str, Any]]:
+        """The leases this session took and has not seen end, their time left counted
+        now: the model plans its renew_lock from ``expires_in_s``."""
         now = time.time()
         with self._grants_guard:
             for resource in [r for r, g in self._grants.items() if g["expires_at"] <= now]:
                 del self._grants[resource]
-            return list(self._grants.values())
+            return [
+                {**grant, "expires_in_s": round(grant["expires_at"] - now, 3)}
+                for grant in self._grants.values()
+            ]
 
 
 _LEASE_ADVICE = (

@@ -6,6 +6,7 @@ between two sessions, and every refusal as a tool error that leaves the server u
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -260,6 +261,32 @@ def test_list_locks_without_the_admin_token_shows_this_sessions_leases(
                 session, "release_lock", resource=resource, fencing_token=grant["fencing_token"]
             )
             assert (await ok(session, "list_locks"))["held_by_you"] == []
+
+    run(scenario)
+
+
+def test_the_time_left_on_a_lease_is_counted_when_asked_not_when_granted(
+    url: str, admin: OrchestratorClient, name: Callable, errlog: Path
+):
+    """A model plans its renew_lock from ``expires_in_s``: a figure frozen at the grant
+    would tell it the lease has its whole TTL left long after it has not."""
+    agent_id, resource = name("lease-clock"), name("lease")
+    token = admin.register_agent(agent_id, "implementation").token
+    admin.start_agent(agent_id)
+
+    async def scenario() -> None:
+        async with mcp_session(
+            url, errlog=errlog, ORCH_AGENT_ID=agent_id, ORCH_AGENT_TOKEN=token
+        ) as session:
+            grant = await ok(session, "acquire_lock", resource=resource, ttl_s=60)
+            await anyio.sleep(1.0)  # time passes on the lease; no outcome waits on it
+            asked_at = time.time()
+            listed = (await ok(session, "list_locks"))["held_by_you"]
+            status = (await ok(session, "agent_status"))["locks_taken_in_this_session"]
+            for held in (listed[0], status[0]):
+                assert held["fencing_token"] == grant["fencing_token"]
+                # Counted at the answer, which came after asked_at (+ the rounding).
+                assert held["expires_in_s"] <= grant["expires_at"] - asked_at + 0.001, held
 
     run(scenario)
 
