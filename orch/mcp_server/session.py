@@ -270,11 +270,12 @@ class AgentSession:
             locks = self.agent.client.locks()
         except (Unauthorized, Forbidden):
             return {
-                "held_by_you": self._session_grants(),
+                "held_by_you": self._session_grants() + self._task_leases(),
                 "all_locks": None,
                 "note": "The orchestrator lists all locks only with the admin token "
                 "(ORCH_ADMIN_TOKEN in this MCP server's environment); shown are the "
-                "leases this session took and has not seen end.",
+                "leases this session took and has not seen end, and those granted with "
+                "the tasks you hold.",
             }
         except OrchestratorError as exc:
             raise Refusal(explain("list_locks", exc, self.url, self.agent_id)) from None
@@ -317,6 +318,20 @@ class AgentSession:
             return call()
         except OrchestratorError as exc:
             raise Refusal(explain(tool, exc, self.url, self.agent_id)) from None
+
+    def _task_leases(self) -> list[dict[str, Any]]:
+        """The locks granted with the tasks this agent holds: the model holds them too,
+        and without the admin token nothing else would tell it so."""
+        agent = self.agent
+        held = self._call(
+            "list_locks",
+            lambda: agent.client.agent_tasks(self.agent_id, token=agent._current_token()),
+        )
+        return [
+            {**lease, "task_id": task["task_id"]}
+            for task in held.get("tasks", ())
+            for lease in _resources(task.get("resources") or (), task.get("fencing_tokens") or {})
+        ]
 
     def _remember(self, grant: dict[str, Any]) -> None:
         with self._grants_guard:

@@ -265,6 +265,33 @@ def test_list_locks_without_the_admin_token_shows_this_sessions_leases(
     run(scenario)
 
 
+def test_list_locks_without_the_admin_token_shows_the_locks_granted_with_a_task(
+    url: str, admin: OrchestratorClient, name: Callable, errlog: Path
+):
+    """A task's resources are locked for its holder; a model asking what it holds must
+    hear of them, or it writes without the fencing token or takes a lock it has."""
+    agent_id, capability, resource = name("task-locks"), name("tl"), name("repo")
+    token = admin.register_agent(agent_id, "implementation", capabilities=[capability]).token
+    admin.start_agent(agent_id)
+    task_id = admin.assign_task({}, capabilities=[capability], resources=[resource])["task_id"]
+
+    async def scenario() -> None:
+        async with mcp_session(
+            url, errlog=errlog, ORCH_AGENT_ID=agent_id, ORCH_AGENT_TOKEN=token
+        ) as session:
+            task = (await ok(session, "next_task", wait_s=10))["task"]
+            fencing_token = task["resources"][0]["fencing_token"]
+            listed = await ok(session, "list_locks")
+            assert listed["all_locks"] is None
+            assert listed["held_by_you"] == [
+                {"resource": resource, "fencing_token": fencing_token, "task_id": task_id}
+            ]
+            await ok(session, "complete_task", task_id=task_id)
+            assert (await ok(session, "list_locks"))["held_by_you"] == []
+
+    run(scenario)
+
+
 def test_the_time_left_on_a_lease_is_counted_when_asked_not_when_granted(
     url: str, admin: OrchestratorClient, name: Callable, errlog: Path
 ):
