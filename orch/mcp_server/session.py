@@ -50,12 +50,16 @@ class JoinedAgentClient(AgentClient):
     It neither registers nor starts the agent: the token it is given proves who it
     is, and the first heartbeat checks it. On ``close`` it only stops heartbeating;
     stopping the agent is its owner's decision (a launcher restarts the process and
-    the next session carries on with the same tasks). If the orchestrator declares
-    the agent lost meanwhile it registers again, as every ``AgentClient`` does.
+    the next session carries on with the same tasks). If the orchestrator forgets the
+    agent (lost, removed) it does not register it again, as no joined ``AgentClient``
+    does: it knows neither the agent's type nor its capabilities, and the id it took
+    would keep the owner from registering it again. Unlike ``AgentClient(token=...)``
+    it does not start when the orchestrator cannot be reached, so that the command
+    ends with its exit status before a client is told it is ready.
     """
 
     def __init__(self, url: str, *, agent_id: str, token: str, **options: Any) -> None:
-        super().__init__(url, agent_id=agent_id, **options)
+        super().__init__(url, agent_id=agent_id, token=token, **options)
         self._joined_token = token
 
     def start(self) -> JoinedAgentClient:
@@ -278,7 +282,9 @@ class AgentSession:
                 "the tasks you hold.",
             }
         except OrchestratorError as exc:
-            raise Refusal(explain("list_locks", exc, self.url, self.agent_id)) from None
+            raise Refusal(
+                explain("list_locks", exc, self.url, self.agent_id, joined=not self.self_registered)
+            ) from None
         mine = [
             {**holder, "resource": lock["resource"]}
             for lock in locks
@@ -317,7 +323,9 @@ class AgentSession:
         try:
             return call()
         except OrchestratorError as exc:
-            raise Refusal(explain(tool, exc, self.url, self.agent_id)) from None
+            raise Refusal(
+                explain(tool, exc, self.url, self.agent_id, joined=not self.self_registered)
+            ) from None
 
     def _task_leases(self) -> list[dict[str, Any]]:
         """The locks granted with the tasks this agent holds: the model holds them too,

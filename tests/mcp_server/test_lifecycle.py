@@ -22,6 +22,7 @@ from tests.mcp_server.conftest import (
     eventually,
     mcp_session,
     ok,
+    refused,
     register_args,
     run,
 )
@@ -117,6 +118,44 @@ def test_a_session_may_register_the_same_id_again_after_the_last_one_ended(
             ) as session:
                 assert (await ok(session, "agent_status"))["state"] == "idle"
             await eventually(lambda: admin.agent(agent_id)["status"] == "stopped")
+
+    run(scenario)
+
+
+def test_a_joined_agent_that_is_removed_is_not_registered_again_behind_its_owners_back(
+    url: str, admin: OrchestratorClient, name: Callable, errlog: Path
+):
+    """A joined registration is its owner's (a launcher, an operator): removed, it
+    stays removed, and the model is told to stop rather than that it is coming back.
+    Registering it again from here would make an agent of another type with none of
+    its capabilities, and with the id taken the owner could not register it again."""
+    agent_id = name("removed")
+    token = admin.register_agent(agent_id, "breakdown", capabilities=["plan"]).token
+    admin.start_agent(agent_id)
+
+    async def scenario() -> None:
+        async with mcp_session(
+            url,
+            errlog=errlog,
+            ORCH_AGENT_ID=agent_id,
+            ORCH_AGENT_TOKEN=token,
+            ORCH_ADMIN_TOKEN=ADMIN_TOKEN,  # it could register, but must not
+        ) as session:
+            admin.deregister_agent(agent_id)
+            # The next background heartbeat is refused: the session has seen it.
+            await eventually(
+                lambda: (
+                    f"heartbeat of {agent_id!r} failed" in (log := errlog.read_text())
+                    or f"registering {agent_id!r} again" in log
+                ),
+                timeout_s=15,
+                message="the refused heartbeat was not logged",
+            )
+            assert f"registering {agent_id!r} again" not in errlog.read_text()
+            assert agent_id not in [a["agent_id"] for a in admin.agents()["agents"]]
+            text = await refused(session, "agent_status")
+            assert "401" in text and "registering it again" not in text
+            assert "tell the user" in text
 
     run(scenario)
 
