@@ -186,7 +186,14 @@ class AgentSession:
         task = self._call("next_task", lambda: self.agent.next_task(timeout=wait_s))
         if task is None:
             message = f"No task was assigned within {wait_s:g} s."
-            if self.agent.status == "busy":
+            state = self.agent.status
+            if state in _NO_WORK_STATES:
+                message += (
+                    f" This agent is {state}, so the orchestrator gives it no work until "
+                    f"it is started again (june-orchestrator agents start {self.agent_id}). "
+                    "Do not keep calling next_task: stop and tell the user."
+                )
+            elif state == "busy":
                 message += (
                     " You still hold tasks (agent_status lists them): finish them with "
                     "complete_task or fail_task before asking for more."
@@ -357,6 +364,9 @@ class AgentSession:
                 for grant in self._grants.values()
             ]
 
+
+#: Agent states in which no assignment can come, however long next_task waits.
+_NO_WORK_STATES = frozenset({"stopped", "failed"})  # stopping: its tasks go on
 
 _LEASE_ADVICE = (
     "Pass fencing_token with every write to this resource, renew_lock before expires_at "

@@ -156,6 +156,34 @@ def test_a_whole_task_from_next_task_through_progress_to_complete_task(
     run(scenario)
 
 
+def test_next_task_on_a_stopped_agent_says_no_work_will_come_instead_of_wait_again(
+    url: str, admin: OrchestratorClient, name: Callable, errlog: Path
+):
+    """Told to call next_task again, a model would wait forever on an agent an
+    operator stopped; it must hear why nothing comes and what would change that."""
+    agent_id = name("halted")
+
+    async def scenario() -> None:
+        async with mcp_session(
+            url, *register_args(agent_id), errlog=errlog, ORCH_ADMIN_TOKEN=ADMIN_TOKEN
+        ) as session:
+            admin.stop_agent(agent_id)
+
+            async def state() -> str:
+                return (await ok(session, "agent_status"))["state"]
+
+            deadline = time.monotonic() + 15
+            while await state() != "stopped":  # the background heartbeat brings the news
+                assert time.monotonic() < deadline, "the session never saw the stop"
+                await anyio.sleep(0.05)
+            empty = await ok(session, "next_task", wait_s=0)
+            assert empty["task"] is None
+            assert "next_task again" not in empty["message"]
+            assert "stopped" in empty["message"] and f"agents start {agent_id}" in empty["message"]
+
+    run(scenario)
+
+
 def test_a_failed_task_is_retried_and_handed_out_again(
     url: str, admin: OrchestratorClient, name: Callable, errlog: Path
 ):
