@@ -31,10 +31,11 @@ from tests.mcp_server.conftest import (
 def test_background_heartbeats_keep_an_idle_agent_healthy(
     server_factory: Callable, name: Callable, errlog: Path
 ):
-    # Unhealthy after 3 missed beats of 0.5 s: 1.5 s without a heartbeat.
+    # Unhealthy after 4 missed beats of 0.5 s: 2 s without a heartbeat (not less: one
+    # late beat on a loaded machine must not read as a missing background heartbeat).
     server = server_factory(
         ORCH_HEARTBEAT_INTERVAL_S="0.5",
-        ORCH_UNHEALTHY_AFTER_MISSED="3",
+        ORCH_UNHEALTHY_AFTER_MISSED="4",
         ORCH_LOST_AFTER_MISSED="60",
     )
     admin = OrchestratorClient(server.url, token=ADMIN_TOKEN)
@@ -46,9 +47,9 @@ def test_background_heartbeats_keep_an_idle_agent_healthy(
         async with mcp_session(
             server.url, errlog=errlog, ORCH_AGENT_ID=agent_id, ORCH_AGENT_TOKEN=token
         ) as session:
-            # The client does nothing for three times the unhealthy threshold ...
+            # The client does nothing for two and a half times the unhealthy threshold ...
             seen = set()
-            idle_until = time.monotonic() + 4.5
+            idle_until = time.monotonic() + 5.0
             while time.monotonic() < idle_until:
                 seen.add(admin.agent(agent_id)["status"])
                 await anyio.sleep(0.1)
@@ -56,7 +57,7 @@ def test_background_heartbeats_keep_an_idle_agent_healthy(
             assert seen == {"idle"}, seen
             status = await ok(session, "agent_status")
             assert status["state"] == "idle" and status["heartbeat_interval_s"] == 0.5
-            assert status["seconds_since_heartbeat"] < 1.5
+            assert status["seconds_since_heartbeat"] < 2.0
             assert status["registered_by_this_session"] is False
         # A joined agent is left as it was found, and with nobody beating for it the
         # threshold is real: it turns unhealthy.
