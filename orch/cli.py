@@ -246,7 +246,7 @@ def add_commands(
         "--interval", type=_positive_float, default=1.0, metavar="S", help="poll every S s (1)"
     )
     watch.add_argument(
-        "--wait", type=_positive_float, metavar="S", help="give up (exit 1) after S seconds"
+        "--wait", type=_positive_float, metavar="S", help="give up (exit 6) after S seconds"
     )
 
     locks = group("locks", "look at locks")
