@@ -383,6 +383,25 @@ def test_cancelling_a_task_asks_first_then_shows_the_answer_or_the_conflict(tab,
     expect(page.locator("#task-page .cancel-task")).to_have_count(0)
 
 
+def test_a_running_tasks_progress_shows_on_its_page_and_in_the_running_list(tab, server, api):
+    """What a long task is doing is the first question at 3 a.m.: its holder's last
+    progress report shows where the task does, and moves live."""
+    token = api.register("p1", "impl")
+    api.call("POST", "/tasks/assign", {"task_id": "long", "agent_id": "p1"})
+    api.call("POST", "/agents/p1/heartbeat", token=token)  # delivered: running
+    api.call("POST", "/tasks/long/progress", {"message": "tests pass", "percent": 60}, token)
+    page = tab.page
+    open_view(tab, server, "tasks")
+    running = page.locator("#tasks-running tbody tr")
+    expect(running).to_contain_text("60% tests pass")
+
+    go(tab, "tasks/long")
+    expect(page.locator("#task-page")).to_contain_text("60% tests pass")
+    api.call("POST", "/tasks/long/progress", {"message": "writing docs", "percent": 90}, token)
+    expect(page.locator("#task-page")).to_contain_text("90% writing docs", timeout=LIVE_MS)
+    assert tab.errors == []
+
+
 # ---------------------------------------------------------------- security
 
 ADMIN = "dashboard-admin-secret-0123456789"

@@ -3,7 +3,7 @@
 import { api, describeError, segment } from "../api.js";
 import { age, clear, clock, h, json, link, stateBadge, throttle } from "../dom.js";
 import { onEvents, recentEvents } from "../live.js";
-import { eventTable, facts, mentions } from "./common.js";
+import { eventTable, facts, mentions, progressText } from "./common.js";
 import { cancelButton } from "./tasks.js";
 
 const ENDED = new Set(["completed", "dead", "cancelled"]);
@@ -33,6 +33,7 @@ export function mount(root, { arg: taskId }) {
           ["Submitted", `${clock(task.created_at)} (${age(task.created_at)} ago)`],
           ["Assigned", task.assigned_at ? clock(task.assigned_at) : null],
           ["Finished", task.finished_at ? clock(task.finished_at) : null],
+          ["Progress", progressText(task.progress)],
           ["Error", task.error],
         ]),
         h("h3", {}, "Payload"),
@@ -52,11 +53,15 @@ export function mount(root, { arg: taskId }) {
   const off = onEvents((events) => {
     if (events.some((e) => mentions(e, "task_id", taskId))) refresh();
   });
+  // Ages move, and a progress report is an event at most once a second per task
+  // (ORCH_PROGRESS_EVENT_INTERVAL_S): the latest report may come with no event.
+  const timer = setInterval(load, 2000);
   load();
   return {
     unmount() {
       alive = false;
       off();
+      clearInterval(timer);
       refresh.cancel();
     },
   };

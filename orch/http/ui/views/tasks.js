@@ -5,6 +5,7 @@ import { api, describeError, segment } from "../api.js";
 import { act } from "../actions.js";
 import { age, clear, h, link, stateBadge, table, throttle } from "../dom.js";
 import { latest, onEvents } from "../live.js";
+import { progressText } from "./common.js";
 
 const SHOWN = 100;
 
@@ -81,6 +82,7 @@ export function mount(root) {
               { label: "Agent", cell: agentLink },
               { label: "Attempt", cell: (t) => `${t.attempts} / ${t.max_attempts}` },
               { label: "For", cell: (t) => age(t.assigned_at) },
+              { label: "Progress", cell: (t) => progressText(t.progress) || "–" },
               { label: "", cell: (t) => cancelButton(t, refresh) },
             ],
             [...assigned.tasks, ...running.tasks],
