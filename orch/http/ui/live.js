@@ -93,7 +93,11 @@ async function metricsText() {
 export async function pollOnce() {
   const [stats, health, metrics] = await Promise.all([
     api("/stats"),
-    fetch("/health", { cache: "no-store" }).then((r) => r.json()),
+    fetch("/health", { cache: "no-store" })
+      .catch((error) => {
+        throw new ApiError(0, { title: "Server unreachable", detail: String(error.message) });
+      })
+      .then((r) => r.json()),
     metricsText().catch(() => ""),
   ]);
   latest.stats = stats;

@@ -402,6 +402,37 @@ def test_a_running_tasks_progress_shows_on_its_page_and_in_the_running_list(tab,
     assert tab.errors == []
 
 
+def test_a_server_that_stops_answering_is_said_in_the_banner_until_it_answers_again(
+    tab, server_factory
+):
+    """The banner must not go on showing the last "Store: ok" of a server that is
+    gone: the operator sees that it is unreachable, and since when."""
+    first = server_factory()
+    port = first.url.rsplit(":", 1)[1]
+    tab.page.goto(f"{first.url}/ui/#/fleet")
+    page = tab.page
+    banner = page.locator("#health")
+    expect(banner).to_contain_text("Store: ok", timeout=LONG_MS)
+
+    first.stop()
+    expect(banner).to_contain_text("unreachable", timeout=LONG_MS)
+    expect(banner).to_contain_text("No answer from the server since")
+    expect(banner).not_to_contain_text("Store: ok")
+    expect(page.locator("#counts")).to_have_class(re.compile(r"\bstale\b"))
+
+    server_factory(ORCHESTRATOR_PORT=port)  # back on the same address
+    expect(banner).to_contain_text("Store: ok", timeout=LONG_MS)
+    expect(page.locator("#counts")).not_to_have_class(re.compile(r"\bstale\b"))
+    expect(page.locator("#live-status")).to_have_text("live", timeout=LONG_MS)
+
+
+def test_an_address_with_a_stray_percent_opens_a_page_not_a_blank_one(tab, server):
+    tab.page.goto(f"{server.url}/ui/#/agents/100%25done%")
+    expect(tab.page.locator("#app")).to_be_visible(timeout=LONG_MS)
+    expect(tab.page.locator("#view")).to_contain_text("done%", timeout=LONG_MS)
+    assert not [e for e in tab.errors if "page error" in e], tab.errors
+
+
 # ---------------------------------------------------------------- security
 
 ADMIN = "dashboard-admin-secret-0123456789"
