@@ -433,6 +433,16 @@ def test_an_address_with_a_stray_percent_opens_a_page_not_a_blank_one(tab, serve
     assert not [e for e in tab.errors if "page error" in e], tab.errors
 
 
+def test_a_queue_longer_than_the_list_says_how_much_is_shown(tab, server, api):
+    for n in range(105):
+        api.call("POST", "/tasks/assign", {"task_id": f"q{n}", "agent_type": "nobody"})
+    open_view(tab, server, "tasks")
+    page = tab.page
+    expect(page.locator("#tasks-pending h3")).to_contain_text("(105, the first 100 shown)")
+    expect(page.locator("#tasks-pending tbody tr")).to_have_count(100)
+    expect(page.locator("#tasks-completed h3")).not_to_contain_text("shown")
+
+
 # ---------------------------------------------------------------- security
 
 ADMIN = "dashboard-admin-secret-0123456789"
