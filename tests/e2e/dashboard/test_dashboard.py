@@ -443,6 +443,26 @@ def test_a_queue_longer_than_the_list_says_how_much_is_shown(tab, server, api):
     expect(page.locator("#tasks-completed h3")).not_to_contain_text("shown")
 
 
+def test_text_being_selected_is_not_redrawn_from_under_the_operator(tab, server, api):
+    """Copying an agent's error or metadata at 3 a.m. must not fail because the page
+    re-reads itself every 2 s."""
+    api.register("sel", "impl", metadata={"host": "box-to-copy"})
+    open_view(tab, server, "agents/sel")
+    page = tab.page
+    expect(page.locator("#agent-page")).to_contain_text("box-to-copy")
+    page.evaluate(
+        """() => {
+          const pre = [...document.querySelectorAll('#agent-page pre')].find(
+            (p) => p.textContent.includes('box-to-copy'));
+          document.getSelection().selectAllChildren(pre);
+        }"""
+    )
+    for _ in range(2):  # two periodic re-reads of the agent while the text is selected
+        with page.expect_request(lambda r: r.url.endswith("/agents/sel"), timeout=LONG_MS):
+            pass
+    assert "box-to-copy" in page.evaluate("() => document.getSelection().toString()")
+
+
 # ---------------------------------------------------------------- security
 
 ADMIN = "dashboard-admin-secret-0123456789"
