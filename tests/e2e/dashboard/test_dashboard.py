@@ -463,6 +463,44 @@ def test_text_being_selected_is_not_redrawn_from_under_the_operator(tab, server,
     assert "box-to-copy" in page.evaluate("() => document.getSelection().toString()")
 
 
+def test_the_page_stays_live_when_every_long_poll_slot_is_taken(tab, server_factory):
+    """The server parks long polls on half its HTTP threads (one here) and refuses
+    one more with 503; the page then polls without waiting and stays live."""
+    server = server_factory(ORCH_HTTP_THREADS="2")
+    api = Api(server.url)
+    done = threading.Event()
+
+    def hold_the_slot() -> None:
+        while not done.is_set():
+            after = api.call("GET", "/events?limit=1")["next"]
+            answer = api.session.get(f"{server.url}/events?after={after}&wait=20", timeout=30)
+            if answer.status_code != 200:
+                done.wait(0.05)  # the page has it for now: try again
+
+    holder = threading.Thread(target=hold_the_slot)
+    holder.start()
+    try:
+        deadline = time.monotonic() + LONG_MS / 1000
+        while (
+            api.session.get(f"{server.url}/events?after=0&wait=0.2", timeout=30).status_code != 503
+        ):
+            assert time.monotonic() < deadline, "the holder never took the long-poll slot"
+        open_view(tab, server, "events")
+        api.call("POST", "/tasks/assign", {"task_id": "seen-live", "agent_type": "nobody"})
+        expect(tab.page.locator("#event-list tbody tr").first).to_contain_text(
+            "seen-live", timeout=LONG_MS
+        )
+        api.call("POST", "/tasks/seen-live/cancel")
+        expect(tab.page.locator("#event-list tbody tr").first).to_contain_text(
+            "task.cancelled", timeout=LONG_MS
+        )
+    finally:
+        done.set()
+        api.call("POST", "/tasks/assign", {"task_id": "wake-holder", "agent_type": "nobody"})
+        holder.join(30)
+    assert not [e for e in tab.errors if "page error" in e], tab.errors
+
+
 # ---------------------------------------------------------------- security
 
 ADMIN = "dashboard-admin-secret-0123456789"
