@@ -170,6 +170,9 @@ def add_commands(
     listing.add_argument("--type", dest="agent_type", help="only agents of this type")
     listing.add_argument("--capability", help="only agents with this capability")
     listing.add_argument("--limit", type=_positive_int, help="at most this many")
+    listing.add_argument(
+        "--offset", type=_non_negative_int, help="skip this many first (by id): the next page"
+    )
     command(agents, "show", _agents_show, "show one agent").add_argument("agent_id")
     command(agents, "start", _agents_start, "admit an agent to scheduling").add_argument("agent_id")
     stop = command(agents, "stop", _agents_stop, "stop an agent (draining by default)")
@@ -312,6 +315,13 @@ def _priority(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     allowed = "give a number of seconds above 0, like 2.5"
     try:
@@ -396,7 +406,11 @@ def _one_line(text: str) -> str:
 
 def _agents_list(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     answer = client.agents(
-        state=args.status, agent_type=args.agent_type, capability=args.capability, limit=args.limit
+        state=args.status,
+        agent_type=args.agent_type,
+        capability=args.capability,
+        limit=args.limit,
+        offset=args.offset,
     )
     if args.json:
         return print_json(answer, out)

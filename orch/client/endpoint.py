@@ -329,13 +329,17 @@ class OrchestratorClient:
         agent_type: str | None = None,
         capability: str | None = None,
         limit: int | None = None,
+        offset: int | None = None,
     ) -> dict[str, Any]:
-        """``{agents, total, active}``, filtered by state, type and capability."""
+        """``{agents, total, active, matched}``, filtered by state, type and capability,
+        ordered by id: ``limit`` from the ``offset``-th of the ``matched`` (a fleet too
+        large for one answer is read a page at a time)."""
         params = {
             "status": state,
             "agent_type": agent_type,
             "capability": capability,
             "limit": limit,
+            "offset": offset,
         }
         return self._json("GET", "/agents", params=params)
 

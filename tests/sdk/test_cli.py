@@ -46,6 +46,32 @@ def _agent(admin: OrchestratorClient, agent_id: str, capability: str) -> str:
     return token
 
 
+def test_agents_list_pages_with_limit_and_offset(
+    capsys: pytest.CaptureFixture[str], url: str, admin: OrchestratorClient, name: Callable
+):
+    capability = name("cli-page-cap")
+    ids = sorted(name(f"cli-page-{n}") for n in range(3))
+    for agent_id in ids:
+        _agent(admin, agent_id, capability)
+    listed = []
+    for offset in ("0", "2"):
+        code, out, _ = run_main(
+            capsys,
+            url,
+            "agents",
+            "list",
+            "--capability",
+            capability,
+            "--limit",
+            "2",
+            "--offset",
+            offset,
+        )
+        assert code == 0
+        listed.append([line.split()[0] for line in out.splitlines()[1:-1]])
+    assert listed == [ids[:2], ids[2:]]
+
+
 def test_agents_commands_print_tables_and_change_state(
     capsys: pytest.CaptureFixture[str], url: str, admin: OrchestratorClient, name: Callable
 ):

@@ -34,6 +34,16 @@ def _register(admin: OrchestratorClient, agent_id: str, *capabilities: str) -> R
     return registration
 
 
+def test_agents_are_read_a_page_at_a_time_with_offset(admin: OrchestratorClient, name: Callable):
+    capability = name("page-cap")
+    ids = sorted(name(f"page-{n}") for n in range(5))
+    for agent_id in ids:
+        admin.register_agent(agent_id, "implementation", capabilities=[capability])
+    pages = [admin.agents(capability=capability, limit=2, offset=o) for o in (0, 2, 4)]
+    assert [[a["agent_id"] for a in p["agents"]] for p in pages] == [ids[:2], ids[2:4], ids[4:]]
+    assert {p["matched"] for p in pages} == {5}
+
+
 def test_agent_and_task_endpoints_round_trip(admin: OrchestratorClient, name: Callable):
     agent_id, capability = name("rt-agent"), name("rt-cap")
     registration = admin.register_agent(

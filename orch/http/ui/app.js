@@ -3,7 +3,7 @@
 
 import { ApiError, api, describeError, forgetToken, onUnauthorized, setToken, token } from "./api.js";
 import { initActions } from "./actions.js";
-import { clear, h } from "./dom.js";
+import { clear, clock, h } from "./dom.js";
 import { latest, onFeedStatus, onStats, pollOnce, startFeed, startPolling } from "./live.js";
 import * as agent from "./views/agent.js";
 import * as charts from "./views/charts.js";
@@ -20,11 +20,21 @@ const NAV_OF = { agent: "fleet", task: "tasks" };
 let mounted = null;
 let started = false;
 
+// A typed or pasted address may hold a stray "%": it names what it says rather than
+// leaving a blank page behind a URIError.
+function decodeSegment(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 // "#/agents/a1" -> {name: "agent", arg: "a1"}; "#/fleet?status=idle" -> params.
 function parseRoute() {
   const raw = location.hash.replace(/^#\/?/, "");
   const [path, query = ""] = raw.split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = path.split("/").filter(Boolean).map(decodeSegment);
   const params = new URLSearchParams(query);
   if (parts[0] === "agents" && parts.length > 1) return { name: "agent", arg: parts.slice(1).join("/"), params };
   if (parts[0] === "tasks" && parts.length > 1) return { name: "task", arg: parts.slice(1).join("/"), params };
@@ -44,9 +54,27 @@ function route() {
 
 const CHECK_LABELS = { store: "Store", todo_service: "TODO service", gateway: "Gateway", actors: "Actors" };
 
+// When the server stopped answering (null while it answers): the banner and counts
+// then say so, rather than go on showing its last "Store: ok" as if it were current.
+let unreachableSince = null;
+
+function renderUnreachable(error) {
+  unreachableSince = unreachableSince || Date.now() / 1000;
+  const banner = $("health");
+  banner.className = "banner banner-unhealthy";
+  clear(
+    banner,
+    h("strong", { className: "overall" }, "unreachable"),
+    h("span", { className: "check check-failing", dataset: { check: "server" } }, `No answer from the server since ${clock(unreachableSince)} (${describeError(error)}); the counts below are from before.`),
+  );
+  $("counts").classList.add("stale");
+}
+
 function renderHealth(health) {
   const banner = $("health");
   if (!health) return;
+  unreachableSince = null;
+  $("counts").classList.remove("stale");
   banner.className = `banner banner-${health.status}`;
   const items = [h("strong", { className: "overall" }, String(health.status))];
   for (const [name, check] of Object.entries(health.checks || {})) {
@@ -126,10 +154,11 @@ function init() {
     renderHealth(health);
     renderCounts(stats);
   });
-  onFeedStatus((connected) => {
+  onFeedStatus((connected, error) => {
     const badge = $("live-status");
     badge.textContent = connected ? "live" : "reconnecting";
     badge.className = `live ${connected ? "on" : "off"}`;
+    if (!connected && error instanceof ApiError && error.status === 0) renderUnreachable(error);
   });
   onUnauthorized(() => {
     if ($("login").hidden) showLogin(token() ? "The token was refused; enter it again." : "");

@@ -59,6 +59,13 @@ export function stateBadge(state) {
   return h("span", { className: `state state-${String(state)}` }, String(state));
 }
 
+// Whether the operator is selecting text inside ``el`` (to copy an error or an id):
+// a periodic re-read must not redraw it from under them; a real change still does.
+export function selectingIn(el) {
+  const selection = document.getSelection();
+  return Boolean(selection && !selection.isCollapsed && selection.anchorNode && el.contains(selection.anchorNode));
+}
+
 export function link(href, label) {
   return h("a", { href }, label);
 }

@@ -54,19 +54,34 @@ function deliver(events, reset) {
   }
 }
 
+// Polls without waiting, every POLL_MS, still to come: the server parks long polls on
+// at most half its HTTP threads and refuses one more with 503, "poll again shortly or
+// without wait". A fifth tab on a default server, or a CLI --follow beside four, must
+// still be live; the long poll is tried again once these run out.
+const SHORT_POLLS = 15;
+let shortPolls = 0;
+
 export async function startFeed() {
   if (feedRunning) return;
   feedRunning = true;
   let catchingUp = true; // read the ring without waiting until a page comes back short
   while (feedRunning) {
     try {
-      const wait = catchingUp ? 0 : waitS;
+      const wait = catchingUp || shortPolls > 0 ? 0 : waitS;
       const page = await api(`/events?after=${next}&limit=${PAGE}&wait=${wait}`);
       statusListeners.forEach((listener) => listener(true, null));
       next = page.next;
       if (page.events.length || page.reset) deliver(page.events, Boolean(page.reset));
       catchingUp = page.events.length === PAGE;
+      if (shortPolls > 0 && !catchingUp) {
+        shortPolls -= 1;
+        await sleep(POLL_MS);
+      }
     } catch (error) {
+      if (error instanceof ApiError && error.status === 503 && shortPolls === 0) {
+        shortPolls = SHORT_POLLS; // no long-poll slot free: poll without waiting
+        continue;
+      }
       statusListeners.forEach((listener) => listener(false, error));
       if (error instanceof ApiError && error.status === 400 && waitS > 1) waitS = 1;
       await sleep(error instanceof ApiError && error.status === 401 ? 500 : 2000);
@@ -93,7 +108,11 @@ async function metricsText() {
 export async function pollOnce() {
   const [stats, health, metrics] = await Promise.all([
     api("/stats"),
-    fetch("/health", { cache: "no-store" }).then((r) => r.json()),
+    fetch("/health", { cache: "no-store" })
+      .catch((error) => {
+        throw new ApiError(0, { title: "Server unreachable", detail: String(error.message) });
+      })
+      .then((r) => r.json()),
     metricsText().catch(() => ""),
   ]);
   latest.stats = stats;

@@ -383,6 +383,124 @@ def test_cancelling_a_task_asks_first_then_shows_the_answer_or_the_conflict(tab,
     expect(page.locator("#task-page .cancel-task")).to_have_count(0)
 
 
+def test_a_running_tasks_progress_shows_on_its_page_and_in_the_running_list(tab, server, api):
+    """What a long task is doing is the first question at 3 a.m.: its holder's last
+    progress report shows where the task does, and moves live."""
+    token = api.register("p1", "impl")
+    api.call("POST", "/tasks/assign", {"task_id": "long", "agent_id": "p1"})
+    api.call("POST", "/agents/p1/heartbeat", token=token)  # delivered: running
+    api.call("POST", "/tasks/long/progress", {"message": "tests pass", "percent": 60}, token)
+    page = tab.page
+    open_view(tab, server, "tasks")
+    running = page.locator("#tasks-running tbody tr")
+    expect(running).to_contain_text("60% tests pass")
+
+    go(tab, "tasks/long")
+    expect(page.locator("#task-page")).to_contain_text("60% tests pass")
+    api.call("POST", "/tasks/long/progress", {"message": "writing docs", "percent": 90}, token)
+    expect(page.locator("#task-page")).to_contain_text("90% writing docs", timeout=LIVE_MS)
+    assert tab.errors == []
+
+
+def test_a_server_that_stops_answering_is_said_in_the_banner_until_it_answers_again(
+    tab, server_factory
+):
+    """The banner must not go on showing the last "Store: ok" of a server that is
+    gone: the operator sees that it is unreachable, and since when."""
+    first = server_factory()
+    port = first.url.rsplit(":", 1)[1]
+    tab.page.goto(f"{first.url}/ui/#/fleet")
+    page = tab.page
+    banner = page.locator("#health")
+    expect(banner).to_contain_text("Store: ok", timeout=LONG_MS)
+
+    first.stop()
+    expect(banner).to_contain_text("unreachable", timeout=LONG_MS)
+    expect(banner).to_contain_text("No answer from the server since")
+    expect(banner).not_to_contain_text("Store: ok")
+    expect(page.locator("#counts")).to_have_class(re.compile(r"\bstale\b"))
+
+    server_factory(ORCHESTRATOR_PORT=port)  # back on the same address
+    expect(banner).to_contain_text("Store: ok", timeout=LONG_MS)
+    expect(page.locator("#counts")).not_to_have_class(re.compile(r"\bstale\b"))
+    expect(page.locator("#live-status")).to_have_text("live", timeout=LONG_MS)
+
+
+def test_an_address_with_a_stray_percent_opens_a_page_not_a_blank_one(tab, server):
+    tab.page.goto(f"{server.url}/ui/#/agents/100%25done%")
+    expect(tab.page.locator("#app")).to_be_visible(timeout=LONG_MS)
+    expect(tab.page.locator("#view")).to_contain_text("done%", timeout=LONG_MS)
+    assert not [e for e in tab.errors if "page error" in e], tab.errors
+
+
+def test_a_queue_longer_than_the_list_says_how_much_is_shown(tab, server, api):
+    for n in range(105):
+        api.call("POST", "/tasks/assign", {"task_id": f"q{n}", "agent_type": "nobody"})
+    open_view(tab, server, "tasks")
+    page = tab.page
+    expect(page.locator("#tasks-pending h3")).to_contain_text("(105, the first 100 shown)")
+    expect(page.locator("#tasks-pending tbody tr")).to_have_count(100)
+    expect(page.locator("#tasks-completed h3")).not_to_contain_text("shown")
+
+
+def test_text_being_selected_is_not_redrawn_from_under_the_operator(tab, server, api):
+    """Copying an agent's error or metadata at 3 a.m. must not fail because the page
+    re-reads itself every 2 s."""
+    api.register("sel", "impl", metadata={"host": "box-to-copy"})
+    open_view(tab, server, "agents/sel")
+    page = tab.page
+    expect(page.locator("#agent-page")).to_contain_text("box-to-copy")
+    page.evaluate(
+        """() => {
+          const pre = [...document.querySelectorAll('#agent-page pre')].find(
+            (p) => p.textContent.includes('box-to-copy'));
+          document.getSelection().selectAllChildren(pre);
+        }"""
+    )
+    for _ in range(2):  # two periodic re-reads of the agent while the text is selected
+        with page.expect_request(lambda r: r.url.endswith("/agents/sel"), timeout=LONG_MS):
+            pass
+    assert "box-to-copy" in page.evaluate("() => document.getSelection().toString()")
+
+
+def test_the_page_stays_live_when_every_long_poll_slot_is_taken(tab, server_factory):
+    """The server parks long polls on half its HTTP threads (one here) and refuses
+    one more with 503; the page then polls without waiting and stays live."""
+    server = server_factory(ORCH_HTTP_THREADS="2")
+    api = Api(server.url)
+    done = threading.Event()
+
+    def hold_the_slot() -> None:
+        while not done.is_set():
+            after = api.call("GET", "/events?limit=1")["next"]
+            answer = api.session.get(f"{server.url}/events?after={after}&wait=20", timeout=30)
+            if answer.status_code != 200:
+                done.wait(0.05)  # the page has it for now: try again
+
+    holder = threading.Thread(target=hold_the_slot)
+    holder.start()
+    try:
+        deadline = time.monotonic() + LONG_MS / 1000
+        while (
+            api.session.get(f"{server.url}/events?after=0&wait=0.2", timeout=30).status_code != 503
+        ):
+            assert time.monotonic() < deadline, "the holder never took the long-poll slot"
+        open_view(tab, server, "events")
+        api.call("POST", "/tasks/assign", {"task_id": "seen-live", "agent_type": "nobody"})
+        expect(tab.page.locator("#event-list tbody tr").first).to_contain_text(
+            "seen-live", timeout=LONG_MS
+        )
+        api.call("POST", "/tasks/seen-live/cancel")
+        expect(tab.page.locator("#event-list tbody tr").first).to_contain_text(
+            "task.cancelled", timeout=LONG_MS
+        )
+    finally:
+        done.set()
+        api.call("POST", "/tasks/assign", {"task_id": "wake-holder", "agent_type": "nobody"})
+        holder.join(30)
+    assert not [e for e in tab.errors if "page error" in e], tab.errors
+
+
 # ---------------------------------------------------------------- security
 
 ADMIN = "dashboard-admin-secret-0123456789"

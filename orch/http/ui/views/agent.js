@@ -3,7 +3,7 @@
 
 import { api, describeError, segment } from "../api.js";
 import { act } from "../actions.js";
-import { age, clear, h, json, link, stateBadge, table, throttle } from "../dom.js";
+import { age, clear, h, json, link, stateBadge, table, selectingIn, throttle } from "../dom.js";
 import { onEvents, recentEvents } from "../live.js";
 import { eventTable, facts, mentions } from "./common.js";
 
@@ -23,10 +23,10 @@ export function mount(root, { arg: agentId }) {
       h("button", { type: "button", id: "action-deregister", className: "danger", onclick: () => act({ title: `Deregister ${agentId}`, message: `Deregister agent ${agentId}? Its tasks are requeued and its locks released.`, confirmLabel: "Deregister", method: "DELETE", path, done: refresh }) }, "Deregister"),
     );
 
-  async function load() {
+  async function load({ periodic = false } = {}) {
     try {
       const [agent, held] = await Promise.all([api(path), api(`${path}/tasks`)]);
-      if (!alive) return;
+      if (!alive || (periodic && selectingIn(body))) return;
       const events = recentEvents.filter((e) => mentions(e, "agent_id", agentId)).slice(-50).reverse();
       clear(
         body,
@@ -72,7 +72,7 @@ export function mount(root, { arg: agentId }) {
   const off = onEvents((events) => {
     if (events.some((e) => mentions(e, "agent_id", agentId))) refresh();
   });
-  const timer = setInterval(load, 2000);
+  const timer = setInterval(() => load({ periodic: true }), 2000);
   load();
   return {
     unmount() {

@@ -1,6 +1,6 @@
 // Pieces several views share: an event list and a key/value list.
 
-import { clock, h, table } from "../dom.js";
+import { age, clock, h, table } from "../dom.js";
 
 const META = new Set(["seq", "type", "at"]);
 
@@ -37,4 +37,13 @@ export function facts(pairs) {
 // Whether an event concerns this agent or task (by its id fields).
 export function mentions(event, key, id) {
   return event[key] !== undefined && String(event[key]) === String(id);
+}
+
+// "60% tests pass, writing docs (12 s ago)" from a task's last progress report: what
+// a long task is doing is the first question about it, and a stale report is the
+// sign of a stuck one.
+export function progressText(progress) {
+  if (!progress) return null;
+  const percent = progress.percent === null || progress.percent === undefined ? "" : `${Math.round(progress.percent)}% `;
+  return `${percent}${progress.message} (${age(progress.at)} ago)`;
 }

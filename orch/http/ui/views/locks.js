@@ -2,7 +2,7 @@
 // lease expiry and waiters.
 
 import { api, describeError, segment, serverNow } from "../api.js";
-import { clear, clock, duration, h, link, table, throttle } from "../dom.js";
+import { clear, clock, duration, h, link, table, selectingIn, throttle } from "../dom.js";
 import { onEvents } from "../live.js";
 
 const agentLink = (id) => link(`#/agents/${segment(id)}`, id);
@@ -32,10 +32,10 @@ export function mount(root) {
   const body = h("div", { id: "locks-table" }, h("p", {}, "Loading…"));
   clear(root, h("h2", {}, "Locks"), body);
 
-  async function load() {
+  async function load({ periodic = false } = {}) {
     try {
       const found = await api("/locks");
-      if (!alive) return;
+      if (!alive || (periodic && selectingIn(body))) return;
       clear(
         body,
         table(
@@ -60,7 +60,7 @@ export function mount(root) {
   const off = onEvents((events) => {
     if (events.some((e) => e.type.startsWith("lock."))) refresh();
   });
-  const timer = setInterval(load, 2000); // expiries count down
+  const timer = setInterval(() => load({ periodic: true }), 2000); // expiries count down
   load();
   return {
     unmount() {

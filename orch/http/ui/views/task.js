@@ -1,9 +1,9 @@
 // One task: its state, attempts, agent, payload, result or error, and its events.
 
 import { api, describeError, segment } from "../api.js";
-import { age, clear, clock, h, json, link, stateBadge, throttle } from "../dom.js";
+import { age, clear, clock, h, json, link, stateBadge, selectingIn, throttle } from "../dom.js";
 import { onEvents, recentEvents } from "../live.js";
-import { eventTable, facts, mentions } from "./common.js";
+import { eventTable, facts, mentions, progressText } from "./common.js";
 import { cancelButton } from "./tasks.js";
 
 const ENDED = new Set(["completed", "dead", "cancelled"]);
@@ -13,10 +13,10 @@ export function mount(root, { arg: taskId }) {
   const body = h("div", { id: "task-page" }, h("p", {}, "Loading…"));
   clear(root, h("p", {}, link("#/tasks", "← Tasks")), h("h2", {}, "Task ", h("span", { id: "task-title" }, taskId)), body);
 
-  async function load() {
+  async function load({ periodic = false } = {}) {
     try {
       const task = await api(`/tasks/${segment(taskId)}`);
-      if (!alive) return;
+      if (!alive || (periodic && selectingIn(body))) return;
       const events = recentEvents.filter((e) => mentions(e, "task_id", task.task_id)).slice(-50).reverse();
       clear(
         body,
@@ -33,6 +33,7 @@ export function mount(root, { arg: taskId }) {
           ["Submitted", `${clock(task.created_at)} (${age(task.created_at)} ago)`],
           ["Assigned", task.assigned_at ? clock(task.assigned_at) : null],
           ["Finished", task.finished_at ? clock(task.finished_at) : null],
+          ["Progress", progressText(task.progress)],
           ["Error", task.error],
         ]),
         h("h3", {}, "Payload"),
@@ -52,11 +53,15 @@ export function mount(root, { arg: taskId }) {
   const off = onEvents((events) => {
     if (events.some((e) => mentions(e, "task_id", taskId))) refresh();
   });
+  // Ages move, and a progress report is an event at most once a second per task
+  // (ORCH_PROGRESS_EVENT_INTERVAL_S): the latest report may come with no event.
+  const timer = setInterval(() => load({ periodic: true }), 2000);
   load();
   return {
     unmount() {
       alive = false;
       off();
+      clearInterval(timer);
       refresh.cancel();
     },
   };

@@ -5,6 +5,7 @@ import { api, describeError, segment } from "../api.js";
 import { act } from "../actions.js";
 import { age, clear, h, link, stateBadge, table, throttle } from "../dom.js";
 import { latest, onEvents } from "../live.js";
+import { progressText } from "./common.js";
 
 const SHOWN = 100;
 
@@ -24,8 +25,12 @@ export function cancelButton(task, done) {
   );
 }
 
-function section(id, title, count, content) {
-  return h("section", { id, className: "task-section" }, h("h3", {}, title, count === null ? "" : ` (${count})`), content);
+// "Pending, in assignment order (376, the first 100 shown)": a list cut at SHOWN must
+// not pass for the whole queue.
+function section(id, title, count, content, shown, which = "first") {
+  let told = count === null || count === undefined ? "" : ` (${count})`;
+  if (told && shown < count) told = ` (${count}, the ${which} ${shown} shown)`;
+  return h("section", { id, className: "task-section" }, h("h3", {}, title, told), content);
 }
 
 export function mount(root) {
@@ -69,6 +74,7 @@ export function mount(root) {
             pending.pending_tasks,
             { empty: "the queue is empty" },
           ),
+          pending.pending_tasks.length,
         ),
         section(
           "tasks-running",
@@ -81,11 +87,14 @@ export function mount(root) {
               { label: "Agent", cell: agentLink },
               { label: "Attempt", cell: (t) => `${t.attempts} / ${t.max_attempts}` },
               { label: "For", cell: (t) => age(t.assigned_at) },
+              { label: "Progress", cell: (t) => progressText(t.progress) || "–" },
               { label: "", cell: (t) => cancelButton(t, refresh) },
             ],
             [...assigned.tasks, ...running.tasks],
             { empty: "nothing runs" },
           ),
+          assigned.count + running.count,
+          "latest",
         ),
         section(
           "tasks-failed",
@@ -101,6 +110,8 @@ export function mount(root) {
             recent(failed),
             { empty: "none" },
           ),
+          failed.count,
+          "latest",
         ),
         section(
           "tasks-dead",
@@ -117,6 +128,8 @@ export function mount(root) {
             recent(dead),
             { empty: "none" },
           ),
+          dead.count,
+          "latest",
         ),
         section(
           "tasks-completed",
@@ -132,6 +145,8 @@ export function mount(root) {
             recent(completed),
             { empty: "none yet" },
           ),
+          completed.count,
+          "latest",
         ),
         section(
           "tasks-cancelled",
@@ -145,6 +160,8 @@ export function mount(root) {
             recent(cancelled),
             { empty: "none" },
           ),
+          cancelled.count,
+          "latest",
         ),
       );
     } catch (e) {
