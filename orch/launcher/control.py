@@ -42,6 +42,7 @@ from orch.launcher.config import LauncherConfig, LauncherConfigError, load_confi
 from orch.launcher.feed import EventFeed, Notice
 from orch.launcher.instance import RUN_STATES, Instance, LaunchContext
 from orch.launcher.logs import AgentLog
+from orch.launcher.state import Kept, LauncherState
 
 logger = logging.getLogger("orch.launcher")
 
@@ -111,6 +112,7 @@ class Launcher:
         self._backoff_s = 0.1
         self._next_reconcile_at = 0.0
         self._deregistered_seen: set[str] = set()
+        self._state = LauncherState(log_dir)
         self._skip_warned: set[str] = set()
         self._context = LaunchContext(
             url=self.url,
@@ -337,6 +339,15 @@ class Launcher:
                     )
                 instance.skipped = f"belongs to launcher {owner}"
                 return
+            kept = self._state.get(agent_id)
+            if (
+                kept is not None
+                and owner == self.launcher_id
+                and existing["status"] != "lost"
+                and self._token_works(agent_id, kept.token)
+            ):
+                self._take_back(instance, existing["status"], kept)
+                return
             with contextlib.suppress(NotFound):
                 self._call(self.client.deregister_agent, agent_id)
         try:
@@ -353,16 +364,62 @@ class Launcher:
             logger.error("cannot register %s: %s", agent_id, exc.message)
             instance.skipped = exc.message
             return
-        instance.token = registration.token
-        self._skip_warned.discard(agent_id)
+        self._state.keep(agent_id, registration.token, resume=True)
+        self._ours(instance, registration.token, "idle")
+        logger.info("%s registered and started", agent_id)
+
+    def _ours(self, instance: Instance, token: str, status: str) -> None:
+        """The agent is this launcher's now, with ``token``, as the server has it."""
+        instance.token = token
+        self._skip_warned.discard(instance.agent_id)
         instance.needs_registration = False
-        instance.server_state = "idle"
+        instance.server_state = status
         instance.gave_up = False
         instance.restart_history = ()
         instance.restart_at = None
         instance.needs_read = False
-        self._deregistered_seen.discard(agent_id)
-        logger.info("%s registered and started", agent_id)
+        self._deregistered_seen.discard(instance.agent_id)
+
+    def _token_works(self, agent_id: str, token: str) -> bool:
+        """Does the kept token still belong to the agent (not registered again since)?"""
+        try:
+            self.client.agent_tasks(agent_id, token=token)
+        except (Unavailable, Timeout) as exc:
+            raise ServerAway(exc.message) from None
+        except (Unauthorized, Forbidden, NotFound):
+            return False
+        return True
+
+    def _take_back(self, instance: Instance, status: str, kept: Kept) -> None:
+        """Take back an agent a previous launcher of ours ran, keeping its record.
+
+        Its ``restarts`` and ``last_error`` stay, and an agent an operator stopped
+        stays stopped until started. A process it had died with that launcher
+        (``PR_SET_PDEATHSIG``): that is reported as any kill is, so the task it held
+        is retried by policy at once rather than when the agent would be lost.
+        """
+        agent_id = instance.agent_id
+        if status == "stopping" or (status in RUN_STATES and status != "registered"):
+            with contextlib.suppress(NotFound, Conflict):
+                answer = self._call(
+                    self.client.process_exited,
+                    agent_id,
+                    signal="SIGKILL",
+                    restarting=status != "stopping",
+                )
+                status = answer["status"]
+        if status == "stopped" and not kept.resume:
+            logger.info("%s taken back; it stays stopped (an operator stopped it)", agent_id)
+        elif status not in RUN_STATES or status == "registered":
+            self._call(self.client.start_agent, agent_id)  # answers "started", not a status
+            status = "idle"
+            logger.info("%s taken back and started", agent_id)
+        else:
+            logger.info("%s taken back", agent_id)
+        self._state.keep(agent_id, kept.token, resume=status in RUN_STATES)
+        self._ours(instance, kept.token, status)
+        instance.needs_read = True  # the status as the server has it after all this
+        instance.pending_metadata = {**self._context.identity, "program": instance.program.name}
 
     def _apply(self, instance: Instance, record: dict[str, Any] | None) -> None:
         """Act on the agent as the server has it now."""
@@ -372,6 +429,7 @@ class Launcher:
                 if not instance.removed:
                     logger.info("%s was removed by an operator; stopping it", agent_id)
                 instance.removed = True
+                self._state.forget(agent_id)
             else:  # the server forgot it (restarted without its store): register again
                 instance.needs_registration = True
             instance.server_state = None
@@ -380,6 +438,12 @@ class Launcher:
             return
         status = record["status"]
         instance.server_state = status
+        if not self._shutting_down and not instance.retiring:
+            # An operator's stop outlives this launcher; its start undoes that.
+            if status in ("stopping", "stopped"):
+                self._state.set_resume(agent_id, False)
+            elif status in RUN_STATES:
+                self._state.set_resume(agent_id, True)
         if status in ("stopped", "failed"):
             instance.restart_at = None
             if status == "stopped":
@@ -420,6 +484,7 @@ class Launcher:
         if instance.token is not None or instance.server_state is not None:
             with contextlib.suppress(NotFound):
                 self._call(self.client.deregister_agent, instance.agent_id)
+        self._state.forget(instance.agent_id)
         logger.info("%s retired", instance.agent_id)
         instance.log.close()
         del self.instances[instance.agent_id]

@@ -214,6 +214,34 @@ def test_sigkill_of_the_launcher_leaves_no_orphan_and_a_new_one_takes_over(rig):
         assert client.wait_for_task(submitted["task_id"], timeout_s=30)["status"] == "completed"
 
 
+def test_a_new_launcher_keeps_the_agents_restarts_and_an_operators_stop(rig):
+    rig.start_server()
+    config = rig.write_config(worker_program(instances=2))
+    first = rig.start_launcher(config)
+    pid = rig.running("worker-1")["metadata"]["pid"]
+    rig.running("worker-2")
+    os.kill(pid, signal.SIGKILL)
+    assert rig.running("worker-1", other_than=pid)["restarts"] == 1
+    with rig.client as client:
+        client.stop_agent("worker-2")
+    poll(lambda: first.logged("worker-2 stopped"), message="worker-2's process stopped")
+    first.process.kill()
+    first.process.wait(10)
+    poll(lambda: not pids_with(rig.marker), message="every child died with the launcher")
+    second = rig.start_launcher(config)
+    poll(lambda: second.logged("worker-2 taken back"), message="worker-2 taken back")
+    again = rig.running("worker-1")
+    # the same registration: its restarts go on (the kill with the launcher is one more)
+    assert again["restarts"] == 2 and again["last_error"] == "process killed by SIGKILL"
+    assert rig.agent("worker-2")["status"] == "stopped"
+    assert not (rig.agent("worker-2")["metadata"] or {}).get("pid")
+    events = [e["type"] for e in rig.client.events(0)["events"] if e.get("agent_id") == "worker-1"]
+    assert events.count("agent.registered") == 1
+    with rig.client as client:
+        client.start_agent("worker-2")
+    rig.running("worker-2")
+
+
 def test_a_hung_process_whose_agent_is_lost_is_replaced_and_registered_again(rig):
     rig.start_server(ORCH_HEARTBEAT_INTERVAL_S="0.2")
     rig.start_launcher(rig.write_config(worker_program(stop_grace_s=1)))
