@@ -225,6 +225,8 @@ def test_a_new_launcher_keeps_the_agents_restarts_and_an_operators_stop(rig):
     with rig.client as client:
         client.stop_agent("worker-2")
     poll(lambda: first.logged("worker-2 stopped"), message="worker-2's process stopped")
+    # the tokens it keeps are readable by the launcher's user only
+    assert os.stat(first.log_dir / "launcher-state.json").st_mode & 0o777 == 0o600
     first.process.kill()
     first.process.wait(10)
     poll(lambda: not pids_with(rig.marker), message="every child died with the launcher")
