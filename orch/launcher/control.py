@@ -42,6 +42,7 @@ from orch.launcher.config import LauncherConfig, LauncherConfigError, load_confi
 from orch.launcher.feed import EventFeed, Notice
 from orch.launcher.instance import RUN_STATES, Instance, LaunchContext
 from orch.launcher.logs import AgentLog
+from orch.launcher.process import kill_strays
 from orch.launcher.state import Kept, LauncherState
 
 logger = logging.getLogger("orch.launcher")
@@ -320,6 +321,9 @@ class Launcher:
         """Register the agent (taking back one of ours) and start it."""
         program = instance.program
         agent_id = instance.agent_id
+        kept = self._state.get(agent_id)
+        if kept is not None:
+            kill_strays(kept.token)  # what outlived a launcher killed with SIGKILL
         try:
             existing = self._call(self.client.agent, agent_id)
         except NotFound:
@@ -339,7 +343,6 @@ class Launcher:
                     )
                 instance.skipped = f"belongs to launcher {owner}"
                 return
-            kept = self._state.get(agent_id)
             if (
                 kept is not None
                 and owner == self.launcher_id

@@ -244,6 +244,34 @@ def test_a_new_launcher_keeps_the_agents_restarts_and_an_operators_stop(rig):
     rig.running("worker-2")
 
 
+def test_a_helper_that_left_the_group_is_killed_with_its_agents_process(rig, tmp_path):
+    rig.start_server()
+    pid_file = tmp_path / "helper.pid"
+    config = rig.write_config(
+        program(
+            "escaper",
+            [sys.executable, program_file("escaper.py")],
+            env={"ESCAPER_PID_FILE": str(pid_file)},
+        )
+    )
+    first = rig.start_launcher(config)
+    pid = rig.running("escaper-1")["metadata"]["pid"]
+    helper = int(poll(lambda: pid_file.exists() and pid_file.read_text(), message="helper"))
+    first.process.kill()  # the death signal takes the agent's process, not the helper
+    first.process.wait(10)
+    poll(lambda: not alive(pid), message="the agent's process died with the launcher")
+    assert alive(helper)
+    pid_file.unlink()
+    rig.start_launcher(config)
+    poll(lambda: not alive(helper), message="the stray helper killed by the new launcher")
+    rig.running("escaper-1", other_than=pid)
+    # and when the agent's process ends, its new helper goes with it
+    second_helper = int(poll(lambda: pid_file.exists() and pid_file.read_text(), message="2"))
+    with rig.client as client:
+        client.stop_agent("escaper-1")
+    poll(lambda: not alive(second_helper), message="the helper stopped with its agent")
+
+
 def test_a_hung_process_whose_agent_is_lost_is_replaced_and_registered_again(rig):
     rig.start_server(ORCH_HEARTBEAT_INTERVAL_S="0.2")
     rig.start_launcher(rig.write_config(worker_program(stop_grace_s=1)))
