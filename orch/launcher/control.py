@@ -367,7 +367,7 @@ class Launcher:
             logger.error("cannot register %s: %s", agent_id, exc.message)
             instance.skipped = exc.message
             return
-        self._state.keep(agent_id, registration.token, resume=True)
+        self._state.keep(agent_id, registration.token, resume=False)
         self._ours(instance, registration.token, "idle")
         logger.info("%s registered and started", agent_id)
 
@@ -412,14 +412,14 @@ class Launcher:
                 )
                 status = answer["status"]
         if status == "stopped" and not kept.resume:
-            logger.info("%s taken back; it stays stopped (an operator stopped it)", agent_id)
+            logger.info("%s taken back; it stays stopped (not stopped by a launcher)", agent_id)
         elif status not in RUN_STATES or status == "registered":
             self._call(self.client.start_agent, agent_id)  # answers "started", not a status
             status = "idle"
             logger.info("%s taken back and started", agent_id)
         else:
             logger.info("%s taken back", agent_id)
-        self._state.keep(agent_id, kept.token, resume=status in RUN_STATES)
+        self._state.keep(agent_id, kept.token, resume=False)
         self._ours(instance, kept.token, status)
         instance.needs_read = True  # the status as the server has it after all this
         instance.pending_metadata = {**self._context.identity, "program": instance.program.name}
@@ -441,12 +441,6 @@ class Launcher:
             return
         status = record["status"]
         instance.server_state = status
-        if not self._shutting_down and not instance.retiring:
-            # An operator's stop outlives this launcher; its start undoes that.
-            if status in ("stopping", "stopped"):
-                self._state.set_resume(agent_id, False)
-            elif status in RUN_STATES:
-                self._state.set_resume(agent_id, True)
         if status in ("stopped", "failed"):
             instance.restart_at = None
             if status == "stopped":
@@ -500,6 +494,10 @@ class Launcher:
         now = self._clock()
         for instance in self.instances.values():
             instance.restart_at = None
+            if instance.server_state in RUN_STATES:
+                # Stopped by this shutdown, not by an operator: the next launcher
+                # starts it again (any other stopped agent stays stopped).
+                self._state.set_resume(instance.agent_id, True)
             if instance.child is not None and not self._server_up:
                 instance.stop(now)
 

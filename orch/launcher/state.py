@@ -3,10 +3,11 @@
 An agent's token is shown only at registration, so a launcher that forgot it could
 only remove the agent and register it again, losing its ``restarts`` and an
 operator's ``stop``. Like a Nomad client's data dir, the launcher keeps, per agent,
-the token and whether the agent should run when a launcher starts (``resume``: false
-once an operator stopped it), in ``<log-dir>/launcher-state.json``, readable by the
-launcher's user only and replaced atomically, so a launcher killed at any moment
-leaves either the old file or the new one.
+the token and whether a launcher's own shutdown stopped the agent (``resume``: the
+next launcher starts it again; any other stopped agent, an operator's stop, even
+one made while no launcher ran, stays stopped), in ``<log-dir>/launcher-state.json``,
+readable by the launcher's user only and replaced atomically, so a launcher killed
+at any moment leaves either the old file or the new one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ STATE_FILE = "launcher-state.json"
 
 @dataclass(frozen=True, slots=True)
 class Kept:
-    """One agent as the launcher left it: its token, and whether it should run."""
+    """One agent as the launcher left it: its token, and whether to start it again."""
 
     token: str
     resume: bool
@@ -65,7 +66,7 @@ class LauncherState:
             self._write()
 
     def set_resume(self, agent_id: str, resume: bool) -> None:
-        """Whether a launcher started later should run the agent (false: an operator's stop)."""
+        """Whether a launcher started later should start the agent again if it is stopped."""
         entry = self._agents.get(agent_id)
         if entry is not None:
             self.keep(agent_id, entry.token, resume=resume)

@@ -244,6 +244,32 @@ def test_a_new_launcher_keeps_the_agents_restarts_and_an_operators_stop(rig):
     rig.running("worker-2")
 
 
+def test_a_new_launcher_starts_what_a_launcher_stopped_never_what_an_operator_did(rig):
+    rig.start_server()
+    config = rig.write_config(worker_program(instances=2))
+    first = rig.start_launcher(config)
+    rig.running("worker-1"), rig.running("worker-2")
+    with rig.client as client:
+        client.stop_agent("worker-2")
+    poll(lambda: first.logged("worker-2 stopped"), message="worker-2's process stopped")
+    first.signal(signal.SIGTERM)
+    assert first.process.wait(BOUND_EXIT_S) == 0
+    assert rig.agent("worker-1")["status"] == "stopped"  # by the launcher's shutdown
+    second = rig.start_launcher(config)
+    pid = rig.running("worker-1")["metadata"]["pid"]
+    poll(lambda: second.logged("worker-2 taken back; it stays stopped"), message="kept stopped")
+    assert rig.agent("worker-2")["status"] == "stopped"
+    second.process.kill()
+    second.process.wait(10)
+    poll(lambda: not alive(pid), message="worker-1's process died with the launcher")
+    with rig.client as client:
+        client.stop_agent("worker-1", False)  # an operator's stop while no launcher runs
+    third = rig.start_launcher(config)
+    poll(lambda: third.logged("worker-1 taken back; it stays stopped"), message="kept stopped")
+    assert {rig.agent(a)["status"] for a in ("worker-1", "worker-2")} == {"stopped"}
+    assert not third.logged("launched")
+
+
 def test_a_helper_that_left_the_group_is_killed_with_its_agents_process(rig, tmp_path):
     rig.start_server()
     pid_file = tmp_path / "helper.pid"
