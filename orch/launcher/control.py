@@ -42,6 +42,8 @@ from orch.launcher.config import LauncherConfig, LauncherConfigError, load_confi
 from orch.launcher.feed import EventFeed, Notice
 from orch.launcher.instance import RUN_STATES, Instance, LaunchContext
 from orch.launcher.logs import AgentLog
+from orch.launcher.process import kill_strays
+from orch.launcher.state import Kept, LauncherState
 
 logger = logging.getLogger("orch.launcher")
 
@@ -111,6 +113,7 @@ class Launcher:
         self._backoff_s = 0.1
         self._next_reconcile_at = 0.0
         self._deregistered_seen: set[str] = set()
+        self._state = LauncherState(log_dir)
         self._skip_warned: set[str] = set()
         self._context = LaunchContext(
             url=self.url,
@@ -318,6 +321,9 @@ class Launcher:
         """Register the agent (taking back one of ours) and start it."""
         program = instance.program
         agent_id = instance.agent_id
+        kept = self._state.get(agent_id)
+        if kept is not None:
+            kill_strays(kept.token)  # what outlived a launcher killed with SIGKILL
         try:
             existing = self._call(self.client.agent, agent_id)
         except NotFound:
@@ -337,6 +343,14 @@ class Launcher:
                     )
                 instance.skipped = f"belongs to launcher {owner}"
                 return
+            if (
+                kept is not None
+                and owner == self.launcher_id
+                and existing["status"] != "lost"
+                and self._token_works(agent_id, kept.token)
+            ):
+                self._take_back(instance, existing["status"], kept)
+                return
             with contextlib.suppress(NotFound):
                 self._call(self.client.deregister_agent, agent_id)
         try:
@@ -353,16 +367,62 @@ class Launcher:
             logger.error("cannot register %s: %s", agent_id, exc.message)
             instance.skipped = exc.message
             return
-        instance.token = registration.token
-        self._skip_warned.discard(agent_id)
+        self._state.keep(agent_id, registration.token, resume=False)
+        self._ours(instance, registration.token, "idle")
+        logger.info("%s registered and started", agent_id)
+
+    def _ours(self, instance: Instance, token: str, status: str) -> None:
+        """The agent is this launcher's now, with ``token``, as the server has it."""
+        instance.token = token
+        self._skip_warned.discard(instance.agent_id)
         instance.needs_registration = False
-        instance.server_state = "idle"
+        instance.server_state = status
         instance.gave_up = False
         instance.restart_history = ()
         instance.restart_at = None
         instance.needs_read = False
-        self._deregistered_seen.discard(agent_id)
-        logger.info("%s registered and started", agent_id)
+        self._deregistered_seen.discard(instance.agent_id)
+
+    def _token_works(self, agent_id: str, token: str) -> bool:
+        """Does the kept token still belong to the agent (not registered again since)?"""
+        try:
+            self.client.agent_tasks(agent_id, token=token)
+        except (Unavailable, Timeout) as exc:
+            raise ServerAway(exc.message) from None
+        except (Unauthorized, Forbidden, NotFound):
+            return False
+        return True
+
+    def _take_back(self, instance: Instance, status: str, kept: Kept) -> None:
+        """Take back an agent a previous launcher of ours ran, keeping its record.
+
+        Its ``restarts`` and ``last_error`` stay, and an agent an operator stopped
+        stays stopped until started. A process it had died with that launcher
+        (``PR_SET_PDEATHSIG``): that is reported as any kill is, so the task it held
+        is retried by policy at once rather than when the agent would be lost.
+        """
+        agent_id = instance.agent_id
+        if status == "stopping" or (status in RUN_STATES and status != "registered"):
+            with contextlib.suppress(NotFound, Conflict):
+                answer = self._call(
+                    self.client.process_exited,
+                    agent_id,
+                    signal="SIGKILL",
+                    restarting=status != "stopping",
+                )
+                status = answer["status"]
+        if status == "stopped" and not kept.resume:
+            logger.info("%s taken back; it stays stopped (not stopped by a launcher)", agent_id)
+        elif status not in RUN_STATES or status == "registered":
+            self._call(self.client.start_agent, agent_id)  # answers "started", not a status
+            status = "idle"
+            logger.info("%s taken back and started", agent_id)
+        else:
+            logger.info("%s taken back", agent_id)
+        self._state.keep(agent_id, kept.token, resume=False)
+        self._ours(instance, kept.token, status)
+        instance.needs_read = True  # the status as the server has it after all this
+        instance.pending_metadata = {**self._context.identity, "program": instance.program.name}
 
     def _apply(self, instance: Instance, record: dict[str, Any] | None) -> None:
         """Act on the agent as the server has it now."""
@@ -372,6 +432,7 @@ class Launcher:
                 if not instance.removed:
                     logger.info("%s was removed by an operator; stopping it", agent_id)
                 instance.removed = True
+                self._state.forget(agent_id)
             else:  # the server forgot it (restarted without its store): register again
                 instance.needs_registration = True
             instance.server_state = None
@@ -420,6 +481,7 @@ class Launcher:
         if instance.token is not None or instance.server_state is not None:
             with contextlib.suppress(NotFound):
                 self._call(self.client.deregister_agent, instance.agent_id)
+        self._state.forget(instance.agent_id)
         logger.info("%s retired", instance.agent_id)
         instance.log.close()
         del self.instances[instance.agent_id]
@@ -432,6 +494,10 @@ class Launcher:
         now = self._clock()
         for instance in self.instances.values():
             instance.restart_at = None
+            if instance.server_state in RUN_STATES:
+                # Stopped by this shutdown, not by an operator: the next launcher
+                # starts it again (any other stopped agent stays stopped).
+                self._state.set_resume(instance.agent_id, True)
             if instance.child is not None and not self._server_up:
                 instance.stop(now)
 

@@ -64,6 +64,7 @@ class ChildProcess:
     ) -> None:
         self.agent_id = agent_id
         self._log = log
+        self._token = env.get("ORCH_AGENT_TOKEN")
         self.process = subprocess.Popen(
             list(command),
             env=dict(env),
@@ -100,9 +101,42 @@ class ChildProcess:
             os.killpg(self.pid, signum)
 
     def reap(self) -> None:
-        """After the child ended: kill what is left of its group, finish its log."""
+        """After the child ended: kill what is left of its group and its strays, finish its log."""
         self.signal_group(signal.SIGKILL)
+        if self._token:
+            kill_strays(self._token)
         self._pump.join(timeout=2.0)
+
+
+def kill_strays(token: str) -> list[int]:
+    """SIGKILL every process of ours that still holds the agent's token; their pids.
+
+    The group signal and ``PR_SET_PDEATHSIG`` reach the agent's process and what stays
+    in its group, not what it started in a session of its own (a daemonised helper,
+    ``setsid``), nor any process once the launcher itself was killed: those keep the
+    token and could go on acting as the agent beside its next process. Whatever a
+    process started inherits its environment, so the token in
+    ``/proc/PID/environ`` finds them; another user's processes cannot be read, and
+    are not ours to kill.
+    """
+    needle = f"ORCH_AGENT_TOKEN={token}".encode()
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                if needle not in environ.read().split(b"\0"):
+                    continue
+            os.kill(int(entry), signal.SIGKILL)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        killed.append(int(entry))
+    if killed:
+        logger.warning(
+            "killed %d stray process(es) holding an agent's token: %s", len(killed), killed
+        )
+    return killed
 
 
 def describe_exit(returncode: int) -> dict[str, int | str]:

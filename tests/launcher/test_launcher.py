@@ -214,6 +214,90 @@ def test_sigkill_of_the_launcher_leaves_no_orphan_and_a_new_one_takes_over(rig):
         assert client.wait_for_task(submitted["task_id"], timeout_s=30)["status"] == "completed"
 
 
+def test_a_new_launcher_keeps_the_agents_restarts_and_an_operators_stop(rig):
+    rig.start_server()
+    config = rig.write_config(worker_program(instances=2))
+    first = rig.start_launcher(config)
+    pid = rig.running("worker-1")["metadata"]["pid"]
+    rig.running("worker-2")
+    os.kill(pid, signal.SIGKILL)
+    assert rig.running("worker-1", other_than=pid)["restarts"] == 1
+    with rig.client as client:
+        client.stop_agent("worker-2")
+    poll(lambda: first.logged("worker-2 stopped"), message="worker-2's process stopped")
+    # the tokens it keeps are readable by the launcher's user only
+    assert os.stat(first.log_dir / "launcher-state.json").st_mode & 0o777 == 0o600
+    first.process.kill()
+    first.process.wait(10)
+    poll(lambda: not pids_with(rig.marker), message="every child died with the launcher")
+    second = rig.start_launcher(config)
+    poll(lambda: second.logged("worker-2 taken back"), message="worker-2 taken back")
+    again = rig.running("worker-1")
+    # the same registration: its restarts go on (the kill with the launcher is one more)
+    assert again["restarts"] == 2 and again["last_error"] == "process killed by SIGKILL"
+    assert rig.agent("worker-2")["status"] == "stopped"
+    assert not (rig.agent("worker-2")["metadata"] or {}).get("pid")
+    events = [e["type"] for e in rig.client.events(0)["events"] if e.get("agent_id") == "worker-1"]
+    assert events.count("agent.registered") == 1
+    with rig.client as client:
+        client.start_agent("worker-2")
+    rig.running("worker-2")
+
+
+def test_a_new_launcher_starts_what_a_launcher_stopped_never_what_an_operator_did(rig):
+    rig.start_server()
+    config = rig.write_config(worker_program(instances=2))
+    first = rig.start_launcher(config)
+    rig.running("worker-1"), rig.running("worker-2")
+    with rig.client as client:
+        client.stop_agent("worker-2")
+    poll(lambda: first.logged("worker-2 stopped"), message="worker-2's process stopped")
+    first.signal(signal.SIGTERM)
+    assert first.process.wait(BOUND_EXIT_S) == 0
+    assert rig.agent("worker-1")["status"] == "stopped"  # by the launcher's shutdown
+    second = rig.start_launcher(config)
+    pid = rig.running("worker-1")["metadata"]["pid"]
+    poll(lambda: second.logged("worker-2 taken back; it stays stopped"), message="kept stopped")
+    assert rig.agent("worker-2")["status"] == "stopped"
+    second.process.kill()
+    second.process.wait(10)
+    poll(lambda: not alive(pid), message="worker-1's process died with the launcher")
+    with rig.client as client:
+        client.stop_agent("worker-1", False)  # an operator's stop while no launcher runs
+    third = rig.start_launcher(config)
+    poll(lambda: third.logged("worker-1 taken back; it stays stopped"), message="kept stopped")
+    assert {rig.agent(a)["status"] for a in ("worker-1", "worker-2")} == {"stopped"}
+    assert not third.logged("launched")
+
+
+def test_a_helper_that_left_the_group_is_killed_with_its_agents_process(rig, tmp_path):
+    rig.start_server()
+    pid_file = tmp_path / "helper.pid"
+    config = rig.write_config(
+        program(
+            "escaper",
+            [sys.executable, program_file("escaper.py")],
+            env={"ESCAPER_PID_FILE": str(pid_file)},
+        )
+    )
+    first = rig.start_launcher(config)
+    pid = rig.running("escaper-1")["metadata"]["pid"]
+    helper = int(poll(lambda: pid_file.exists() and pid_file.read_text(), message="helper"))
+    first.process.kill()  # the death signal takes the agent's process, not the helper
+    first.process.wait(10)
+    poll(lambda: not alive(pid), message="the agent's process died with the launcher")
+    assert alive(helper)
+    pid_file.unlink()
+    rig.start_launcher(config)
+    poll(lambda: not alive(helper), message="the stray helper killed by the new launcher")
+    rig.running("escaper-1", other_than=pid)
+    # and when the agent's process ends, its new helper goes with it
+    second_helper = int(poll(lambda: pid_file.exists() and pid_file.read_text(), message="2"))
+    with rig.client as client:
+        client.stop_agent("escaper-1")
+    poll(lambda: not alive(second_helper), message="the helper stopped with its agent")
+
+
 def test_a_hung_process_whose_agent_is_lost_is_replaced_and_registered_again(rig):
     rig.start_server(ORCH_HEARTBEAT_INTERVAL_S="0.2")
     rig.start_launcher(rig.write_config(worker_program(stop_grace_s=1)))
