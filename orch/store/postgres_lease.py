@@ -147,7 +147,8 @@ class LeaderLease:
             conn = self._connection()
             try:
                 row = conn.execute(
-                    "SELECT holder, epoch, url, expires_at IS NULL OR expires_at < clock_timestamp()"
+                    "SELECT holder, epoch, url,"
+                    " expires_at IS NULL OR expires_at < clock_timestamp()"
                     " FROM orch_leader WHERE id = 1"
                 ).fetchone()
             except psycopg.Error as exc:

@@ -13,9 +13,9 @@ import pytest
 
 from orch.errors import StoreError
 from orch.model import Task
-from tests.store.records import make_task
 from orch.store.postgres import PostgresStore
 from orch.store.postgres_lease import LeaderLease
+from tests.store.records import make_task
 
 
 def lease(url: str, name: str, ttl_s: float = 30.0) -> LeaderLease:
