@@ -76,6 +76,7 @@ class Node:
         advertise_url: str | None = None,
         make_app: Callable[[Orchestrator], Any] | None = None,
         connect_services: bool = False,
+        orchestrator_options: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.advertise_url = advertise_url or settings.advertise_url or ""
@@ -87,6 +88,7 @@ class Node:
         self.leader_changes = 0
         self._make_app = make_app
         self._connect_services = connect_services
+        self._orchestrator_options = orchestrator_options or {}
         self._lease: LeaderLease | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -167,7 +169,8 @@ class Node:
         epoch = lease.try_lead()
         if epoch is None:
             seen = lease.leader()
-            self.leader_url = None if seen.expired or seen.holder is None else seen.url
+            # An embedded leader serves no HTTP: nothing to forward to (no URL).
+            self.leader_url = None if seen.expired or seen.holder is None else seen.url or None
             return
         self._renewed_at = started
         self._lead(epoch)
@@ -176,7 +179,12 @@ class Node:
         s = self.settings
         store = PostgresStore(s.db, write_wait_s=s.db_write_wait_s, epoch=epoch)
         try:
-            orchestrator = Orchestrator(s, store=store, connect_services=self._connect_services)
+            orchestrator = Orchestrator(
+                s,
+                store=store,
+                connect_services=self._connect_services,
+                **self._orchestrator_options,
+            )
             orchestrator.start()
         except BaseException:
             store.close()
@@ -195,7 +203,8 @@ class Node:
             return
         self.leader_url = None
         self.leader_changes += 1
-        logger.warning("stepping down (epoch %d): %s", term.epoch, why)
+        level = logging.INFO if self._stopping.is_set() else logging.WARNING
+        logger.log(level, "stepping down (epoch %d): %s", term.epoch, why)
         try:
             term.orchestrator.interrupt_waits()
             term.orchestrator.stop(timeout_s)
@@ -203,6 +212,59 @@ class Node:
             if self._lease is not None:
                 with contextlib.suppress(StoreError):
                     self._lease.resign()
+
+
+class EmbeddedNode:
+    """``Orchestrator(store="postgresql://...")``: a node of a cluster in this process.
+
+    It elects like any server on that database; while it leads, the embedded API's
+    calls run on the current term's Orchestrator; while it is a standby they raise
+    ``orch.errors.NotLeader`` naming the leader's URL (``ORCH_ADVERTISE_URL`` of the
+    node that leads; None when nobody does or the leader serves no HTTP).
+    """
+
+    def __init__(self, settings: Settings, **orchestrator_options: Any) -> None:
+        connect_services = bool(orchestrator_options.pop("connect_services", False))
+        self.settings = settings
+        self.node = Node(
+            settings,
+            connect_services=connect_services,
+            orchestrator_options=orchestrator_options,
+        )
+
+    @property
+    def role(self) -> str:
+        """``leader`` or ``standby``."""
+        return self.node.role
+
+    @property
+    def leader_url(self) -> str | None:
+        return self.node.leader_url
+
+    def start(self) -> EmbeddedNode:
+        self.node.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.node.stop(timeout_s)
+
+    def __enter__(self) -> EmbeddedNode:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __getattr__(self, name: str) -> Any:
+        # Only the embedded API's methods (the facade's class attributes), each
+        # looked up on the leader's Orchestrator at call time: a term may end.
+        if name.startswith("_") or not callable(getattr(Orchestrator, name, None)):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return getattr(self.node.orchestrator(), name)(*args, **kwargs)
+
+        call.__name__ = name
+        return call
 
 
 class NodeCollector(Collector):
