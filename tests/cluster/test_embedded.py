@@ -34,7 +34,7 @@ def test_a_standby_names_the_leader_and_takes_over_when_it_goes(pg_url: str):
     try:
         assert (first.role, second.role) == ("leader", "standby")
         first.submit({"n": 1}, task_id="kept")
-        with pytest.raises(NotLeader, match="first.example") as refused:
+        with pytest.raises(NotLeader, match=r"first\.example") as refused:
             second.submit({"n": 2})
         assert refused.value.leader == "http://first.example:8005"
         assert refused.value.code == "no_leader"
