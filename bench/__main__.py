@@ -247,6 +247,15 @@ def run(sizes: dict[str, Any], prefer_wrk: bool, only: set[str] | None) -> dict[
         )
         rows.append(
             _row(
+                f"failover: SIGSTOP of the leader to the first acknowledged write"
+                f" (lease {cluster.LEASE_S:g} s)",
+                f"{clustered['frozen_failover_s']:.2f} s",
+                f"<= {cluster.LEASE_S + 2:g} s",
+                clustered["frozen_failover_s"] <= cluster.LEASE_S + 2,
+            )
+        )
+        rows.append(
+            _row(
                 "heartbeats through a standby vs to the leader (Python client)",
                 f"{clustered['heartbeats_standby_per_s']:,.0f} vs"
                 f" {clustered['heartbeats_leader_per_s']:,.0f}/s"

@@ -5,10 +5,13 @@ Both nodes are real server processes on a database of the tests' private Postgre
 (``tests/pg/server.py``). Failover time is from SIGKILL of the leader to the first
 write the new leader acknowledges, as a client that tries the standby in a loop sees
 it; the median of ``ROUNDS`` takeovers, each on a fresh database and pair of nodes.
+A frozen leader (SIGSTOP) is replaced once its lease expires: one round of that too.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import statistics
 import time
 from typing import Any
@@ -62,12 +65,40 @@ def _failover_s(db_url: str) -> float:
         standby.stop()
 
 
+def _frozen_failover_s(db_url: str) -> float:
+    """SIGSTOP of the leader to the first write the standby's term acknowledges.
+
+    The standby is watched through its own ``/health`` (a write sent to it earlier
+    would be forwarded to the frozen leader and wait for it).
+    """
+    leader, standby = _pair(db_url)
+    try:
+        frozen = time.monotonic()
+        os.kill(leader.popen.pid, signal.SIGSTOP)
+        while time.monotonic() - frozen < 60:
+            role = requests.get(f"{standby.url}/health", timeout=5).json().get("role")
+            if role == "leader":
+                answer = requests.post(
+                    f"{standby.url}/tasks/assign", json={"task_id": "after"}, timeout=10
+                )
+                if answer.status_code < 300:
+                    return time.monotonic() - frozen
+            time.sleep(0.02)
+        raise RuntimeError("the frozen leader was not replaced within 60 s")
+    finally:
+        os.kill(leader.popen.pid, signal.SIGCONT)
+        leader.stop()
+        standby.stop()
+
+
 def run(rounds: int, hb_agents: int, duration_s: float, connections: int) -> dict[str, Any]:
     with databases_for_tests() as databases:
         times = []
         for _ in range(rounds):
             with databases.fresh() as url:
                 times.append(_failover_s(url))
+        with databases.fresh() as url:
+            frozen_s = _frozen_failover_s(url)
         with databases.fresh() as url:
             leader, standby = _pair(url)
             try:
@@ -91,6 +122,7 @@ def run(rounds: int, hb_agents: int, duration_s: float, connections: int) -> dic
     return {
         "failover_s": times,
         "failover_median_s": statistics.median(times),
+        "frozen_failover_s": frozen_s,
         "heartbeats_leader_per_s": rates["leader"].requests_per_s,
         "heartbeats_standby_per_s": rates["standby"].requests_per_s,
         "standby_ratio": rates["standby"].requests_per_s / rates["leader"].requests_per_s,
