@@ -7,9 +7,10 @@ itself and forwards everything else to the leader unchanged (method, path, query
 headers with Authorization, body; the answer's status, headers and body back).
 
 Every upstream call is bounded: a connection within ``CONNECT_TIMEOUT_S``, an answer
-within the longest wait the API lets a request ask for (a lock wait or an event
-long poll) plus the ask timeout and a margin, so a forwarded request never pins a
-waitress worker longer than the same request at the leader would. Each worker has
+within the ask timeout and a margin, plus the wait the request itself asks for (a
+lock wait's ``wait_s``, an event long poll's ``wait``, each capped as the leader caps
+it), so a forwarded request pins a waitress worker hardly longer than the same
+request at the leader would, even when the leader is frozen. Each worker has
 its own pooled ``requests.Session``, so forwarding reuses connections without
 locks. With no leader known, or a leader that does not answer, the answer is 503
 ``no_leader`` with ``Retry-After``: clients with several URLs move on.
@@ -23,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import msgspec
 import requests
@@ -96,11 +97,36 @@ def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> l
     return [data]
 
 
-class Forwarder:
-    """Sends one WSGI request to the leader and its answer back; counts what it did."""
+def asked_wait_s(path: str, query: str, body: bytes | None) -> float:
+    """The wait a request asks the leader for: ``wait`` of an event long poll,
+    ``wait_s`` of a lock acquisition; 0 for anything else or anything unreadable
+    (the leader, not the forwarder, refuses bad input)."""
+    try:
+        if path == "/events":
+            return max(0.0, float(parse_qs(query).get("wait", ["0"])[-1]))
+        if path.endswith("/acquire") and body:
+            asked = msgspec.json.decode(body)
+            return max(0.0, float(asked.get("wait_s", 0))) if isinstance(asked, dict) else 0.0
+    except (ValueError, TypeError, msgspec.DecodeError):
+        return 0.0
+    return 0.0
 
-    def __init__(self, answer_timeout_s: float, advertise_url: Callable[[], str]) -> None:
-        self._timeout = (CONNECT_TIMEOUT_S, answer_timeout_s)
+
+class Forwarder:
+    """Sends one WSGI request to the leader and its answer back; counts what it did.
+
+    The leader gets ``answer_timeout_s`` to answer, plus the wait the request asked
+    for, up to ``max_wait_s`` (the longest wait the API grants).
+    """
+
+    def __init__(
+        self,
+        answer_timeout_s: float,
+        advertise_url: Callable[[], str],
+        max_wait_s: float = 0.0,
+    ) -> None:
+        self._answer_timeout_s = answer_timeout_s
+        self._max_wait_s = max_wait_s
         self._local = threading.local()
         self._advertise_url = advertise_url
         # Plain numbers, written by workers, read at scrape time (each += is one
@@ -143,6 +169,10 @@ class Forwarder:
         path = quote(environ.get("PATH_INFO") or "/", safe="/:@!$&'()*+,;=-._~")
         query = environ.get("QUERY_STRING")
         url = f"{leader}{path}{'?' + query if query else ''}"
+        waits = min(
+            self._max_wait_s, asked_wait_s(environ.get("PATH_INFO") or "/", query or "", body)
+        )
+        timeout = (CONNECT_TIMEOUT_S, self._answer_timeout_s + waits)
         try:
             answer = self._session().request(
                 environ["REQUEST_METHOD"],
@@ -151,7 +181,7 @@ class Forwarder:
                 data=body,
                 stream=True,
                 allow_redirects=False,
-                timeout=self._timeout,
+                timeout=timeout,
             )
             try:
                 content = answer.raw.read(decode_content=False)
@@ -211,9 +241,10 @@ class NodeApp:
     def __init__(self, node: Node) -> None:
         self.node = node
         s = node.settings
-        longest_wait_s = max(s.lock_max_wait_s, s.events_max_wait_s)
         self.forwarder = Forwarder(
-            longest_wait_s + s.ask_timeout_s + ANSWER_MARGIN_S, lambda: node.advertise_url
+            s.ask_timeout_s + ANSWER_MARGIN_S,
+            lambda: node.advertise_url,
+            max_wait_s=max(s.lock_max_wait_s, s.events_max_wait_s),
         )
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(NodeCollector(node, self.forwarder.metrics))

@@ -54,3 +54,14 @@ def test_a_leader_that_does_not_answer_is_503_no_leader_and_counted():
     assert status.startswith("503") and body["code"] == "no_leader" and gone in body["detail"]
     [counts, _latency] = list(forwarder.metrics())
     assert [(s.labels, s.value) for s in counts.samples] == [({"outcome": "failed"}, 1.0)]
+
+
+def test_the_wait_a_request_asks_for_extends_its_time_limit():
+    from orch.http.forward import asked_wait_s
+
+    assert asked_wait_s("/events", "after=3&wait=12.5", None) == 12.5
+    assert asked_wait_s("/locks/disk/acquire", "", b'{"wait_s": 7, "agent_id": "a"}') == 7.0
+    assert asked_wait_s("/locks/acquire", "", b'{"wait_s": 3}') == 3.0
+    assert asked_wait_s("/tasks/assign", "wait=9", b'{"wait_s": 9}') == 0.0
+    assert asked_wait_s("/events", "wait=soon", None) == 0.0  # the leader refuses it
+    assert asked_wait_s("/locks/disk/acquire", "", b"not json") == 0.0
