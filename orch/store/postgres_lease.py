@@ -181,11 +181,17 @@ class LeaderLease:
                     keepalives_interval=1,
                     keepalives_count=2,
                 )
-                migrate(conn, self._db_url)
             except psycopg.Error as exc:
-                raise StoreError(
-                    f"store unavailable: PostgreSQL at {self._where} unreachable ({describe(exc)})"
-                ) from exc
+                raise StoreError(f"cannot open store {self._where}: {describe(exc)}") from exc
+            try:
+                # The lease's table may be newer than the store's schema on this
+                # database: bring it up (or refuse a newer one) before reading it.
+                migrate(conn, self._db_url)
+            except (psycopg.Error, StoreError) as exc:
+                conn.close()
+                if isinstance(exc, StoreError):
+                    raise
+                raise StoreError(f"cannot open store {self._where}: {describe(exc)}") from exc
             self._conn = conn
         return self._conn
 
