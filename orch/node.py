@@ -8,9 +8,11 @@ and starts a *term*: a fresh ``Orchestrator`` on a store fenced with the new epo
 which rebuilds from the store exactly as a server does after kill -9 (agents get a
 fresh heartbeat grace; assignments, lock leases, fencing counters and tokens are
 the stored ones). A leader renews the lease every third of ``ORCH_LEADER_LEASE_S``;
-once it cannot (someone took over while it was frozen or cut off, or the database
-did not answer for a whole lease), it stops the term's actors and becomes a standby.
-Its fenced store made sure nothing it answered meanwhile was acknowledged.
+once the lease turns out to be another's (someone took over while it was frozen or
+cut off from the database), it stops the term's actors and becomes a standby. Its
+fenced store made sure nothing it answered meanwhile was acknowledged. While the
+database cannot be reached at all, the leader keeps its term and its writes wait and
+fail as on a lone server (README, "PostgreSQL store").
 
 A term's Orchestrator is built and stopped whole, so a node may go leader, standby,
 leader again in one process: stopping it stops only its own actors (never Pykka's
@@ -24,7 +26,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -92,7 +93,6 @@ class Node:
         self._lease: LeaderLease | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._renewed_at = 0.0  # monotonic time of the last renewal that succeeded
 
     @property
     def role(self) -> str:
@@ -142,9 +142,11 @@ class Node:
             try:
                 self._look()
             except StoreError as exc:
+                # A leader cut off from the database keeps its term: its writes wait
+                # for the database and fail (503 store_unavailable) as on a lone
+                # server, and any that reaches it after a takeover is fenced. It
+                # steps down once it can ask and the lease is another's.
                 logger.warning("cannot reach the lease: %s", exc)
-                if self.term is not None and self._lease_may_have_expired():
-                    self._step_down(f"lease not renewed for a whole lease ({exc})")
             except Exception:  # the node must keep watching whatever went wrong
                 logger.exception("node loop failed; trying again")
 
@@ -152,27 +154,19 @@ class Node:
         ttl = self.settings.leader_lease_s
         return ttl / 3 if self.term is not None else min(STANDBY_POLL_S, ttl / 4)
 
-    def _lease_may_have_expired(self) -> bool:
-        return time.monotonic() - self._renewed_at >= self.settings.leader_lease_s
-
     def _look(self) -> None:
         lease = self._lease
         assert lease is not None
         if self.term is not None:
-            started = time.monotonic()
-            if lease.renew():
-                self._renewed_at = started
-                return
-            self._step_down("the lease was taken over")
+            if not lease.renew():
+                self._step_down("the lease was taken over")
             return
-        started = time.monotonic()
         epoch = lease.try_lead()
         if epoch is None:
             seen = lease.leader()
             # An embedded leader serves no HTTP: nothing to forward to (no URL).
             self.leader_url = None if seen.expired or seen.holder is None else seen.url or None
             return
-        self._renewed_at = started
         self._lead(epoch)
 
     def _lead(self, epoch: int) -> None:

@@ -62,8 +62,15 @@ def test_leader_standby_leader_in_one_process_releases_what_it_held(pg_url: str)
         first.node._lease._conn.close()
         wait_until(lambda: second.role == "leader", timeout_s=30, message="second leads")
         wait_until(lambda: first.role == "standby", timeout_s=30, message="first steps down")
-        assert len(pykka.ActorRegistry.get_all()) - actors_before == term_actors
-        assert writers() - writers_before == 1  # second's writer only
+        # Its role changes first (no new calls), then its term stops: second's only.
+        wait_until(
+            lambda: (
+                len(pykka.ActorRegistry.get_all()) - actors_before == term_actors
+                and writers() - writers_before == 1
+            ),
+            timeout_s=30,
+            message="first's actors and writer stopped",
+        )
         second.submit({}, task_id="t2")
 
         second.stop()  # resigns: first leads again, from the store
