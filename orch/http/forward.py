@@ -166,7 +166,9 @@ class Forwarder:
         headers[FORWARDED_HEADER] = self._advertise_url()
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length > 0 else None
-        path = quote(environ.get("PATH_INFO") or "/", safe="/:@!$&'()*+,;=-._~")
+        # PATH_INFO is the path's bytes decoded as latin-1 (PEP 3333): quote those bytes.
+        raw_path = (environ.get("PATH_INFO") or "/").encode("latin-1")
+        path = quote(raw_path, safe="/:@!$&'()*+,;=-._~")
         query = environ.get("QUERY_STRING")
         url = f"{leader}{path}{'?' + query if query else ''}"
         waits = min(

@@ -53,6 +53,11 @@ def test_two_nodes_one_leads_and_the_standby_forwards(cluster):
     assert seen["payload"] == {"n": 1}
     metrics = requests.get(f"{standby.url}/metrics", timeout=5).text
     assert 'orchestrator_forwarded_requests_total{outcome="2xx"} 1.0' in metrics
+    # A path that is not ASCII reaches the leader as the client sent it.
+    odd = requests.get(f"{standby.url}/tasks/t%C3%BCr%20x", timeout=5)
+    direct = requests.get(f"{leader.url}/tasks/t%C3%BCr%20x", timeout=5)
+    assert (odd.status_code, odd.json()) == (direct.status_code, direct.json())
+    assert "'tür x'" in odd.json()["detail"]
 
 
 def test_every_kind_of_request_is_forwarded(cluster):
