@@ -50,6 +50,12 @@ CHECK_WAIT_S = 2.0
 #: libpq's connect_timeout (whole seconds): one attempt to reach the server.
 CONNECT_TIMEOUT_S = 2
 
+#: A fenced (cluster) writer's session that sits in a transaction longer than this is
+#: ended by the server: a leader frozen mid-transaction would otherwise hold the
+#: lease row's share lock, and with it every takeover, for as long as it is frozen.
+#: The writer never idles inside a transaction of its own accord.
+FENCED_IDLE_MS = 2000
+
 Value = TypeVar("Value")
 
 
@@ -107,7 +113,12 @@ class PostgresStore:
         self._options = {
             "connect_timeout": CONNECT_TIMEOUT_S,
             "options": f"-c lock_timeout={max(1, round(lock_timeout_s * 1000))}"
-            + ("" if epoch is None else f" -c orch.epoch={int(epoch)}"),
+            + (
+                ""
+                if epoch is None
+                else f" -c orch.epoch={int(epoch)}"
+                f" -c idle_in_transaction_session_timeout={FENCED_IDLE_MS}"
+            ),
             "application_name": "june-orchestrator",
             # A server that vanished without closing the socket is noticed, not waited on.
             "keepalives": 1,

@@ -176,6 +176,9 @@ class LeaderLease:
                     self._db_url,
                     connect_timeout=2,
                     application_name="june-orchestrator-lease",
+                    # Never wait long on the lease row (a frozen leader's share lock is
+                    # ended by its idle-in-transaction timeout): fail, look again.
+                    options="-c lock_timeout=1000 -c statement_timeout=5000",
                     keepalives=1,
                     keepalives_idle=2,
                     keepalives_interval=1,

@@ -7,6 +7,7 @@ an epoch that is not the lease's any more can commit nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -110,3 +111,30 @@ def test_a_store_without_an_epoch_is_not_fenced(pg_url: str):
         assert [t.key for t in store.load_tasks()] == ["plain"]
     finally:
         store.close()
+
+
+def test_a_leader_frozen_inside_a_transaction_does_not_block_the_takeover(pg_url: str):
+    import psycopg
+
+    first, second = lease(pg_url, "a", ttl_s=0.5), lease(pg_url, "b")
+    store = PostgresStore(pg_url, epoch=first.try_lead())
+    # The writer's session as a frozen process leaves it: a fenced write begun, the
+    # lease row locked for share, the transaction never finished.
+    frozen = psycopg.connect(pg_url, options=store._options["options"])
+    try:
+        frozen.execute("DELETE FROM tasks WHERE key = 'nothing'")  # fence: FOR SHARE
+        deadline = time.monotonic() + 30
+        epoch = None
+        while epoch is None:
+            assert time.monotonic() < deadline, "the takeover stayed blocked"
+            with contextlib.suppress(StoreError):  # waited on the row lock in vain
+                epoch = second.try_lead()
+            time.sleep(0.05)
+        assert epoch == 2
+        with pytest.raises(psycopg.Error, match="idle-in-transaction"):
+            frozen.execute("SELECT 1")  # the server ended the idle transaction's session
+    finally:
+        frozen.close()
+        store.close()
+        first.close()
+        second.close()
