@@ -259,10 +259,12 @@ class NodeApp:
         if term is not None and term.app is not None:
             return term.app(environ, start_response)  # type: ignore[no-any-return]
         if path == "/health" and environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+            # "healthy" as the leader says it: a standby that answers is a healthy node
+            # (the CLI's health command and container checks read this word).
             return _json(
                 start_response,
                 "200 OK",
-                {"status": "ok", "role": "standby", "leader": self.node.leader_url},
+                {"status": "healthy", "role": "standby", "leader": self.node.leader_url},
             )
         if path == "/health/ready" and environ["REQUEST_METHOD"] in ("GET", "HEAD"):
             return _json(

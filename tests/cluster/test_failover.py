@@ -121,7 +121,7 @@ def test_a_frozen_leader_is_replaced_and_on_waking_acknowledges_nothing(cluster)
 
     # It wakes, finds the lease taken over and steps down; it forwards from then on.
     wait_until(
-        lambda: health(leader) == {"status": "ok", "role": "standby", "leader": standby.url},
+        lambda: health(leader) == {"status": "healthy", "role": "standby", "leader": standby.url},
         timeout_s=30,
         message="the woken leader steps down",
     )

@@ -26,7 +26,7 @@ def test_three_nodes_elect_one_leader_and_agree_on_it(cluster):
     standbys = [node for node in nodes if node is not leader]
     assert requests.get(f"{leader.url}/health/ready", timeout=5).status_code == 200
     for node in standbys:
-        assert health(node) == {"status": "ok", "role": "standby", "leader": leader.url}
+        assert health(node) == {"status": "healthy", "role": "standby", "leader": leader.url}
         ready = requests.get(f"{node.url}/health/ready", timeout=5)
         assert ready.status_code == 503 and ready.json()["role"] == "standby"
     metrics = {node.url: requests.get(f"{node.url}/metrics", timeout=5).text for node in nodes}
