@@ -11,5 +11,10 @@ ENV ORCHESTRATOR_HOST=0.0.0.0 \
 VOLUME /data
 EXPOSE 8005
 USER nobody
+# The image has no curl: the project's own client asks /health (public, no token).
+# It exits 0 for healthy or degraded (a TODO service or gateway away is not this
+# container's fault), 1 for unhealthy and 3 for no answer; Docker wants 0 or 1.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+    CMD june-orchestrator --url "http://127.0.0.1:${ORCHESTRATOR_PORT}" --timeout 5 health >/dev/null || exit 1
 ENTRYPOINT ["june-orchestrator"]
 CMD ["serve"]

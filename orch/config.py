@@ -165,24 +165,41 @@ def _without_password(db: str) -> str:
     return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
 
 
+# Each parser's ValueError is said after "NAME='value': ", so it reads as one
+# sentence saying what is allowed (never Python's "invalid literal for int()").
+
+
+def _whole_number(raw: str, allowed: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError(f"not a whole number; {allowed}") from None
+
+
 def _port(raw: str) -> int:
-    value = int(raw)
+    allowed = "give a port number from 0 to 65535"
+    value = _whole_number(raw, allowed)
     if not 0 <= value <= 65535:
-        raise ValueError("must be a port number between 0 and 65535")
+        raise ValueError(f"out of range; {allowed}")
     return value
 
 
 def _positive_int(raw: str) -> int:
-    value = int(raw)
+    allowed = "give a whole number of at least 1"
+    value = _whole_number(raw, allowed)
     if value < 1:
-        raise ValueError("must be a positive integer")
+        raise ValueError(f"too small; {allowed}")
     return value
 
 
 def _positive_float(raw: str) -> float:
-    value = float(raw)
+    allowed = "give a number above 0, like 2.5"
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"not a number; {allowed}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError("must be a positive number")
+        raise ValueError(f"not above 0; {allowed}")
     return value
 
 

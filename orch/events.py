@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ class Events:
         self._ring: collections.deque[Event] = collections.deque(maxlen=capacity)
         self._cond = threading.Condition()
         self._seq = 0
+        # Names this numbering: it restarts at 1 with the process, so a reader's
+        # ``after`` alone cannot tell a restarted server from one it is ahead of.
+        self.epoch = secrets.token_hex(8)
         self._closed = False
         self._waiting = 0
         self._listeners: list[Listener] = []
@@ -115,22 +119,35 @@ class Events:
             out = [e for e in self._ring if e.seq > after]
         return out[:limit]
 
-    def page(self, after: int, limit: int = 1000, wait_s: float = 0.0) -> dict[str, Any]:
-        """``{events, next}`` for ``GET /events``, with ``reset: true`` after a restart.
+    def page(
+        self, after: int, limit: int = 1000, wait_s: float = 0.0, epoch: str | None = None
+    ) -> dict[str, Any]:
+        """``{events, next, epoch}`` for ``GET /events``; ``reset`` or ``ahead`` when apt.
 
-        Numbering restarts at 1 with the server, so an ``after`` beyond the newest
-        ``seq`` came from a reader of an earlier process: waiting for this one to catch
-        up would leave it hanging in silence. ``reset`` says so; that answer comes at
-        once, even from an empty ring, with the events from the ring's start and
-        ``next`` in the new numbering, so a follower learns of the reset now and
-        carries on from there. ``seq`` only grows, so the test needs no lock.
+        Numbering restarts at 1 with the server, so every answer names its numbering
+        (``epoch``) and a follower passes it back. Another ``epoch`` means the server
+        restarted: ``reset: true``, the events from the ring's start and ``next`` in
+        the new numbering, so the follower carries on from there. An ``after`` beyond
+        the newest event in this numbering (or with no ``epoch`` to tell) is a reader
+        ahead of the server: ``ahead: true``, no events, and ``next`` the newest seq;
+        replaying the ring would show it events it asked to skip, and waiting for the
+        numbering to catch up would leave it hanging in silence. Both answer at once.
+        ``seq`` only grows, so the test needs no lock.
         """
-        reset = after > self.last_seq
-        found = self.since(0, limit) if reset else self.since(after, limit, wait_s)
-        answer: dict[str, Any] = {
+        if epoch is not None and epoch != self.epoch:
+            found = self.since(0, limit)
+            return {
+                "events": [e.to_dict() for e in found],
+                "next": found[-1].seq if found else 0,
+                "epoch": self.epoch,
+                "reset": True,
+            }
+        newest = self.last_seq
+        if after > newest:
+            return {"events": [], "next": newest, "epoch": self.epoch, "ahead": True}
+        found = self.since(after, limit, wait_s)
+        return {
             "events": [e.to_dict() for e in found],
-            "next": found[-1].seq if found else (0 if reset else after),
+            "next": found[-1].seq if found else after,
+            "epoch": self.epoch,
         }
-        if reset:
-            answer["reset"] = True
-        return answer

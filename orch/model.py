@@ -18,6 +18,8 @@ from orch.errors import Conflict, Invalid
 
 # Not only dots: "." and ".." mean something in a path, and ids end up in paths.
 ID_PATTERN = re.compile(r"(?!\.+\Z)[A-Za-z0-9._:-]{1,128}")
+#: What ``ID_PATTERN`` allows, in words: a refusal says this, never the expression.
+ID_RULE = "use 1-128 letters, digits or '._:-' (not only dots)"
 MAX_CAPABILITIES = 64
 MAX_RESOURCES_PER_REQUEST = 32
 MIN_HEARTBEAT_INTERVAL_S = 0.1
@@ -35,8 +37,7 @@ def validate_id(field_name: str, value: object) -> str:
     if not ID_PATTERN.fullmatch(value):
         raise Invalid(
             field_name,
-            f"{value[:40]!r} is not a valid id: use 1-128 letters, digits or '._:-' "
-            "(not only dots)",
+            f"{value[:40]!r} is not a valid id: {ID_RULE}",
         )
     return value
 

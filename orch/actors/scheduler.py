@@ -378,6 +378,8 @@ class Scheduler(GatedActor):
                 self._change(*due)
         except OrchestratorError as exc:
             logger.warning("tick paused, store failing: %s", exc)
+        for event_type, data in table.held_progress_events(now):
+            self._events.emit_data(event_type, data)
         self._dispatch()
         if table.prune_due(now):
             self._prune()

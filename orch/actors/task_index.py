@@ -112,6 +112,8 @@ class TaskIndex(TaskTiming):
         self._deadlines = Deadlines()
         # Leased task key -> (when its last task.progress event went out, reports since).
         self._progress_events: dict[str, tuple[float, int]] = {}
+        # Keys whose latest report is not in the feed yet (``held_progress_events``).
+        self._progress_held: set[str] = set()
 
     @staticmethod
     def assignment(leased: Task, slot: AgentSlot) -> Assignment:
@@ -232,8 +234,39 @@ class TaskIndex(TaskTiming):
         last_at, skipped = self._progress_events.get(key, (None, 0))
         if last_at is not None and now - last_at < self._settings.progress_event_interval_s:
             self._progress_events[key] = (last_at, skipped + 1)
+            self._progress_held.add(key)
             return
+        self.plan.events.append(("task.progress", self._sent_progress(key, task, progress, now)))
+
+    def held_progress_events(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+        """The ``task.progress`` events held back whose interval has run out.
+
+        Without these the last report of a burst would never reach the feed (only a
+        later report would send it), and a reader of the feed would be left with a
+        stale message. The Scheduler's tick asks; an empty set costs one check.
+        """
+        if not self._progress_held:
+            return []
+        interval_s = self._settings.progress_event_interval_s
+        due: list[tuple[str, dict[str, Any]]] = []
+        for key in list(self._progress_held):
+            last_at, _ = self._progress_events[key]
+            if now - last_at < interval_s:
+                continue
+            task = self.tasks[key]
+            assert task.progress is not None  # held only after a report was kept
+            last_at, skipped = self._progress_events[key]
+            self._progress_events[key] = (last_at, skipped - 1)  # this one is sent now
+            due.append(("task.progress", self._sent_progress(key, task, task.progress, now)))
+        return due
+
+    def _sent_progress(
+        self, key: str, task: Task, progress: TaskProgress, now: float
+    ) -> dict[str, Any]:
+        """The event's data for ``progress``, noted as sent at ``now``."""
+        _, skipped = self._progress_events.get(key, (None, 0))
         self._progress_events[key] = (now, 0)
+        self._progress_held.discard(key)
         data: dict[str, Any] = {
             "task_id": task.spec.task_id,
             "agent_id": task.agent_id,
@@ -243,7 +276,7 @@ class TaskIndex(TaskTiming):
         }
         if skipped:
             data["reports_not_sent"] = skipped
-        self.plan.events.append(("task.progress", data))
+        return data
 
     def _index(self, key: str, old: Task | None, task: Task) -> None:
         """Keep ``task`` in place of ``old`` (its record, or the one it replaces), counted."""
@@ -286,6 +319,7 @@ class TaskIndex(TaskTiming):
     def _end_lease(self, key: str, task: Task) -> None:
         """Undo what holding ``task`` gave its agent: slot, locks, the agent's copy."""
         self._progress_events.pop(key, None)
+        self._progress_held.discard(key)
         agent_id = task.agent_id
         if agent_id is None:
             return

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -73,8 +73,15 @@ def parse_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
     if not parsed:
         raise Invalid("url", "give at least one URL (several are separated by commas)")
     for url in parsed:
-        if not url.startswith(("http://", "https://")):
-            raise Invalid("url", f"{url!r} is not an http:// or https:// URL")
+        # Checked here, not at the first call: requests would only say "No connection
+        # adapters were found", which names neither the value's fault nor its fix.
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise Invalid(
+                "url",
+                f"{url!r} is not an orchestrator URL; give http:// or https:// and a host,"
+                f" like {DEFAULT_URL}",
+            )
     return parsed
 
 
@@ -270,14 +277,23 @@ class OrchestratorClient:
         """The server's OpenAPI 3.1 document."""
         return self._json("GET", "/openapi.json")
 
-    def events(self, after: int = 0, *, wait_s: float = 0.0, limit: int = 1000) -> dict[str, Any]:
-        """``{events, next}``: events after ``after``, long-polling up to ``wait_s`` (<= 20).
+    def events(
+        self,
+        after: int = 0,
+        *,
+        wait_s: float = 0.0,
+        limit: int = 1000,
+        epoch: str | None = None,
+    ) -> dict[str, Any]:
+        """``{events, next, epoch}``: events after ``after``, long-polling up to ``wait_s``.
 
-        Numbering restarts at 1 with the server: an ``after`` beyond its newest event
-        answers at once with ``reset: true``, the events from the ring's start and
-        ``next`` in the new numbering, so a follower passing ``next`` on carries on.
+        Numbering restarts at 1 with the server, so pass the last answer's ``epoch``
+        back: from a restarted server the answer comes at once with ``reset: true``,
+        the events from the ring's start and ``next`` in the new numbering. An
+        ``after`` beyond the newest event answers at once with ``ahead: true``, no
+        events and ``next`` the newest seq.
         """
-        params = {"after": after, "limit": limit, "wait": wait_s or None}
+        params = {"after": after, "limit": limit, "wait": wait_s or None, "epoch": epoch}
         return self._json("GET", "/events", params=params, wait_s=wait_s)
 
     # ---------------------------------------------------------------- agents

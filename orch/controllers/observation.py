@@ -16,7 +16,7 @@ from orch.config import Settings
 from orch.controllers.base import Actors
 from orch.dependencies import DependencyChecks
 from orch.events import Events
-from orch.model import AgentState, validate_int
+from orch.model import AgentState, validate_id, validate_int
 from orch.validation import validate_wait
 
 #: The longest an events long-poll may wait, in seconds (the HTTP layer's is shorter).
@@ -73,18 +73,29 @@ class ObservationController:
         view = self._actors.intake_view
         return None if view is None else view.status()
 
-    def events(self, after: int = 0, *, limit: int = 1000, wait_s: float = 0.0) -> dict[str, Any]:
+    def events(
+        self,
+        after: int = 0,
+        *,
+        limit: int = 1000,
+        wait_s: float = 0.0,
+        epoch: str | None = None,
+    ) -> dict[str, Any]:
         """Events numbered after ``after``, waiting up to ``wait_s`` for the first (long-poll).
 
-        ``next`` is the ``after`` to pass next time; the ring keeps the last 10,000
-        events, so a reader that falls further behind sees a gap in ``seq``. An ``after``
-        beyond the newest event (a reader of a previous process: numbering restarts
-        with the server) is answered at once from the start, with ``reset: true``.
+        ``next`` is the ``after`` to pass next time, and ``epoch`` (the numbering's name)
+        the ``epoch``; the ring keeps the last 10,000 events, so a reader that falls
+        further behind sees a gap in ``seq``. Numbering restarts with the server: an
+        ``epoch`` of an earlier process is answered at once from the start, with
+        ``reset: true``; an ``after`` beyond the newest event is answered at once with
+        no events, ``ahead: true`` and ``next`` the newest seq (``Events.page``).
         """
         after = validate_int("after", after, 0, 2**63 - 1)
         limit = validate_int("limit", limit, 1, 1000)
         wait_s = validate_wait("wait_s", wait_s, MAX_EVENTS_WAIT_S)
-        return self._events.page(after, limit, wait_s)
+        if epoch is not None:
+            epoch = validate_id("epoch", epoch)
+        return self._events.page(after, limit, wait_s, epoch)
 
     def health(self) -> dict[str, Any]:
         """``healthy``, ``degraded`` (a service we use is unreachable) or ``unhealthy``

@@ -171,7 +171,12 @@ class AuthMiddleware:
         if resource is None:
             return
         method = "GET" if req.method == "HEAD" else req.method
-        scope = resource.scopes.get(method, Scope.ADMIN)
+        if method not in resource.scopes:
+            # No responder will run: Falcon answers 405 with the Allow header, as the
+            # document promises for an undeclared method (a 401 would say a token
+            # could make TRACE /health work).
+            return
+        scope = resource.scopes[method]
         token = bearer_token(req) if scope is not Scope.PUBLIC else None
         if token is not None:
             retry_after_s = self._throttle.retry_after_s(_address(req))

@@ -16,6 +16,7 @@ import falcon
 import msgspec
 
 from orch.errors import Invalid, OrchestratorError, Unavailable
+from orch.model import ID_RULE
 
 logger = logging.getLogger("orch.http")
 
@@ -144,8 +145,14 @@ def handle_unexpected(
     )
 
 
-def invalid_body(exc: msgspec.ValidationError | msgspec.DecodeError) -> Invalid:
-    """Name the offending field of a body msgspec refused."""
+def invalid_body(
+    exc: msgspec.ValidationError | msgspec.DecodeError, raw: bytes | None = None
+) -> Invalid:
+    """Name the offending field of a body msgspec refused, in words a reader can act on.
+
+    msgspec states a pattern by its regular expression; an id refused so is said as
+    ``validate_id`` says it, with the value (read back from ``raw``) it refused.
+    """
     text = str(exc)
     at = re.search(r"at `\$\.?([^`]*)`", text)
     missing = re.search(r"missing required field `([^`]+)`", text)
@@ -162,7 +169,24 @@ def invalid_body(exc: msgspec.ValidationError | msgspec.DecodeError) -> Invalid:
     message = re.sub(r" - at `[^`]*`$", "", text)
     if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
         message = f"is not valid JSON ({message})"
+    elif "matching regex" in message:
+        value = _value_at(raw, at.group(1) if at else "")
+        shown = "" if value is None else f"{str(value)[:40]!r} "
+        message = f"{shown}is not a valid id: {ID_RULE}"
     return Invalid(field, message)
+
+
+def _value_at(raw: bytes | None, path: str) -> Any:
+    """The value at msgspec's path (``items[0].resource``) in ``raw``, or None."""
+    if not raw or not path:
+        return None
+    try:
+        value: Any = msgspec.json.decode(raw)
+        for name, index in re.findall(r"(?:^|\.)(\w+)|\[(\d+)\]", path):
+            value = value[name] if name else value[int(index)]
+    except (msgspec.DecodeError, LookupError, TypeError):
+        return None
+    return value
 
 
 def install(app: falcon.App) -> None:

@@ -123,6 +123,8 @@ class IdempotencyMiddleware:
     ) -> None:
         if resource is None or req.method not in WRITE_METHODS:
             return
+        if req.method not in resource.scopes:
+            return  # no responder runs: Falcon's 405, not a key's replay or refusal
         raw = req.get_header(HEADER)
         if raw is None:
             return

@@ -109,7 +109,7 @@ def _with_integral_floats(raw: bytes, body_type: type[T], exc: msgspec.Validatio
             return msgspec.convert(data, body_type)
         except msgspec.ValidationError as again:
             exc = again
-    raise invalid_body(exc) from None
+    raise invalid_body(exc, raw) from None
 
 
 def send(resp: falcon.Response, body: Any, status: int = 200) -> None:

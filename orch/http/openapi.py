@@ -77,8 +77,8 @@ _GRANT = _object(
     expires_at={"type": "number"},
 )
 
-#: Event numbering restarts at 1 with the server, so a follower's ``after`` may be
-#: beyond every event: that answer comes at once, from the ring's start, flagged.
+#: Event numbering restarts at 1 with the server; ``epoch`` names the numbering, so a
+#: follower tells a restart (``reset``) from an ``after`` beyond the newest (``ahead``).
 _EVENT_FEED: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -91,13 +91,23 @@ _EVENT_FEED: dict[str, Any] = {
             ),
         },
         "next": {"type": "integer", "minimum": 0},
+        "epoch": {
+            "type": "string",
+            "description": "Names this numbering (it restarts with the server): pass it "
+            "back as `epoch` with `next` as `after`.",
+        },
         "reset": {
             "const": True,
-            "description": "Only when `after` was beyond the newest event (the server "
+            "description": "Only when `epoch` named an earlier numbering (the server "
             "restarted): `events` are from the ring's start, continue from `next`.",
         },
+        "ahead": {
+            "const": True,
+            "description": "Only when `after` was beyond the newest event: no events, "
+            "and `next` is the newest seq.",
+        },
     },
-    "required": ["events", "next"],
+    "required": ["epoch", "events", "next"],
 }
 
 #: The 2xx bodies that links read from, by (method, route), and the event feed's
@@ -151,7 +161,7 @@ def _lease_links(resource: str, fencing_token: str) -> dict[str, Any]:
 #: OpenAPI links: (method, route, status) -> link name -> link. Each says where the id
 #: of what was just created or granted goes in the calls that act on it.
 _LINKS: dict[tuple[str, str, int], dict[str, Any]] = {
-    ("POST", "/agents/register", 201): {
+    ("POST", "/agents/register", 200): {
         "StartAgent": _link("post_AgentStart", agent_id=_AGENT_ID),
         "GetAgent": _link("get_AgentItem", agent_id=_AGENT_ID),
         "StopAgent": _link("post_AgentStop", agent_id=_AGENT_ID),
@@ -222,6 +232,8 @@ def build_document(
         (*REQUEST_BODIES, Problem), ref_template=_REF
     )
     _state_lock_limits(components, settings)
+    # msgspec has no uniqueItems; a resource named twice is refused (AcquireLocks).
+    components["AcquireLocks"]["properties"]["resources"]["uniqueItems"] = True
     for body in REQUEST_BODIES:  # rules across fields, which a Struct cannot state
         rules = getattr(body, "JSON_SCHEMA_RULES", None)
         if rules:

@@ -143,6 +143,7 @@ class AcquireLocks(Struct):
     resources: Annotated[
         list[LockRequest],
         # JSON Schema cannot say "unique by one key"; the facade refuses a repeat (400).
+        # The document says uniqueItems (build_document), which catches the exact ones.
         Meta(min_length=1, max_length=32, description="each resource at most once"),
     ]
     agent_id: Id | None = None

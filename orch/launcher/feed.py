@@ -58,11 +58,15 @@ class EventFeed:
 
     def _follow(self) -> None:
         after = 0
+        epoch: str | None = None  # the numbering's name: another one is a restart
         backoff_s = 0.1
         while not self._halt.is_set():
             try:
                 page = self._client.events(
-                    after, wait_s=self._wait_s if self.connected else 0.0, limit=1000
+                    after,
+                    wait_s=self._wait_s if self.connected else 0.0,
+                    limit=1000,
+                    epoch=epoch,
                 )
             except OrchestratorError as exc:
                 if self._halt.is_set():
@@ -92,3 +96,4 @@ class EventFeed:
                 ):
                     self._notify((agent_id, kind))
             after = int(page.get("next", after))
+            epoch = page.get("epoch", epoch)

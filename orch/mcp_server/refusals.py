@@ -23,14 +23,20 @@ class Refusal(Exception):
     """A tool call the orchestrator refused; ``str()`` is the text for the model."""
 
 
-def explain(tool: str, exc: OrchestratorError, url: str, agent_id: str) -> str:
-    """The tool error text for ``exc``, raised by ``tool`` acting for ``agent_id``."""
+def explain(
+    tool: str, exc: OrchestratorError, url: str, agent_id: str, *, joined: bool = False
+) -> str:
+    """The tool error text for ``exc``, raised by ``tool`` acting for ``agent_id``.
+
+    ``joined``: the session acts for a registration someone else owns, so a lost one
+    is not registered again from here.
+    """
     # The SDK puts "Error executing tool <tool>: " in front of this.
     head = f"the orchestrator refused: {exc.message} (HTTP {exc.status}, {exc.code})."
-    return f"{head} {_advice(tool, exc, url, agent_id)}"
+    return f"{head} {_advice(tool, exc, url, agent_id, joined)}"
 
 
-def _advice(tool: str, exc: OrchestratorError, url: str, agent_id: str) -> str:
+def _advice(tool: str, exc: OrchestratorError, url: str, agent_id: str, joined: bool) -> str:
     code, details = exc.code, exc.details
     if code == "unreachable":
         return (
@@ -47,6 +53,13 @@ def _advice(tool: str, exc: OrchestratorError, url: str, agent_id: str) -> str:
     if code in ("invalid", "payload_too_large", "unsupported_media_type"):
         field = details.get("field") or getattr(exc, "field", None) or "an argument"
         return f"Nothing was changed. Correct `{field}` and call {tool} again."
+    if code == "unauthorized" and joined:
+        return (
+            "This agent's token was not accepted: its registration is gone (removed, or "
+            "replaced after it was declared lost), so nothing was recorded. Its owner (the "
+            "launcher or operator that registered it) must register it again; stop and "
+            "tell the user."
+        )
     if code == "unauthorized":
         return (
             "This agent's token was not accepted: its registration is gone (removed, or "

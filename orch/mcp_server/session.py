@@ -50,12 +50,16 @@ class JoinedAgentClient(AgentClient):
     It neither registers nor starts the agent: the token it is given proves who it
     is, and the first heartbeat checks it. On ``close`` it only stops heartbeating;
     stopping the agent is its owner's decision (a launcher restarts the process and
-    the next session carries on with the same tasks). If the orchestrator declares
-    the agent lost meanwhile it registers again, as every ``AgentClient`` does.
+    the next session carries on with the same tasks). If the orchestrator forgets the
+    agent (lost, removed) it does not register it again, as no joined ``AgentClient``
+    does: it knows neither the agent's type nor its capabilities, and the id it took
+    would keep the owner from registering it again. Unlike ``AgentClient(token=...)``
+    it does not start when the orchestrator cannot be reached, so that the command
+    ends with its exit status before a client is told it is ready.
     """
 
     def __init__(self, url: str, *, agent_id: str, token: str, **options: Any) -> None:
-        super().__init__(url, agent_id=agent_id, **options)
+        super().__init__(url, agent_id=agent_id, token=token, **options)
         self._joined_token = token
 
     def start(self) -> JoinedAgentClient:
@@ -182,7 +186,14 @@ class AgentSession:
         task = self._call("next_task", lambda: self.agent.next_task(timeout=wait_s))
         if task is None:
             message = f"No task was assigned within {wait_s:g} s."
-            if self.agent.status == "busy":
+            state = self.agent.status
+            if state in _NO_WORK_STATES:
+                message += (
+                    f" This agent is {state}, so the orchestrator gives it no work until "
+                    f"it is started again (june-orchestrator agents start {self.agent_id}). "
+                    "Do not keep calling next_task: stop and tell the user."
+                )
+            elif state == "busy":
                 message += (
                     " You still hold tasks (agent_status lists them): finish them with "
                     "complete_task or fail_task before asking for more."
@@ -270,14 +281,17 @@ class AgentSession:
             locks = self.agent.client.locks()
         except (Unauthorized, Forbidden):
             return {
-                "held_by_you": self._session_grants(),
+                "held_by_you": self._session_grants() + self._task_leases(),
                 "all_locks": None,
                 "note": "The orchestrator lists all locks only with the admin token "
                 "(ORCH_ADMIN_TOKEN in this MCP server's environment); shown are the "
-                "leases this session took and has not seen end.",
+                "leases this session took and has not seen end, and those granted with "
+                "the tasks you hold.",
             }
         except OrchestratorError as exc:
-            raise Refusal(explain("list_locks", exc, self.url, self.agent_id)) from None
+            raise Refusal(
+                explain("list_locks", exc, self.url, self.agent_id, joined=not self.self_registered)
+            ) from None
         mine = [
             {**holder, "resource": lock["resource"]}
             for lock in locks
@@ -316,19 +330,43 @@ class AgentSession:
         try:
             return call()
         except OrchestratorError as exc:
-            raise Refusal(explain(tool, exc, self.url, self.agent_id)) from None
+            raise Refusal(
+                explain(tool, exc, self.url, self.agent_id, joined=not self.self_registered)
+            ) from None
+
+    def _task_leases(self) -> list[dict[str, Any]]:
+        """The locks granted with the tasks this agent holds: the model holds them too,
+        and without the admin token nothing else would tell it so."""
+        agent = self.agent
+        held = self._call(
+            "list_locks",
+            lambda: agent.client.agent_tasks(self.agent_id, token=agent._current_token()),
+        )
+        return [
+            {**lease, "task_id": task["task_id"]}
+            for task in held.get("tasks", ())
+            for lease in _resources(task.get("resources") or (), task.get("fencing_tokens") or {})
+        ]
 
     def _remember(self, grant: dict[str, Any]) -> None:
         with self._grants_guard:
             self._grants[grant["resource"]] = grant
 
     def _session_grants(self) -> list[dict[str, Any]]:
+        """The leases this session took and has not seen end, their time left counted
+        now: the model plans its renew_lock from ``expires_in_s``."""
         now = time.time()
         with self._grants_guard:
             for resource in [r for r, g in self._grants.items() if g["expires_at"] <= now]:
                 del self._grants[resource]
-            return list(self._grants.values())
+            return [
+                {**grant, "expires_in_s": round(grant["expires_at"] - now, 3)}
+                for grant in self._grants.values()
+            ]
 
+
+#: Agent states in which no assignment can come, however long next_task waits.
+_NO_WORK_STATES = frozenset({"stopped", "failed"})  # stopping: its tasks go on
 
 _LEASE_ADVICE = (
     "Pass fencing_token with every write to this resource, renew_lock before expires_at "

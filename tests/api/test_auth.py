@@ -238,3 +238,17 @@ def test_without_an_admin_token_reads_and_writes_are_open(client):
     assert token not in client.simulate_get("/agents").text
     assert token not in client.simulate_get("/agents/a1").text
     assert "token" not in client.simulate_get("/agents/a1").json
+
+
+def test_an_undeclared_method_is_405_before_any_token_is_asked_for(admin_client):
+    # No responder would run, token or not: 401 would say a token could make it work.
+    for method, path, allowed in [
+        ("TRACE", "/health", "GET"),
+        ("DELETE", "/stats", "GET"),
+        ("PATCH", "/agents/a1", "DELETE, GET"),
+    ]:
+        answer = admin_client.simulate_request(method, path)
+        assert_problem(answer, 405, "method_not_allowed")
+        assert answer.headers["allow"].startswith(allowed), answer.headers
+    # A declared method still needs the token.
+    assert_problem(admin_client.simulate_get("/stats"), 401, "unauthorized")

@@ -25,7 +25,7 @@ def test_events_are_numbered_and_paged_with_after_and_limit(client):
     assert event_types(rest) == ["agent.started"]
     assert [e["seq"] for e in rest.json["events"]] == [2]
     empty = client.simulate_get("/events", params={"after": rest.json["next"], "wait": 0})
-    assert empty.json == {"events": [], "next": 2}
+    assert empty.json == {"events": [], "next": 2, "epoch": first.json["epoch"]}
 
 
 def test_task_lifecycle_shows_in_the_feed(client):
@@ -63,34 +63,52 @@ def test_a_long_poll_with_nothing_new_ends_empty(client):
     after = client.simulate_get("/events").json["next"]
     answer = client.simulate_get("/events", params={"after": after, "wait": 0.05})
     assert answer.status_code == 200
-    assert answer.json == {"events": [], "next": after}
+    assert answer.json["events"] == [] and answer.json["next"] == after
 
 
-def test_a_poll_beyond_the_numbering_answers_at_once_from_the_start(client):
-    # The follower's `after` came from an earlier server process; numbering restarted.
+def test_every_answer_names_its_numbering(client):
+    register(client, "a1")
+    first = client.simulate_get("/events").json
+    again = client.simulate_get("/events", params={"after": first["next"]}).json
+    assert isinstance(first["epoch"], str) and first["epoch"]
+    assert again == {"events": [], "next": 1, "epoch": first["epoch"]}
+
+
+def test_a_poll_beyond_the_newest_event_is_ahead_not_a_replay(client):
+    # An `after` past the newest event in this numbering: nothing to replay, at once.
+    register(client, "a1", start=True)
+    epoch = client.simulate_get("/events").json["epoch"]
+    for params in ({"after": 10_000, "wait": 10}, {"after": 3, "wait": 10, "epoch": epoch}):
+        started = time.monotonic()
+        answer = client.simulate_get("/events", params=params)
+        assert time.monotonic() - started < 5  # not the 10 s it was allowed to wait
+        assert answer.status_code == 200
+        assert answer.json == {"events": [], "next": 2, "epoch": epoch, "ahead": True}
+
+
+def test_a_poll_with_an_earlier_numbering_says_the_server_restarted(client):
+    # The follower's epoch came from an earlier server process: numbering restarted.
     register(client, "a1", start=True)
     started = time.monotonic()
-    answer = client.simulate_get("/events", params={"after": 10_000, "wait": 10})
-    assert time.monotonic() - started < 5  # not the 10 s it was allowed to wait
-    assert answer.status_code == 200
+    answer = client.simulate_get("/events", params={"after": 1, "wait": 10, "epoch": "earlier"})
+    assert time.monotonic() - started < 5
+    assert answer.json["reset"] is True and "ahead" not in answer.json
     assert event_types(answer) == ["agent.registered", "agent.started"]
     assert answer.json["next"] == 2  # the new numbering: pass it on and carry on
+    carry_on = {"after": 2, "epoch": answer.json["epoch"]}
+    assert client.simulate_get("/events", params=carry_on).json["events"] == []
 
 
-def test_a_poll_beyond_the_numbering_says_the_feed_was_reset(client):
-    register(client, "a1")
-    answer = client.simulate_get("/events", params={"after": 10_000})
-    assert answer.json["reset"] is True
-    assert event_types(answer) == ["agent.registered"] and answer.json["next"] == 1
-    assert client.simulate_get("/events", params={"after": 1}).json == {"events": [], "next": 1}
-
-
-def test_openapi_documents_the_reset_flag(client):
+def test_openapi_documents_the_epoch_and_both_flags(client):
     document = client.simulate_get("/openapi.json").json
-    ok = document["paths"]["/events"]["get"]["responses"]["200"]
-    schema = ok["content"]["application/json"]["schema"]
-    assert schema["required"] == ["events", "next"]
+    operation = document["paths"]["/events"]["get"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["epoch", "events", "next"]
     assert schema["properties"]["reset"]["const"] is True
+    assert schema["properties"]["ahead"]["const"] is True
+    parameters = {p["name"]: p["schema"] for p in operation["parameters"]}
+    assert parameters["after"] == {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+    assert parameters["epoch"]["maxLength"] == 128
 
 
 def test_only_half_the_threads_may_wait():
@@ -142,5 +160,7 @@ def test_bad_parameters_are_400_naming_them(client: falcon.testing.TestClient):
         ({"wait": "-1"}, "wait"),
         ({"wait": "21"}, "wait"),
         ({"wait": "soon"}, "wait"),
+        ({"epoch": "a b"}, "epoch"),
+        ({"epoch": "e" * 129}, "epoch"),
     ]:
         assert_problem(client.simulate_get("/events", params=params), 400, "invalid", field)

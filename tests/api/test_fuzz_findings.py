@@ -16,7 +16,7 @@ import pytest
 from orch import ManualClock, Orchestrator, Settings
 from orch.http.app import ROUTES
 from orch.http.openapi import build_document
-from tests.api.conftest import ADMIN_TOKEN, assert_problem, bearer, build
+from tests.api.conftest import ADMIN_TOKEN, assert_problem, bearer, build, register
 
 
 def test_integral_floats_are_accepted_where_integers_are_expected(client):
@@ -167,3 +167,25 @@ def test_the_served_document_is_the_one_built_for_the_settings(
     served = admin_client.simulate_get("/openapi.json", headers=bearer(ADMIN_TOKEN)).json
     built = build_document(ROUTES, served["info"]["version"], admin_orch.settings)
     assert served == built
+
+
+def test_the_document_says_a_multi_lock_names_each_resource_once(client):
+    # schemathesis --checks all (ST202) sent the same {"resource": "0"} 31 times, which
+    # the document allowed and the server refused.
+    document = client.simulate_get("/openapi.json").json
+    resources = document["components"]["schemas"]["AcquireLocks"]["properties"]["resources"]
+    assert resources["uniqueItems"] is True
+    token = register(client, "a1", start=True)
+    twice = {"resources": [{"resource": "r"}, {"resource": "r"}]}
+    answer = client.simulate_post("/locks/acquire", json=twice, headers=bearer(token))
+    assert_problem(answer, 400, "invalid", "resources")
+
+
+def test_the_document_states_the_largest_event_seq_the_server_takes(client):
+    # ST202: GET /events?after=273291305533032858910720 was refused, the document
+    # having no maximum.
+    document = client.simulate_get("/openapi.json").json
+    [after] = [p for p in document["paths"]["/events"]["get"]["parameters"] if p["name"] == "after"]
+    assert after["schema"]["maximum"] == 2**63 - 1
+    assert client.simulate_get("/events", params={"after": 2**63 - 1}).status_code == 200
+    assert_problem(client.simulate_get("/events", params={"after": 2**63}), 400, "invalid", "after")

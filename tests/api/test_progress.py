@@ -174,6 +174,19 @@ def test_progress_events_are_thinned_per_task_on_the_injected_clock(clock):
             "percent": 51.0,
             "reports_not_sent": 50,  # steps 1-50 went into the task, not the ring
         }
+
+        # The last report of a burst is not left out of the feed: once its interval
+        # has run out, a tick sends it (and only it).
+        report("t1", 52)
+        report("t1", 53)
+        orch.tick()
+        assert len(progress_events(orch)) == 3  # still within the interval
+        clock.advance(10.0)
+        orch.tick()
+        orch.tick()
+        events = progress_events(orch)
+        assert len(events) == 4
+        assert (events[-1]["message"], events[-1]["reports_not_sent"]) == ("step 53", 1)
     finally:
         orch.stop()
 

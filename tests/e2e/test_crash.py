@@ -65,7 +65,7 @@ def drive(url: str, ledger: Ledger, stop: threading.Event, tokens: dict[str, str
                 json={"agent_id": agent_id, "agent_type": "idle"},
                 timeout=10,
             )
-            if answer.status_code == 201:
+            if answer.status_code == 200:
                 with ledger.lock:
                     ledger.agents.add(agent_id)
 

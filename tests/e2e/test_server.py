@@ -29,7 +29,7 @@ def test_readme_flow_works_against_the_real_server(server: ServerProcess):
         },
         timeout=5,
     )
-    assert registered.status_code == 201
+    assert registered.status_code == 200
     body = registered.json()
     assert body["status"] == "registered" and body["agent_id"] == "my-agent"
     token = body["token"]

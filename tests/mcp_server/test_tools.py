@@ -6,6 +6,7 @@ between two sessions, and every refusal as a tool error that leaves the server u
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,6 +156,34 @@ def test_a_whole_task_from_next_task_through_progress_to_complete_task(
     run(scenario)
 
 
+def test_next_task_on_a_stopped_agent_says_no_work_will_come_instead_of_wait_again(
+    url: str, admin: OrchestratorClient, name: Callable, errlog: Path
+):
+    """Told to call next_task again, a model would wait forever on an agent an
+    operator stopped; it must hear why nothing comes and what would change that."""
+    agent_id = name("halted")
+
+    async def scenario() -> None:
+        async with mcp_session(
+            url, *register_args(agent_id), errlog=errlog, ORCH_ADMIN_TOKEN=ADMIN_TOKEN
+        ) as session:
+            admin.stop_agent(agent_id)
+
+            async def state() -> str:
+                return (await ok(session, "agent_status"))["state"]
+
+            deadline = time.monotonic() + 15
+            while await state() != "stopped":  # the background heartbeat brings the news
+                assert time.monotonic() < deadline, "the session never saw the stop"
+                await anyio.sleep(0.05)
+            empty = await ok(session, "next_task", wait_s=0)
+            assert empty["task"] is None
+            assert "next_task again" not in empty["message"]
+            assert "stopped" in empty["message"] and f"agents start {agent_id}" in empty["message"]
+
+    run(scenario)
+
+
 def test_a_failed_task_is_retried_and_handed_out_again(
     url: str, admin: OrchestratorClient, name: Callable, errlog: Path
 ):
@@ -260,6 +289,59 @@ def test_list_locks_without_the_admin_token_shows_this_sessions_leases(
                 session, "release_lock", resource=resource, fencing_token=grant["fencing_token"]
             )
             assert (await ok(session, "list_locks"))["held_by_you"] == []
+
+    run(scenario)
+
+
+def test_list_locks_without_the_admin_token_shows_the_locks_granted_with_a_task(
+    url: str, admin: OrchestratorClient, name: Callable, errlog: Path
+):
+    """A task's resources are locked for its holder; a model asking what it holds must
+    hear of them, or it writes without the fencing token or takes a lock it has."""
+    agent_id, capability, resource = name("task-locks"), name("tl"), name("repo")
+    token = admin.register_agent(agent_id, "implementation", capabilities=[capability]).token
+    admin.start_agent(agent_id)
+    task_id = admin.assign_task({}, capabilities=[capability], resources=[resource])["task_id"]
+
+    async def scenario() -> None:
+        async with mcp_session(
+            url, errlog=errlog, ORCH_AGENT_ID=agent_id, ORCH_AGENT_TOKEN=token
+        ) as session:
+            task = (await ok(session, "next_task", wait_s=10))["task"]
+            fencing_token = task["resources"][0]["fencing_token"]
+            listed = await ok(session, "list_locks")
+            assert listed["all_locks"] is None
+            assert listed["held_by_you"] == [
+                {"resource": resource, "fencing_token": fencing_token, "task_id": task_id}
+            ]
+            await ok(session, "complete_task", task_id=task_id)
+            assert (await ok(session, "list_locks"))["held_by_you"] == []
+
+    run(scenario)
+
+
+def test_the_time_left_on_a_lease_is_counted_when_asked_not_when_granted(
+    url: str, admin: OrchestratorClient, name: Callable, errlog: Path
+):
+    """A model plans its renew_lock from ``expires_in_s``: a figure frozen at the grant
+    would tell it the lease has its whole TTL left long after it has not."""
+    agent_id, resource = name("lease-clock"), name("lease")
+    token = admin.register_agent(agent_id, "implementation").token
+    admin.start_agent(agent_id)
+
+    async def scenario() -> None:
+        async with mcp_session(
+            url, errlog=errlog, ORCH_AGENT_ID=agent_id, ORCH_AGENT_TOKEN=token
+        ) as session:
+            grant = await ok(session, "acquire_lock", resource=resource, ttl_s=60)
+            await anyio.sleep(1.0)  # time passes on the lease; no outcome waits on it
+            asked_at = time.time()
+            listed = (await ok(session, "list_locks"))["held_by_you"]
+            status = (await ok(session, "agent_status"))["locks_taken_in_this_session"]
+            for held in (listed[0], status[0]):
+                assert held["fencing_token"] == grant["fencing_token"]
+                # Counted at the answer, which came after asked_at (+ the rounding).
+                assert held["expires_in_s"] <= grant["expires_at"] - asked_at + 0.001, held
 
     run(scenario)
 

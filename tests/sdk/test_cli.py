@@ -20,6 +20,7 @@ from orch import cli
 from orch.client import OrchestratorClient
 from orch.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.conftest import reap, wait_until
+from tests.e2e.conftest import ServerProcess, start_server
 from tests.sdk.conftest import ADMIN_TOKEN
 
 
@@ -272,8 +273,9 @@ def test_exit_codes_and_one_line_errors(url: str, name: Callable):
     assert over.returncode == 0, over.stderr
     not_a_url = run_process("--url", "ftp://x", "health")
     assert not_a_url.returncode == 2
-    assert (
-        not_a_url.stderr == "june-orchestrator: url: 'ftp://x' is not an http:// or https:// URL\n"
+    assert not_a_url.stderr == (
+        "june-orchestrator: --url (or $ORCH_URL) 'ftp://x' is not an orchestrator URL;"
+        " give http:// or https:// and a host, like http://127.0.0.1:8005\n"
     )
 
     bad_payload = run_process("tasks", "submit", "--payload", "[1, 2]", env=env)
@@ -284,9 +286,9 @@ def test_exit_codes_and_one_line_errors(url: str, name: Callable):
     unknown = run_process("tasks", "explode", env=env)
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
 
-    invalid = run_process("tasks", "submit", "--priority", "11", env=env)
-    assert invalid.returncode == 1
-    assert invalid.stderr == "june-orchestrator: priority: Expected `int` <= 10\n"
+    invalid = run_process("tasks", "submit", "--max-attempts", "0", env=env)
+    assert invalid.returncode == 2
+    assert invalid.stderr.splitlines()[-1].endswith("give a whole number of at least 1")
 
 
 def test_main_returns_usage_and_help_codes(capsys: pytest.CaptureFixture[str]):
@@ -340,31 +342,115 @@ def test_events_follow_streams_until_interrupted(
         reap(follower)
 
 
-def test_events_follow_carries_on_when_the_numbering_restarted(
-    url: str, admin: OrchestratorClient, name: Callable
+def test_events_after_beyond_the_newest_shows_nothing_and_says_so(
+    capsys: pytest.CaptureFixture[str], url: str, admin: OrchestratorClient, name: Callable
 ):
-    # `--after` far beyond the newest event: as a follower of an earlier server process.
     admin.register_agent(name("before"), "implementation")
     newest = admin.events(0)["next"]
+    code, out, err = run_main(capsys, url, "events", "--after", str(newest + 500))
+    assert (code, out) == (0, "")  # not the whole ring again
+    assert err == (
+        f"june-orchestrator: --after {newest + 500} is ahead of the server, whose newest"
+        f" event is {newest}; nothing to show\n"
+    )
+
+
+def test_events_follow_from_beyond_the_newest_says_ahead_and_carries_on(
+    url: str, admin: OrchestratorClient, name: Callable
+):
+    before = name("before")
+    admin.register_agent(before, "implementation")
     follower, lines = _follow_events(url, 999999999)
+    notes: list[str] = []
+    assert follower.stderr is not None
+    threading.Thread(target=lambda: notes.extend(follower.stderr), daemon=True).start()
     try:
-        wait_until(lambda: lines, timeout_s=10, message="the ring's events were not printed")
-        assert lines[0]["seq"] <= newest  # from the ring's start, not after 999999999
         agent_id = name("after")
+        # Registered only once the first poll was answered (ahead): after it, not skipped.
+        wait_until(lambda: notes, timeout_s=10, message="the follower said nothing")
         admin.register_agent(agent_id, "implementation")
         wait_until(
             lambda: any(e.get("agent_id") == agent_id for e in lines),
             timeout_s=10,
-            message="the follower did not carry on in the new numbering",
+            message="the follower did not carry on from the newest event",
         )
+        assert not any(e.get("agent_id") == before for e in lines)  # no replay
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 0
+        [note] = [line.rstrip("\n") for line in notes]
+        assert note.startswith("june-orchestrator: --after 999999999 is ahead of the server")
+        assert note.endswith("; following from there") and "restarted" not in note
+    finally:
+        reap(follower)
+
+
+def test_events_follow_sees_a_restart_through_and_says_so():
+    servers: list[ServerProcess] = [start_server({"TODO_SERVICE_URL": "", "GATEWAY_URL": ""})]
+    first = servers[0]
+    port = first.url.rsplit(":", 1)[1]
+    OrchestratorClient(first.url).register_agent("old-1", "implementation")
+    follower, lines = _follow_events(first.url, 0)
+    try:
+        wait_until(lambda: lines, timeout_s=10, message="the first server's event not printed")
+        first.stop()
+        env = {"ORCHESTRATOR_PORT": port, "TODO_SERVICE_URL": "", "GATEWAY_URL": ""}
+        servers.append(start_server(env))
+        OrchestratorClient(servers[1].url).register_agent("new-1", "implementation")
+        wait_until(
+            lambda: any(e.get("agent_id") == "new-1" for e in lines),
+            timeout_s=20,
+            message="the follower did not carry on with the restarted server",
+        )
+        assert [e["seq"] for e in lines] == [1, 1]  # numbered from 1 again, each once
         follower.send_signal(signal.SIGINT)
         assert follower.wait(10) == 0
         assert follower.stderr is not None
-        assert follower.stderr.read().splitlines() == [
-            "june-orchestrator: event numbering restarted; following it anew"
-        ]
+        notes = follower.stderr.read().splitlines()
+        restarted = (
+            "june-orchestrator: the server restarted and numbers its events from 1 again;"
+            " following it from its first event"
+        )
+        assert notes[-1] == restarted
+        # The client rides out a short outage itself (it tries for a while before it
+        # says it cannot connect), so the loss is said only when it lasts that long.
+        lost = f"june-orchestrator: cannot connect to {first.url}"
+        assert all(note == restarted or note.startswith(lost) for note in notes), notes
     finally:
         reap(follower)
+        for server in servers:
+            reap(server.process)
+
+
+def test_hard_to_read_values_are_refused_in_one_sentence(url: str, name: Callable):
+    env = {"ORCH_URL": url, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN}
+    no_scheme = run_process("--url", "localhost:8005", "stats")
+    assert no_scheme.returncode == 2
+    assert no_scheme.stderr == (
+        "june-orchestrator: --url (or $ORCH_URL) 'localhost:8005' is not an orchestrator"
+        " URL; give http:// or https:// and a host, like http://127.0.0.1:8005\n"
+    )
+    bad_id = run_process("tasks", "submit", "--id", "my task", env=env)
+    assert bad_id.returncode == 1
+    assert bad_id.stderr == (
+        "june-orchestrator: task_id: 'my task' is not a valid id: use 1-128 letters,"
+        " digits or '._:-' (not only dots)\n"
+    )
+    for argv, said in [
+        (("tasks", "submit", "--priority", "11"), "'11' is out of range; give a whole number"),
+        (("tasks", "list", "--limit", "x"), "'x' is not a whole number; give a whole number"),
+        (("tasks", "show", "t", "--wait", "soon"), "'soon' is not a number; give a number"),
+        (("events", "--after", "-1"), "'-1' is negative; give an event's seq"),
+        (("serve", "--port", "http"), "'http' is not a whole number; give a port number"),
+    ]:
+        refused = run_process(*argv, env=env)
+        assert refused.returncode == 2, argv
+        assert said in refused.stderr.splitlines()[-1], refused.stderr
+    port = run_process("serve", env={"ORCHESTRATOR_PORT": "abc"})
+    assert port.returncode == 2
+    assert port.stderr == (
+        "june-orchestrator: ORCHESTRATOR_PORT='abc': not a whole number;"
+        " give a port number from 0 to 65535\n"
+    )
 
 
 def test_python_m_orch_lists_every_command_and_keeps_config_working():

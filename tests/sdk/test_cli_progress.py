@@ -91,3 +91,11 @@ def test_tasks_watch_exits_as_wait_does_when_the_task_ends_badly_or_the_wait_run
 
     code, _, err = run_main(capsys, url, "tasks", "watch", name("no-such-task"))
     assert code == cli.EXIT_ERROR and "no task" in err
+
+
+def test_tasks_watch_help_gives_the_exit_status_it_uses_when_the_wait_runs_out(
+    capsys: pytest.CaptureFixture[str],
+):
+    assert cli.main(["tasks", "watch", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"exit {cli.EXIT_WAIT_RAN_OUT}" in shown and "exit 1" not in shown

@@ -203,13 +203,29 @@ def test_client_is_not_confused_by_the_admin_token_on_public_routes(url: str):
         assert client.health()["status"] in ("healthy", "degraded")
 
 
+@pytest.mark.parametrize("url", ["localhost:8005", "127.0.0.1:8005", "ftp://host", "http:/host"])
+def test_a_url_the_client_cannot_use_is_refused_naming_it(url: str):
+    # Not requests' "No connection adapters were found" at the first call.
+    with pytest.raises(Invalid) as info:
+        OrchestratorClient(url)
+    assert info.value.field == "url"
+    assert info.value.message == (
+        f"url: {url!r} is not an orchestrator URL; give http:// or https:// and a host,"
+        " like http://127.0.0.1:8005"
+    )
+
+
+def test_a_usable_url_loses_only_its_trailing_slash():
+    assert OrchestratorClient(" http://orch.internal:8005/ ").url == "http://orch.internal:8005"
+
+
 def test_urls_are_listed_with_commas_and_checked():
     assert parse_urls("http://a:1/, https://b:2 ,") == ("http://a:1", "https://b:2")
     assert parse_urls(["http://a:1"]) == ("http://a:1",)
     with pytest.raises(Invalid) as no_url:
         OrchestratorClient(" , ")
     assert no_url.value.field == "url"
-    with pytest.raises(Invalid, match="'a:1' is not an http"):
+    with pytest.raises(Invalid, match="'a:1' is not an orchestrator URL"):
         OrchestratorClient("a:1")
     with pytest.raises(Invalid) as negative:
         OrchestratorClient("http://a:1", failover_wait_s=-1)

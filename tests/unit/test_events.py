@@ -83,36 +83,55 @@ def test_heartbeats_log_nothing_at_info(orch, caplog):
     assert [record.getMessage() for record in caplog.records] == []
 
 
-def test_a_reader_beyond_the_numbering_gets_the_ring_at_once_marked_reset(clock):
-    # It followed an earlier server process; this one numbers from 1 again.
+def test_a_reader_of_an_earlier_numbering_gets_the_ring_at_once_marked_reset(clock):
+    # It followed an earlier server process (another epoch); this one numbers from 1.
     events = Events(clock)
     for n in range(3):
         events.emit("agent.registered", agent_id=f"a{n}")
     started = time.monotonic()
-    answer = events.page(500, wait_s=5)
+    answer = events.page(2, wait_s=5, epoch="of-an-earlier-process")
     assert [e["seq"] for e in answer["events"]] == [1, 2, 3]
     assert answer["next"] == 3 and answer["reset"] is True
+    assert answer["epoch"] == events.epoch != "of-an-earlier-process"
     assert time.monotonic() - started < 2  # not the 5 s each was allowed to wait
-    assert events.page(3) == {"events": [], "next": 3}  # no reset: the usual answer
+    # Its own epoch: the usual answer.
+    assert events.page(3, epoch=events.epoch) == {"events": [], "next": 3, "epoch": events.epoch}
 
 
 def test_a_reset_from_an_empty_ring_answers_at_once_from_zero(clock):
     events = Events(clock)
     started = time.monotonic()
-    assert events.page(42, wait_s=5) == {"events": [], "next": 0, "reset": True}
+    answer = events.page(42, wait_s=5, epoch="earlier")
+    assert answer == {"events": [], "next": 0, "epoch": events.epoch, "reset": True}
     assert time.monotonic() - started < 2
     events.emit("agent.registered", agent_id="a")
     assert [e["seq"] for e in events.page(0)["events"]] == [1]
 
 
-def test_the_facade_answers_a_reader_beyond_the_numbering_at_once(orch):
-    # At once, from the ring's start, with `next` in the new numbering (below `after`).
+def test_a_reader_ahead_of_the_numbering_gets_nothing_at_once_not_a_replay(clock):
+    events = Events(clock)
+    for n in range(3):
+        events.emit("agent.registered", agent_id=f"a{n}")
+    for epoch in (None, events.epoch):  # with nothing to tell a restart, or the same numbering
+        started = time.monotonic()
+        answer = events.page(500, wait_s=5, epoch=epoch)
+        assert answer == {"events": [], "next": 3, "epoch": events.epoch, "ahead": True}
+        assert time.monotonic() - started < 2
+
+
+def test_two_processes_number_their_events_under_different_epochs(clock):
+    assert Events(clock).epoch != Events(clock).epoch
+
+
+def test_the_facade_answers_a_reader_ahead_of_the_numbering_at_once(orch):
     orch.register_agent("a", "implementation")
     started = time.monotonic()
     answer = orch.events(10_000, wait_s=5)
     assert time.monotonic() - started < 2
-    assert answer["events"][0]["seq"] == 1
-    assert answer["next"] == len(answer["events"]) < 10_000
+    assert answer["events"] == [] and answer["ahead"] is True
+    assert answer["next"] == orch.events(0)["next"] < 10_000
+    restarted = orch.events(10_000, wait_s=5, epoch="earlier")
+    assert restarted["reset"] is True and restarted["events"][0]["seq"] == 1
 
 
 def test_a_signal_reaches_every_signal_listener_in_order_and_never_the_ring(clock):

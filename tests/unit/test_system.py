@@ -215,9 +215,12 @@ def test_events_are_numbered_and_paged(orch):
     assert [e["type"] for e in first["events"]] == ["agent.registered"]
     rest = orch.events(first["next"])
     assert "agent.started" in [e["type"] for e in rest["events"]]
-    assert orch.events(rest["next"]) == {"events": [], "next": rest["next"]}
+    epoch = rest["epoch"]
+    assert orch.events(rest["next"]) == {"events": [], "next": rest["next"], "epoch": epoch}
     with pytest.raises(Invalid, match="after"):
         orch.events(-1)
+    with pytest.raises(Invalid, match="epoch"):
+        orch.events(0, epoch="not an epoch")
 
 
 @pytest.mark.parametrize(

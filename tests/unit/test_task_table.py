@@ -611,6 +611,35 @@ def test_a_progress_report_changes_the_record_not_its_state_and_events_are_thinn
     ]
 
 
+def test_the_last_report_of_a_burst_reaches_the_feed_once_its_interval_runs_out():
+    table = make(progress_event_interval_s=5.0)
+    agent(table, "a")
+    submit(table, "long")
+    dispatch(table)
+    settle(table, table.progressed("a", "long", "step 1", 10, WALL), now=0.0)
+    for n, now in ((2, 1.0), (3, 2.0)):  # held back: within the interval
+        settle(table, table.progressed("a", "long", f"step {n}", 10 * n, WALL), now)
+    assert table.held_progress_events(4.9) == []  # not yet due
+    [(event_type, data)] = table.held_progress_events(5.0)
+    assert event_type == "task.progress"
+    assert (data["message"], data["percent"], data["reports_not_sent"]) == ("step 3", 30.0, 1)
+    assert table.held_progress_events(20.0) == []  # sent once
+    # A report after that goes out at once, counting nothing held back.
+    applied = settle(table, table.progressed("a", "long", "step 4", 40, WALL), now=10.0)
+    assert [data.get("reports_not_sent") for _, data in applied.events] == [None]
+
+
+def test_a_held_report_is_dropped_when_its_attempt_ends():
+    table = make(progress_event_interval_s=5.0)
+    agent(table, "a")
+    submit(table, "long")
+    dispatch(table)
+    settle(table, table.progressed("a", "long", "step 1", 10, WALL), now=0.0)
+    settle(table, table.progressed("a", "long", "step 2", 20, WALL), now=1.0)
+    settle(table, table.finished(table.get("long"), TaskState.COMPLETED, WALL, result=1), now=2.0)
+    assert table.held_progress_events(10.0) == []
+
+
 def test_only_the_holder_may_report_progress():
     table = make()
     agent(table, "a")

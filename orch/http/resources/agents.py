@@ -23,7 +23,8 @@ from orch.model import AgentState
 class AgentRegistration(Resource):
     scopes = {"POST": Scope.ADMIN}
     bodies = {"POST": RegisterAgent}
-    answers = {"POST": (201, 400, 409)}
+    # 200, not 201: the seed answered 200 and clients written for it check for it.
+    answers = {"POST": (200, 400, 409)}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Register a remote agent; the answer carries its token, shown only this once."""
@@ -36,7 +37,7 @@ class AgentRegistration(Resource):
             project_id=body.project_id,
             max_concurrent_tasks=body.max_concurrent_tasks,
         )
-        send(resp, answer, 201)
+        send(resp, answer, 200)
         resp.location = f"/agents/{body.agent_id}"
 
 
