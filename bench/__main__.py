@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import core, durability, http_scenarios, load, scale
+from bench import cluster, core, durability, http_scenarios, load, scale
 
 OUT_DIR = Path("build/bench")
 
@@ -35,6 +35,7 @@ FULL = {
     "embedded_tasks": 6000,
     "locks": 4000,
     "durability_s": 2.0,
+    "failover_rounds": cluster.ROUNDS,
 }
 SMOKE = {
     "hb_agents": 10,
@@ -50,6 +51,7 @@ SMOKE = {
     "embedded_tasks": 100,
     "locks": 64,
     "durability_s": 0.2,
+    "failover_rounds": 1,
 }
 
 
@@ -224,6 +226,42 @@ def run(sizes: dict[str, Any], prefer_wrk: bool, only: set[str] | None) -> dict[
                 ),
                 ">= 50% at 32",
                 durable["postgresql_ratio"]["32"] >= 0.5,
+            )
+        )
+    clustered = scenario(
+        "cluster",
+        lambda: cluster.run(
+            sizes["failover_rounds"], sizes["hb_agents"], sizes["duration_s"], sizes["connections"]
+        ),
+    )
+    if clustered:
+        rows.append(
+            _row(
+                f"failover: SIGKILL of the leader to the first acknowledged write"
+                f" (median of {sizes['failover_rounds']})",
+                f"{clustered['failover_median_s']:.2f} s"
+                f" ({', '.join(f'{t:.2f}' for t in clustered['failover_s'])})",
+                "<= 3 s",
+                clustered["failover_median_s"] <= 3.0,
+            )
+        )
+        rows.append(
+            _row(
+                f"failover: SIGSTOP of the leader to the first acknowledged write"
+                f" (lease {cluster.LEASE_S:g} s)",
+                f"{clustered['frozen_failover_s']:.2f} s",
+                f"<= {cluster.LEASE_S + 2:g} s",
+                clustered["frozen_failover_s"] <= cluster.LEASE_S + 2,
+            )
+        )
+        rows.append(
+            _row(
+                "heartbeats through a standby vs to the leader (Python client)",
+                f"{clustered['heartbeats_standby_per_s']:,.0f} vs"
+                f" {clustered['heartbeats_leader_per_s']:,.0f}/s"
+                f" ({clustered['standby_ratio']:.0%})",
+                "-",
+                None,
             )
         )
     return {"results": results, "rows": rows}

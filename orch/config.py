@@ -51,6 +51,11 @@ class Settings:
     # fails (503 store_unavailable); README, "PostgreSQL store".
     db_write_wait_s: float = 10.0
     task_retention_s: float = 7 * 86_400.0
+    # A cluster (several servers on one PostgreSQL database): how long a leader's lease
+    # lasts unrenewed (it renews every third of it), and the URL other nodes forward
+    # to while it leads (None: http://host:port as it listens).
+    leader_lease_s: float = 5.0
+    advertise_url: str | None = None
     # How long the first answer to a write with an Idempotency-Key is kept for retries.
     idempotency_ttl_s: float = 86_400.0
     admin_token: str | None = field(default=None, repr=False)  # a secret: never shown
@@ -139,6 +144,10 @@ class Settings:
             raise ConfigError("ORCH_HTTP_MAX_BODY_BYTES must be at least 1024")
         if self.todo_dead_tasks not in ("block", "cooldown"):
             raise ConfigError("ORCH_TODO_DEAD_TASKS must be 'block' or 'cooldown'")
+        if not 0.5 <= self.leader_lease_s <= 300:
+            # Renewed every third of it: shorter leases flap on a loaded machine,
+            # longer ones leave a frozen leader's cluster without one that long.
+            raise ConfigError("ORCH_LEADER_LEASE_S must be between 0.5 and 300 seconds")
         if self.todo_cooldown_max_s < self.todo_cooldown_s:
             raise ConfigError("ORCH_TODO_COOLDOWN_MAX_S must be at least ORCH_TODO_COOLDOWN_S")
 
@@ -277,6 +286,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORCH_DB_WRITE_WAIT_S": ("db_write_wait_s", _positive_float),
     "ORCH_TASK_RETENTION_S": ("task_retention_s", _positive_float),
     "ORCH_IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _positive_float),
+    "ORCH_LEADER_LEASE_S": ("leader_lease_s", _positive_float),
+    "ORCH_ADVERTISE_URL": ("advertise_url", _url),
     "ORCH_ADMIN_TOKEN": ("admin_token", _optional_secret),
     "ORCH_HTTP_THREADS": ("http_threads", _positive_int),
     "ORCH_HTTP_INLINE": ("http_inline", _flag),

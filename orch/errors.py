@@ -142,6 +142,19 @@ class StoreError(Unavailable):
     title = "Store unavailable"
 
 
+class NotLeader(Unavailable):
+    """This node of a cluster is a standby: only the leader answers (``leader`` names
+    its URL, or is None while nobody leads). Over HTTP a standby forwards to the
+    leader, so clients see this only as 503 ``no_leader`` while nobody leads."""
+
+    code = "no_leader"
+    title = "Not the leader"
+
+    def __init__(self, message: str, leader: str | None = None, **details: Any) -> None:
+        super().__init__(message, leader=leader, **details)
+        self.leader = leader
+
+
 class BackupError(StoreError):
     """A backup of the store could not be made; nothing was left at its destination."""
 

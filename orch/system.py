@@ -16,6 +16,7 @@ Time moves forward through ``tick()``: a background ticker calls it every
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -53,7 +54,7 @@ from orch.integrations.todo import TodoClient
 from orch.logs import log_event
 from orch.metrics import Metrics
 from orch.runtime import ActorGate, Calls
-from orch.store import Store, open_store
+from orch.store import POSTGRES_SCHEMES, Store, open_store
 
 if TYPE_CHECKING:
     from orch.actors.proxies import (
@@ -117,16 +118,27 @@ class _ControllerMethod(Generic[P, R]):
 class Orchestrator:
     """The control plane in one object; use as a context manager or start()/stop()."""
 
+    def __new__(cls, settings: Settings | None = None, *, store: Any = None, **options: Any) -> Any:
+        """A PostgreSQL URL as ``store`` makes a node of a cluster (``orch.node``)."""
+        if isinstance(store, str) and store.startswith(POSTGRES_SCHEMES):
+            from orch.node import EmbeddedNode  # it builds Orchestrators itself
+
+            return EmbeddedNode(dataclasses.replace(settings or Settings(), db=store), **options)
+        return super().__new__(cls)
+
     def __init__(
         self,
         settings: Settings | None = None,
         *,
-        store: Store | None = None,
+        store: Store | str | None = None,
         clock: Clock | None = None,
         auto_tick: bool = True,
         connect_services: bool = False,
     ) -> None:
         self.settings = settings or Settings()
+        if isinstance(store, str):  # ORCH_DB's forms: ":memory:" or a SQLite file
+            self.settings = dataclasses.replace(self.settings, db=store)
+            store = None
         self.clock: Clock = clock or SystemClock()
         self.store: Store = store or open_store(self.settings)
         self.events_log = Events(self.clock)

@@ -25,6 +25,7 @@ from orch.system import Orchestrator
 
 ROUTES: list[tuple[str, type[Resource]]] = [
     ("/health", monitoring.Health),
+    ("/health/ready", monitoring.HealthReady),
     ("/metrics", monitoring.Metrics),
     ("/stats", monitoring.Stats),
     ("/openapi.json", monitoring.OpenAPI),

@@ -20,11 +20,15 @@ import signal
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from orch.config import Settings
 from orch.errors import Unavailable
 from orch.http.app import create_app
+from orch.http.forward import NodeApp
 from orch.http.waitress_adapter import WaitressServer, waitress_body_limit
+from orch.node import Node, default_advertise_url
+from orch.store import POSTGRES_SCHEMES
 from orch.system import Orchestrator
 
 logger = logging.getLogger("orch.http")
@@ -75,7 +79,7 @@ class Server:
 
     def __init__(
         self,
-        orchestrator: Orchestrator,
+        orchestrator: Orchestrator | Node,
         settings: Settings | None = None,
         *,
         host: str | None = None,
@@ -85,10 +89,18 @@ class Server:
         self.settings = settings or orchestrator.settings
         self._stopping = threading.Event()
         _raise_open_files_limit(self.settings.http_connection_limit)
+        if isinstance(orchestrator, Node):
+            # A node's Orchestrator changes with each term: no answers on the loop,
+            # which would hold one store's commit listener.
+            app: Any = NodeApp(orchestrator)
+            inline = False
+        else:
+            app = create_app(orchestrator, self.settings)
+            inline = self.settings.http_inline
         self.waitress = WaitressServer(
-            create_app(orchestrator, self.settings),
-            orchestrator,
-            inline=self.settings.http_inline,
+            app,
+            orchestrator if isinstance(orchestrator, Orchestrator) else None,
+            inline=inline,
             request_read_timeout_s=self.settings.http_request_read_timeout_s,
             host=host or self.settings.host,
             port=self.settings.port if port is None else port,
@@ -176,6 +188,9 @@ def serve(
     environment) and started; either way it is stopped on the way out.
     """
     settings = settings or (orchestrator.settings if orchestrator else Settings.from_env())
+    if orchestrator is None and settings.db.startswith(POSTGRES_SCHEMES):
+        _serve_node(settings, host=host, port=port, handle_signals=handle_signals)
+        return
     orchestrator = orchestrator or Orchestrator(settings, connect_services=True)
     # Bind first: a port in use should stop start-up before any actor has started.
     try:
@@ -188,6 +203,10 @@ def serve(
             "set ORCHESTRATOR_HOST/ORCHESTRATOR_PORT to a free address"
         ) from None
     orchestrator.start()
+    _serve_until_signalled(server, handle_signals)
+
+
+def _serve_until_signalled(server: Server, handle_signals: bool) -> None:
     if handle_signals and threading.current_thread() is threading.main_thread():
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -197,3 +216,33 @@ def serve(
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     server.serve_forever()
+
+
+def _serve_node(
+    settings: Settings, *, host: str | None, port: int | None, handle_signals: bool
+) -> None:
+    """Serve as a node of a cluster on ``settings.db`` (a PostgreSQL database): lead
+    if nobody does, else forward to the leader and take over when it is gone."""
+    node = Node(settings, make_app=lambda orch: create_app(orch, settings), connect_services=True)
+    try:
+        server = Server(node, settings, host=host, port=port)
+    except OSError as exc:
+        where = f"{host or settings.host}:{settings.port if port is None else port}"
+        raise Unavailable(
+            f"cannot listen on {where}: {exc.strerror or exc}; "
+            "set ORCHESTRATOR_HOST/ORCHESTRATOR_PORT to a free address"
+        ) from None
+    # Known once bound (port 0 picks one): how the other nodes reach this one.
+    node.advertise_url = settings.advertise_url or default_advertise_url(server.host, server.port)
+    try:
+        node.start()
+    except BaseException:
+        server.waitress.close(worker_timeout_s=1.0)
+        raise
+    logger.info(
+        "cluster node %s is the %s (lease %.1fs)",
+        node.advertise_url,
+        node.role,
+        settings.leader_lease_s,
+    )
+    _serve_until_signalled(server, handle_signals)

@@ -813,7 +813,7 @@ class WaitressServer:
     def __init__(
         self,
         app: Any,
-        orchestrator: Orchestrator,
+        orchestrator: Orchestrator | None,
         *,
         inline: bool,
         request_read_timeout_s: float,
@@ -822,7 +822,11 @@ class WaitressServer:
         socket_map = WatchedMap()
         self.listener: Any = waitress.create_server(app, map=socket_map, **adjustments)
         self.listener.channel_class = GuardedChannel
-        self.inline = InlineAnswers(self.listener, orchestrator) if inline else None
+        self.inline = (
+            InlineAnswers(self.listener, orchestrator)
+            if inline and orchestrator is not None
+            else None
+        )
         self.epoll = EpollLoop(socket_map, self.listener) if hasattr(select, "epoll") else None
         self._request_read_timeout_s = request_read_timeout_s
         self._next_sweep = 0.0

@@ -50,6 +50,12 @@ CHECK_WAIT_S = 2.0
 #: libpq's connect_timeout (whole seconds): one attempt to reach the server.
 CONNECT_TIMEOUT_S = 2
 
+#: A fenced (cluster) writer's session that sits in a transaction longer than this is
+#: ended by the server: a leader frozen mid-transaction would otherwise hold the
+#: lease row's share lock, and with it every takeover, for as long as it is frozen.
+#: The writer never idles inside a transaction of its own accord.
+FENCED_IDLE_MS = 2000
+
 Value = TypeVar("Value")
 
 
@@ -83,11 +89,19 @@ class PostgresStore:
     """
 
     def __init__(
-        self, url: str, *, write_wait_s: float = 10.0, lock_timeout_s: float = 5.0
+        self,
+        url: str,
+        *,
+        write_wait_s: float = 10.0,
+        lock_timeout_s: float = 5.0,
+        epoch: int | None = None,
     ) -> None:
         """Connect, bring the schema to ``SCHEMA_VERSION`` and start the writer.
 
-        Raises ``StoreError`` if the server cannot be reached or holds a newer schema.
+        With ``epoch`` (a cluster's leader, ``orch/store/postgres_lease.py``) every
+        write is fenced: refused, in its own transaction, once the lease holds
+        another epoch. Raises ``StoreError`` if the server cannot be reached or holds
+        a newer schema.
         """
         if write_wait_s <= 0:
             raise ValueError(f"write_wait_s must be positive, got {write_wait_s!r}")
@@ -95,9 +109,16 @@ class PostgresStore:
         self.where = redact(url)
         self.write_wait_s = write_wait_s
         self.fail_writes: str | None = None
+        self.epoch = epoch
         self._options = {
             "connect_timeout": CONNECT_TIMEOUT_S,
-            "options": f"-c lock_timeout={max(1, round(lock_timeout_s * 1000))}",
+            "options": f"-c lock_timeout={max(1, round(lock_timeout_s * 1000))}"
+            + (
+                ""
+                if epoch is None
+                else f" -c orch.epoch={int(epoch)}"
+                f" -c idle_in_transaction_session_timeout={FENCED_IDLE_MS}"
+            ),
             "application_name": "june-orchestrator",
             # A server that vanished without closing the socket is noticed, not waited on.
             "keepalives": 1,

@@ -55,7 +55,47 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Expiry deletes the oldest answers first.
         "CREATE INDEX idempotent_answers_by_expiry ON idempotent_answers (expires_at)",
     ),
+    (
+        # Leadership of a cluster (orch/store/postgres_lease.py): one row, the holder,
+        # its epoch (one more per takeover), the URL it serves on, when its lease ends
+        # (the server's clock, so nodes' clocks need not agree) and its session's pid.
+        "CREATE TABLE orch_leader (id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT,"
+        " epoch BIGINT NOT NULL, url TEXT, expires_at TIMESTAMPTZ, holder_pid INTEGER)",
+        "INSERT INTO orch_leader (id, epoch) VALUES (1, 0)",
+        # The fenced commit: a session that says which epoch it writes for
+        # (``-c orch.epoch=N``) may change nothing once the lease row holds another.
+        # FOR SHARE makes a takeover (an UPDATE of the row) wait for a commit under
+        # way, and a commit that waited see the new epoch: no write of a deposed
+        # leader commits after its successor read the store.
+        "CREATE FUNCTION orch_fence() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " DECLARE wanted TEXT := current_setting('orch.epoch', true); held BIGINT;"
+        " BEGIN"
+        "  IF wanted IS NULL OR wanted = '' THEN RETURN NULL; END IF;"
+        "  SELECT epoch INTO held FROM orch_leader WHERE id = 1 FOR SHARE;"
+        "  IF held IS DISTINCT FROM wanted::BIGINT THEN"
+        "   RAISE EXCEPTION 'not the leader: this node writes for epoch %, the lease holds %',"
+        "    wanted, held USING ERRCODE = 'OR001';"
+        "  END IF;"
+        "  RETURN NULL;"
+        " END $$",
+        *(
+            f"CREATE TRIGGER {table}_fenced BEFORE INSERT OR UPDATE OR DELETE ON {table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION orch_fence()"
+            for table in (
+                "agents",
+                "credentials",
+                "tasks",
+                "grants",
+                "fencing",
+                "config_defaults",
+                "intake_reservations",
+                "idempotent_answers",
+            )
+        ),
+    ),
 )
+#: SQLSTATE of a write refused by the fence: the lease moved to another node.
+FENCED_SQLSTATE = "OR001"
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The advisory lock key migrations hold (``pg_advisory_xact_lock``): any fixed

@@ -183,7 +183,7 @@ def test_admin_calls_with_a_malformed_header_are_401(admin_client, admin_world, 
 
 @pytest.mark.parametrize(("template", "method"), calls_with_scope(Scope.PUBLIC))
 def test_health_and_metrics_are_open(admin_client, admin_world, template, method):
-    assert (template, method) in {("/health", "GET"), ("/metrics", "GET")}
+    assert (template, method) in {("/health", "GET"), ("/health/ready", "GET"), ("/metrics", "GET")}
     for headers in (None, {"Authorization": "Basic YTpi"}, bearer("nobody")):
         answer = admin_client.simulate_request(method, template, headers=headers)
         assert answer.status_code == 200, answer.text

@@ -23,6 +23,7 @@ SCENARIOS = {
     "locks_http_1",
     "locks_http_32",
     "durability",
+    "cluster",
 }
 
 
@@ -45,6 +46,9 @@ def test_every_benchmark_scenario_runs_at_toy_size(tmp_path):
     assert fleet["active_agents"] == report["sizes"]["fleet_agents"]
     assert fleet["heartbeats_per_s"] > 0 and fleet["heartbeat_errors"] == 0
     assert all(row["figure"] for row in report["rows"])
+    clustered = report["results"]["cluster"]
+    assert clustered["failover_median_s"] > 0 and clustered["frozen_failover_s"] > 0
+    assert clustered["heartbeats_standby_per_s"] > 0 and clustered["errors"] == 0
     keyed = report["results"]["keyed_task_cycle"]
     assert keyed["keyed_per_s"] > 0 and keyed["plain_per_s"] > 0
     scaled = report["results"]["scale"]

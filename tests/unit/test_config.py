@@ -103,6 +103,8 @@ def test_a_bad_value_fails_with_one_line_naming_the_variable(variable, raw, reas
             {"ORCH_TODO_COOLDOWN_S": "600", "ORCH_TODO_COOLDOWN_MAX_S": "60"},
             "ORCH_TODO_COOLDOWN_MAX_S",
         ),
+        ({"ORCH_LEADER_LEASE_S": "0.1"}, "ORCH_LEADER_LEASE_S"),
+        ({"ORCH_LEADER_LEASE_S": "301"}, "ORCH_LEADER_LEASE_S"),
     ],
 )
 def test_combinations_no_single_parser_sees_are_refused(environ, named):
@@ -134,3 +136,12 @@ def test_the_process_environment_is_read_when_none_is_given(monkeypatch):
 def test_every_variable_read_is_documented_in_the_readme():
     readme = README.read_text()
     assert [name for name in ENVIRONMENT_VARIABLES if name not in readme] == []
+
+
+def test_a_cluster_node_reads_its_lease_and_advertised_url():
+    settings = Settings.from_env(
+        {"ORCH_LEADER_LEASE_S": "2.5", "ORCH_ADVERTISE_URL": "http://node1:8005"}
+    )
+    assert (settings.leader_lease_s, settings.advertise_url) == (2.5, "http://node1:8005")
+    with pytest.raises(ConfigError, match="ORCH_ADVERTISE_URL"):
+        Settings.from_env({"ORCH_ADVERTISE_URL": "node1:8005"})

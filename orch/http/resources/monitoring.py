@@ -17,7 +17,21 @@ class Health(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """``status`` healthy/degraded/unhealthy with a check per dependency; 503 if unhealthy."""
         health = self.orch.health()
+        # A server that answers here leads: a lone one always, a cluster's node while
+        # it holds the lease (a standby answers /health itself, orch/http/forward.py).
+        health["role"] = "leader"
         send(resp, health, 503 if health["status"] == "unhealthy" else 200)
+
+
+class HealthReady(Resource):
+    scopes = {"GET": Scope.PUBLIC}
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """200 on the node that answers writes (the leader); a standby answers 503.
+
+        For load balancers that should send traffic to the leader only.
+        """
+        send(resp, {"ready": True, "role": "leader"})
 
 
 class Metrics(Resource):
