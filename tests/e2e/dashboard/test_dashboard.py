@@ -480,11 +480,16 @@ def test_the_page_stays_live_when_every_long_poll_slot_is_taken(tab, server_fact
     holder = threading.Thread(target=hold_the_slot)
     holder.start()
     try:
+        # Each probe takes the one slot itself while it waits, so probes are brief and
+        # spaced: back to back, they kept winning the slot from the holder (which needs
+        # two requests to take it) on a loaded machine, and the holder never got it.
         deadline = time.monotonic() + LONG_MS / 1000
+        pause = threading.Event()
         while (
-            api.session.get(f"{server.url}/events?after=0&wait=0.2", timeout=30).status_code != 503
+            api.session.get(f"{server.url}/events?after=0&wait=0.01", timeout=30).status_code != 503
         ):
             assert time.monotonic() < deadline, "the holder never took the long-poll slot"
+            pause.wait(0.2)  # a gap in which the holder can take the slot
         open_view(tab, server, "events")
         api.call("POST", "/tasks/assign", {"task_id": "seen-live", "agent_type": "nobody"})
         expect(tab.page.locator("#event-list tbody tr").first).to_contain_text(
