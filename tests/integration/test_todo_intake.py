@@ -64,6 +64,12 @@ def test_round_trip_from_todo_task_to_completion(todo, make_orch):
     assert task["status"] == "completed" and task["payload"]["title"] == "write the parser"
     assert todo.tasks[2]["task_status"] == "available"
     assert counter(orch, "orchestrator_intake_polls_total") == 1
+    # Counted once the service's answer is back, which is after the service has marked
+    # the task complete (what the wait above saw): waited for, not read at once.
+    wait_until(
+        lambda: counter(orch, "orchestrator_intake_completions_total") == 1,
+        message="the completion counted",
+    )
     assert counter(orch, "orchestrator_intake_completions_total") == 1
 
 
