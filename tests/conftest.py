@@ -15,8 +15,18 @@ from tests.fakes.todo_service import FakeTodoService
 from tests.pg.server import Databases, PrivateServer, databases_for_tests
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, message: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy (other threads at work)."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout_s: float = 5.0,
+    message: str = "",
+    *,
+    interval_s: float = 0.002,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy (other threads at work).
+
+    ``interval_s`` is how long to pause between polls: short for threads in this
+    process, longer where each poll asks another process (``/proc``, a server).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -24,7 +34,7 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, message: st
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s: {message}")
-        time.sleep(0.002)
+        time.sleep(interval_s)
 
 
 def reap(process: subprocess.Popen[Any]) -> None:

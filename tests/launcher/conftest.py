@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from orch.client import OrchestratorClient
+from tests.conftest import wait_until
 from tests.e2e.conftest import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,15 +40,9 @@ SERVER_ENV = {
 
 
 def poll(predicate: Callable[[], Any], timeout_s: float = BOUND_S, message: str = "") -> Any:
-    """Poll ``predicate`` until truthy; another process is at work, so no fixed sleeps."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {message}")
-        time.sleep(0.05)
+    """``wait_until`` with the launcher tests' bound, pausing longer between polls:
+    each one asks another process (the server, ``/proc``)."""
+    return wait_until(predicate, timeout_s, message, interval_s=0.05)
 
 
 def alive(pid: int) -> bool:
