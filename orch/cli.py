@@ -299,12 +299,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _sequence_number(text: str) -> int:
-    allowed = "give an event's seq: a whole number of at least 0"
+def _at_least_zero(text: str, allowed: str) -> int:
     value = _whole_number(text, allowed)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is negative; {allowed}")
     return value
+
+
+def _sequence_number(text: str) -> int:
+    return _at_least_zero(text, "give an event's seq: a whole number of at least 0")
 
 
 def _priority(text: str) -> int:
@@ -316,10 +319,7 @@ def _priority(text: str) -> int:
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+    return _at_least_zero(text, "give a whole number of at least 0")
 
 
 def _positive_float(text: str) -> float:
@@ -343,9 +343,13 @@ def port_number(text: str) -> int:
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    allowed = "give a number of seconds of at least 0, like 2.5"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; {allowed}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 or more; {allowed}")
     return value
 
 

@@ -467,6 +467,10 @@ def test_hard_to_read_values_are_refused_in_one_sentence(url: str, name: Callabl
         (("tasks", "show", "t", "--wait", "soon"), "'soon' is not a number; give a number"),
         (("events", "--after", "-1"), "'-1' is negative; give an event's seq"),
         (("serve", "--port", "http"), "'http' is not a whole number; give a port number"),
+        (("agents", "list", "--offset", "x"), "'x' is not a whole number; give a whole number"),
+        (("agents", "list", "--offset", "-1"), "'-1' is negative; give a whole number"),
+        (("--failover-wait", "soon", "stats"), "'soon' is not a number; give a number"),
+        (("--failover-wait", "-1", "stats"), "'-1' is not 0 or more; give a number"),
     ]:
         refused = run_process(*argv, env=env)
         assert refused.returncode == 2, argv
